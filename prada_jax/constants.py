@@ -1,0 +1,67 @@
+"""Single source of truth for every constant of the system model.
+
+Paper: "Accelerating Heterogeneous Agent Collaboration in Dynamic Edge Networks" (PRADA).
+Table 3 gives M, B, lambda, slot length, FlopsLLM and K_max; the rest is documented in docs/design.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelArch:
+    """Transformer shape used by the FLOPs model (eqs. 14-16): hidden size o and decoder layers v."""
+
+    name: str
+    hidden: int
+    layers: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Architectures (config.json of the Hugging Face releases).
+QWEN25_MATH_1_5B = ModelArch("Qwen2.5-Math-1.5B-Instruct", hidden=1536, layers=28)
+QWEN25_MATH_7B = ModelArch("Qwen2.5-Math-7B-Instruct", hidden=3584, layers=28)
+SKYWORK_PRM_1_5B = ModelArch("Skywork-o1-Open-PRM-Qwen-2.5-1.5B", hidden=1536, layers=28)
+SKYWORK_PRM_7B = ModelArch("Skywork-o1-Open-PRM-Qwen-2.5-7B", hidden=3584, layers=28)
+
+SLM_ARCH = QWEN25_MATH_1_5B
+LLM_ARCH = QWEN25_MATH_7B
+PRM_TEACHER_ARCH = SKYWORK_PRM_7B  # offline teacher for PPO (paper section 5.1.1)
+PRM_ONLINE_ARCH = SKYWORK_PRM_1_5B  # online PRM of the RSD baseline (paper section 5.1.2)
+
+# Communication (eq. 5): each token is sent as a 32-bit word.
+BITS_PER_TOKEN = 32
+
+# Table 3.
+SLOT_SECONDS = 1e-3  # Delta t = 1 ms
+DEFAULT_SERVER_CAPACITY = 9  # M
+DEFAULT_BANDWIDTH_BPS = 4e7  # B, bit/s
+DEFAULT_ARRIVAL_RATE = 3.0  # lambda, arrivals per slot
+FLOPS_LLM = 8e13  # FLOP/s of the server
+TQ_MAX_ITERATIONS = 80  # K_max of the self-consistent queue estimate
+
+# Not given by the paper (design notes section 2.3): calibrated so that All-SLM processing delay on the
+# shipped gsm8k trace is 3.1 ms/task. Recomputed by `python experiments/calibrate_flops.py`.
+FLOPS_SLM = 1.4e13
+
+# Channel model (design notes section 2.4; not given by the paper).
+DEFAULT_SNR_DB = 20.0  # mean SNR at the median user distance
+DEFAULT_SNR_THRESHOLD_DB = 0.0  # gamma_th: no upload below it
+DEFAULT_PATH_LOSS_EXPONENT = 3.5
+CELL_RADIUS = 1.0  # distances are relative to the cell radius
+MEDIAN_DISTANCE = 0.5 ** 0.5  # median of a uniform-over-disk distance, R sqrt(U)
+MIN_DISTANCE = 0.05
+
+# Trade-off weight beta (PRM units per second). Not given by the paper (design notes 2.8).
+DEFAULT_BETA = 10.0
+
+# Server prefill of an uploaded context: "full" (no KV cache kept, default) or "prefix" (server caches it).
+SERVER_PREFILL_MODES = ("full", "prefix")
+DEFAULT_SERVER_PREFILL = "full"
+
+# Trace format.
+TRACE_FORMAT_VERSION = 1
+DATASETS = ("gsm8k", "math500", "gaokao2023en", "mmlu_stem")
