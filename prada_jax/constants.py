@@ -45,7 +45,7 @@ TQ_MAX_ITERATIONS = 80  # K_max of the self-consistent queue estimate
 
 # Not given by the paper (design notes section 2.3): calibrated so that All-SLM processing delay on the
 # shipped gsm8k trace is 3.1 ms/task. Recomputed by `python experiments/calibrate_flops.py`.
-FLOPS_SLM = 1.4e13
+FLOPS_SLM = 1.51e13
 
 # Channel model (design notes section 2.4; not given by the paper).
 DEFAULT_SNR_DB = 20.0  # mean SNR at the median user distance
