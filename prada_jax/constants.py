@@ -65,3 +65,8 @@ DEFAULT_SERVER_PREFILL = "full"
 # Trace format.
 TRACE_FORMAT_VERSION = 1
 DATASETS = ("gsm8k", "math500", "gaokao2023en", "mmlu_stem")
+
+# Text -> tokens when no tokenizer is at hand (calibration refit and the ProcessBench importer).
+CHARS_PER_TOKEN = 3.6  # Qwen2.5 BPE tokenizer on English math text with LaTeX (estimate, not measured here)
+# Qwen2.5-Math CoT chat template around the question: 5 special + 6 role/newline + 18 system-sentence tokens.
+PROMPT_TEMPLATE_TOKENS = 29

@@ -23,13 +23,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from prada_jax import constants as C
+
 # --- Documented assumptions (recorded in fitted_stats.json so the generator uses the same numbers) ---
-CHARS_PER_TOKEN = 3.6  # Qwen2.5 BPE tokenizer on English math text with LaTeX (estimate, not measured here)
+CHARS_PER_TOKEN = C.CHARS_PER_TOKEN
 # Qwen2.5-Math CoT chat template around the question:
 # "<|im_start|>system\nPlease reason step by step, and put your final answer within \boxed{}.<|im_end|>\n"
 # "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 # = 5 special tokens + 6 role/newline tokens + 18 tokens of system sentence (hand count) = 29.
-PROMPT_TEMPLATE_TOKENS = 29
+PROMPT_TEMPLATE_TOKENS = C.PROMPT_TEMPLATE_TOKENS
 PREFERRED_GENERATOR = "Qwen2.5-Math"  # rows whose generator name contains this are preferred ...
 MIN_PREFERRED_ROWS = 100  # ... when there are at least this many of them; else all rows are used
 QUERY_QUANTILES = 101  # 0 %, 1 %, ..., 100 %
