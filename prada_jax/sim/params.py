@@ -1,0 +1,192 @@
+"""Simulator parameters: `SimParams` (traced, sweepable pytree) and `SimConfig` (static, hashable).
+
+Everything a sweep varies is a traced leaf of `SimParams`, so one compile serves a whole grid; shapes and
+algorithm choices live in the frozen `SimConfig`, which is a static argument of `jit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Mapping, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from prada_jax import constants as C
+
+SCHEDULERS = ("prada", "fifo", "random", "rsd")
+
+
+class SimParamsError(ValueError):
+    """A simulator parameter or configuration is out of range."""
+
+
+@struct.dataclass
+class SimParams:
+    """Traced system parameters (leaves are scalars, or [G] on a grid)."""
+
+    bandwidth_bps: jnp.ndarray  # float32, total uplink bandwidth B (bit/s)
+    server_capacity: jnp.ndarray  # int32, M concurrent LLM requests (<= config.max_servers)
+    arrival_rate: jnp.ndarray  # float32, lambda, Poisson arrivals per slot
+    beta: jnp.ndarray  # float32, PRM units per second
+    snr_db: jnp.ndarray  # float32, mean SNR at the median distance
+    snr_threshold_db: jnp.ndarray  # float32, gamma_th: upload infeasible below it
+    path_loss_exponent: jnp.ndarray  # float32
+    flops_slm: jnp.ndarray  # float32, FLOP/s of each edge device
+    flops_llm: jnp.ndarray  # float32, FLOP/s of the server
+    prefix_cache: jnp.ndarray  # bool, server keeps a prefix KV cache ("prefix" mode) instead of full prefill
+
+
+_FLOAT_FIELDS = (
+    "bandwidth_bps",
+    "arrival_rate",
+    "beta",
+    "snr_db",
+    "snr_threshold_db",
+    "path_loss_exponent",
+    "flops_slm",
+    "flops_llm",
+)
+PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(SimParams))
+
+
+def make_params(
+    bandwidth_bps=C.DEFAULT_BANDWIDTH_BPS,
+    server_capacity=C.DEFAULT_SERVER_CAPACITY,
+    arrival_rate=C.DEFAULT_ARRIVAL_RATE,
+    beta=C.DEFAULT_BETA,
+    snr_db=C.DEFAULT_SNR_DB,
+    snr_threshold_db=C.DEFAULT_SNR_THRESHOLD_DB,
+    path_loss_exponent=C.DEFAULT_PATH_LOSS_EXPONENT,
+    flops_slm=C.FLOPS_SLM,
+    flops_llm=C.FLOPS_LLM,
+    prefix_cache=C.DEFAULT_SERVER_PREFILL == "prefix",
+) -> SimParams:
+    """Build `SimParams` with the right dtypes (defaults from constants.py). Leaves may be scalars or [G]."""
+    values = dict(locals())
+    out = {name: jnp.asarray(values[name], jnp.float32) for name in _FLOAT_FIELDS}
+    out["server_capacity"] = jnp.asarray(server_capacity, jnp.int32)
+    out["prefix_cache"] = jnp.asarray(prefix_cache, bool)
+    return SimParams(**out)
+
+
+def param_grid(base: SimParams | None = None, **axes: Sequence) -> SimParams:
+    """Cartesian product of swept values: `param_grid(bandwidth_bps=[1e6, 4e7], server_capacity=[3, 9])`.
+
+    Leaves of the result have a leading grid axis [G] (first axis varies slowest). Unswept fields come
+    from `base` (defaults if None).
+    """
+    base = make_params() if base is None else base
+    unknown = set(axes) - set(PARAM_FIELDS)
+    if unknown:
+        raise SimParamsError(f"unknown SimParams fields {sorted(unknown)}; known: {PARAM_FIELDS}")
+    names = list(axes)
+    combos = list(itertools.product(*[list(np.asarray(axes[n]).reshape(-1)) for n in names])) or [()]
+    columns = {}
+    for name in PARAM_FIELDS:
+        if name in axes:
+            columns[name] = [c[names.index(name)] for c in combos]
+        else:
+            columns[name] = [np.asarray(getattr(base, name))] * len(combos)
+    return make_params(**{name: np.stack([np.asarray(v) for v in vals]) for name, vals in columns.items()})
+
+
+def stack_params(points: Sequence[SimParams]) -> SimParams:
+    """Stack scalar `SimParams` into a grid with leading axis [G]."""
+    if not points:
+        raise SimParamsError("stack_params needs at least one point")
+    return make_params(**{n: np.stack([np.asarray(getattr(p, n)) for p in points]) for n in PARAM_FIELDS})
+
+
+def grid_size(params: SimParams) -> int:
+    """G for a grid (leaves [G]); 1 for scalar params."""
+    shape = np.shape(params.bandwidth_bps)
+    return int(shape[0]) if shape else 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SimConfig:
+    """Static simulator configuration (shapes, horizon, algorithm). Hashable: a `jit` static argument."""
+
+    num_slots: int = 2000
+    warmup_slots: int = 200
+    max_users: int = 128  # U: concurrent user slots
+    max_servers: int = 16  # static upper bound on SimParams.server_capacity
+    max_arrivals_per_slot: int = 12  # A_max
+    max_candidates: int = 32  # C: Stage 2 considers at most C candidates per slot (oldest first)
+    scheduler: str = "prada"
+    stage1_sampling: bool = False  # False: nominate iff pi(1|x) > 0.5; True: nominate iff u < pi(1|x)
+    bisection_iters: int = 40
+    mu_log10_range: tuple = (-30.0, 10.0)
+    tq_max_iters: int = C.TQ_MAX_ITERATIONS
+    slot_seconds: float = C.SLOT_SECONDS
+
+    def __post_init__(self):
+        ints = ("num_slots", "max_users", "max_servers", "max_arrivals_per_slot", "max_candidates",
+                "bisection_iters", "tq_max_iters")
+        for name in ints:
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise SimParamsError(f"SimConfig.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.warmup_slots, (int, np.integer)) or not 0 <= self.warmup_slots < self.num_slots:
+            raise SimParamsError(
+                f"SimConfig.warmup_slots must be in [0, num_slots={self.num_slots}), got {self.warmup_slots!r}"
+            )
+        if self.scheduler not in SCHEDULERS:
+            raise SimParamsError(f"SimConfig.scheduler {self.scheduler!r} is not one of {SCHEDULERS}")
+        lo, hi = self.mu_log10_range
+        if not lo < hi:
+            raise SimParamsError(f"SimConfig.mu_log10_range must be increasing, got {self.mu_log10_range}")
+        if not self.slot_seconds > 0:
+            raise SimParamsError(f"SimConfig.slot_seconds must be > 0, got {self.slot_seconds}")
+        if self.max_candidates > self.max_users:
+            object.__setattr__(self, "max_candidates", int(self.max_users))
+
+
+def validate_params(params: SimParams, config: SimConfig) -> SimParams:
+    """Check concrete parameter values (scalar or grid); raise SimParamsError with a clear message."""
+    def arr(name):
+        return np.asarray(getattr(params, name))
+
+    checks = [
+        ("bandwidth_bps", lambda v: np.all(v > 0) & np.all(np.isfinite(v)), "must be finite and > 0 bit/s"),
+        ("arrival_rate", lambda v: np.all(v >= 0) & np.all(np.isfinite(v)), "must be finite and >= 0 per slot"),
+        ("beta", lambda v: np.all(v >= 0) & np.all(np.isfinite(v)), "must be finite and >= 0"),
+        ("flops_slm", lambda v: np.all(v > 0), "must be > 0 FLOP/s"),
+        ("flops_llm", lambda v: np.all(v > 0), "must be > 0 FLOP/s"),
+        ("snr_db", lambda v: np.all(np.isfinite(v)), "must be finite"),
+        ("snr_threshold_db", lambda v: np.all(np.isfinite(v)), "must be finite"),
+        ("path_loss_exponent", lambda v: np.all(v >= 0) & np.all(np.isfinite(v)), "must be finite and >= 0"),
+    ]
+    for name, ok, what in checks:
+        value = arr(name)
+        if not ok(value):
+            raise SimParamsError(f"SimParams.{name} {what}; got {value}")
+    support = 4 * config.max_arrivals_per_slot + 16  # draws.poisson_support
+    if np.any(arr("arrival_rate") > support / 2):
+        raise SimParamsError(
+            f"SimParams.arrival_rate {arr('arrival_rate')} is too large for max_arrivals_per_slot="
+            f"{config.max_arrivals_per_slot} (arrival counts are drawn up to {support}); raise max_arrivals_per_slot"
+        )
+    m = arr("server_capacity")
+    if np.any(m < 1):
+        raise SimParamsError(f"SimParams.server_capacity (M) must be >= 1; got {m}")
+    if np.any(m > config.max_servers):
+        raise SimParamsError(
+            f"SimParams.server_capacity (M) = {m} exceeds SimConfig.max_servers = {config.max_servers}; "
+            "raise max_servers"
+        )
+    shapes = {np.shape(arr(n)) for n in PARAM_FIELDS}
+    if len(shapes) != 1 or len(next(iter(shapes))) > 1:
+        raise SimParamsError(f"SimParams leaves must all be scalars or all [G]; got shapes {shapes}")
+    return params
+
+
+def params_from_mapping(values: Mapping) -> SimParams:
+    """`make_params(**values)` that names unknown keys instead of a TypeError."""
+    unknown = set(values) - set(PARAM_FIELDS)
+    if unknown:
+        raise SimParamsError(f"unknown SimParams fields {sorted(unknown)}; known: {PARAM_FIELDS}")
+    return make_params(**values)

@@ -1,0 +1,127 @@
+"""Per-(problem, step) policy tables read by the simulator (Stage 1 and Stage 2 inputs) and baseline builders.
+
+Because features, tokens and probabilities are fixed per (problem, step), any policy can be evaluated once
+into a table; the slot loop only gathers (design notes section 3). Builders accept a `TraceData` or a
+`PackedTraces` (same field names).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from prada_jax import constants as C
+from prada_jax import costs
+
+# Tables of deterministic policies store pi(1|x) as 1 - eps / eps so that eq. 33 stays finite.
+DETERMINISTIC_EPS = 0.01
+
+
+@struct.dataclass
+class PolicyTable:
+    nominate_prob: jnp.ndarray  # [N, K] pi_theta(1|x)   (Stage 1)
+    advantage: jnp.ndarray  # [N, K] A_omega(x, 1)   (Stage 2, eq. 33 with nominate_prob)
+    server_seconds: jnp.ndarray  # [N, K] D_psi: predicted server compute time (s), reference context
+
+    def value_gap(self):
+        """Eq. 33: Q(x,1) - Q(x,0) per (problem, step)."""
+        return costs.value_gap(self.advantage, self.nominate_prob)
+
+
+def _mask(trace):
+    k = jnp.asarray(trace.slm_step_tokens).shape[1]
+    return jnp.arange(k)[None, :] < jnp.asarray(trace.num_steps)[:, None]
+
+
+def reference_server_seconds(trace, flops_llm=C.FLOPS_LLM):
+    """D_psi target: TL with full prefill of the all-SLM reference context (query + earlier SLM steps)."""
+    slm = jnp.asarray(trace.slm_step_tokens)
+    ctx = jnp.asarray(trace.query_tokens)[:, None] + jnp.cumsum(slm, axis=1) - slm
+    tl = costs.server_step_seconds(ctx, 0, jnp.asarray(trace.llm_step_tokens), flops_llm, False)
+    return jnp.where(_mask(trace), tl, 0.0).astype(jnp.float32)
+
+
+def prm_gain(trace):
+    """PRM estimate of Q(x,1) - Q(x,0): score after the LLM step minus score after the SLM step."""
+    gain = jnp.asarray(trace.prm_after_llm) - jnp.asarray(trace.prm_after_slm)
+    return jnp.where(_mask(trace), gain, 0.0).astype(jnp.float32)
+
+
+def table_from_value_gap(nominate_prob, value_gap, server_seconds) -> PolicyTable:
+    """Build a table whose eq. 33 value gap equals `value_gap`: A(x,1) = gap * pi(0|x)."""
+    nominate_prob = jnp.asarray(nominate_prob, jnp.float32)
+    return PolicyTable(
+        nominate_prob=nominate_prob,
+        advantage=(jnp.asarray(value_gap, jnp.float32) * (1.0 - nominate_prob)).astype(jnp.float32),
+        server_seconds=jnp.asarray(server_seconds, jnp.float32),
+    )
+
+
+def _constant(trace, prob, value_gap, flops_llm):
+    mask = _mask(trace)
+    nom = jnp.where(mask, prob, 0.0)
+    gap = prm_gain(trace) if value_gap is None else jnp.broadcast_to(jnp.asarray(value_gap, jnp.float32), mask.shape)
+    return table_from_value_gap(nom, gap, reference_server_seconds(trace, flops_llm))
+
+
+def all_slm_table(trace, flops_llm=C.FLOPS_LLM) -> PolicyTable:
+    """All-SLM: never nominate."""
+    return _constant(trace, 0.0, None, flops_llm)
+
+
+def all_llm_table(trace, value_gap=None, flops_llm=C.FLOPS_LLM) -> PolicyTable:
+    """All-LLM: nominate every step (pi = 1 - eps); value gap = PRM gain unless given."""
+    return _constant(trace, 1.0 - DETERMINISTIC_EPS, value_gap, flops_llm)
+
+
+def random_table(trace, prob=0.5, base: PolicyTable | None = None, flops_llm=C.FLOPS_LLM) -> PolicyTable:
+    """Random Stage 1 policy: nominate with probability `prob` (use SimConfig.stage1_sampling=True).
+
+    The Stage 2 value gap is kept from `base` (e.g. the learned table), or the PRM gain if None.
+    """
+    gap = prm_gain(trace) if base is None else base.value_gap()
+    secs = reference_server_seconds(trace, flops_llm) if base is None else base.server_seconds
+    return table_from_value_gap(jnp.where(_mask(trace), prob, 0.0), gap, secs)
+
+
+def prm_threshold_table(trace, threshold, flops_llm=C.FLOPS_LLM) -> PolicyTable:
+    """Nominate the steps whose SLM output the PRM scores below `threshold` (RSD's rejection rule).
+
+    nominate_prob is 1 - eps where the PRM rejects, eps elsewhere (>= 0.5 means 'reject' for scheduler rsd).
+    """
+    mask = _mask(trace)
+    reject = mask & (jnp.asarray(trace.prm_after_slm) < threshold)
+    nom = jnp.where(reject, 1.0 - DETERMINISTIC_EPS, jnp.where(mask, DETERMINISTIC_EPS, 0.0))
+    return table_from_value_gap(nom, prm_gain(trace), reference_server_seconds(trace, flops_llm))
+
+
+def router_table(trace, llm_fraction=0.5, flops_llm=C.FLOPS_LLM) -> PolicyTable:
+    """Task-level router (RouteLLM-style): the `llm_fraction` of problems with the largest mean PRM gain of
+    the LLM over the SLM run every step on the LLM, the rest every step on the SLM."""
+    mask = _mask(trace)
+    gain = prm_gain(trace)
+    score = jnp.sum(gain, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1)
+    n = score.shape[0]
+    n_llm = int(round(float(llm_fraction) * n))
+    rank = jnp.argsort(jnp.argsort(-score, stable=True), stable=True)
+    to_llm = rank < n_llm
+    nom = jnp.where(mask, jnp.where(to_llm[:, None], 1.0 - DETERMINISTIC_EPS, DETERMINISTIC_EPS), 0.0)
+    return table_from_value_gap(nom, gain, reference_server_seconds(trace, flops_llm))
+
+
+def nominated(table: PolicyTable, problem, step, uniform, sampling: bool):
+    """Stage 1: greedy (pi > 0.5) or sampled (u < pi) nomination for users at (problem, step)."""
+    prob = table.nominate_prob[problem, step]
+    return (uniform < prob) if sampling else (prob > 0.5)
+
+
+def check_table(table: PolicyTable, num_problems: int, max_steps: int) -> None:
+    """Raise ValueError unless every field is [N, K] and nominate_prob lies in [0, 1]."""
+    for name in ("nominate_prob", "advantage", "server_seconds"):
+        shape = tuple(getattr(table, name).shape)
+        if shape != (num_problems, max_steps):
+            raise ValueError(f"PolicyTable.{name} has shape {shape}, expected {(num_problems, max_steps)}")
+    p = jax.device_get(table.nominate_prob)
+    if not ((p >= 0) & (p <= 1)).all():
+        raise ValueError("PolicyTable.nominate_prob must lie in [0, 1]")

@@ -1,0 +1,101 @@
+"""Episode rollout: `lax.scan` over slots, `vmap` over episodes and grid points, one `jit` per config."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from prada_jax.sim.draws import slot_draws
+from prada_jax.sim.metrics import EpisodeMetrics, finalize
+from prada_jax.sim.params import SimConfig, SimParams, validate_params
+from prada_jax.sim.policies import PolicyTable, check_table
+from prada_jax.sim.state import FREE, LOCAL, QUEUED, SERVE, UPLOAD, SimState, init_state, Totals
+from prada_jax.sim.step import step_slot
+
+
+@struct.dataclass
+class SlotRecord:
+    """Per-slot snapshot for invariant checks (after the slot's progress)."""
+
+    inflight: jnp.ndarray  # int32: UPLOAD + SERVE users
+    held_bandwidth: jnp.ndarray  # float32: bit/s held by UPLOAD users
+    queued: jnp.ndarray  # int32
+    local: jnp.ndarray  # int32
+    in_system: jnp.ndarray  # int32 counted tasks not FREE
+    totals: Totals
+    min_latency: jnp.ndarray  # float32: smallest per-user latency accumulator
+
+
+def _rollout(packed, table, params, config: SimConfig, key, record: bool):
+    n, k = packed.slm_step_tokens.shape
+
+    def body(state: SimState, t):
+        draws = slot_draws(key, t, params.arrival_rate, n, k, config.max_users, config.max_arrivals_per_slot)
+        state = step_slot(state, t, draws, packed, table, params, config)
+        if not record:
+            return state, None
+        u = state.users
+        rec = SlotRecord(
+            inflight=jnp.sum((u.phase == UPLOAD) | (u.phase == SERVE)).astype(jnp.int32),
+            held_bandwidth=jnp.sum(jnp.where(u.phase == UPLOAD, u.bandwidth, 0.0)),
+            queued=jnp.sum(u.phase == QUEUED).astype(jnp.int32),
+            local=jnp.sum(u.phase == LOCAL).astype(jnp.int32),
+            in_system=jnp.sum((u.phase != FREE) & (u.arrival_slot >= config.warmup_slots)).astype(jnp.int32),
+            totals=state.totals,
+            min_latency=jnp.minimum(jnp.min(u.proc_s), jnp.minimum(jnp.min(u.comm_s), jnp.min(u.queue_s))),
+        )
+        return state, rec
+
+    state, recs = jax.lax.scan(body, init_state(config.max_users, k), jnp.arange(config.num_slots))
+    return finalize(state, params, config), recs
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _simulate(packed, table, params, config, key):
+    return _rollout(packed, table, params, config, key, record=False)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _simulate_recorded(packed, table, params, config, key):
+    return _rollout(packed, table, params, config, key, record=True)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _simulate_grid(packed, table, params_grid, config, keys):
+    one = lambda p, key: _rollout(packed, table, p, config, key, record=False)[0]
+    return jax.vmap(lambda p: jax.vmap(lambda key: one(p, key))(keys))(params_grid)
+
+
+def _check(packed, table, params, config):
+    validate_params(params, config)
+    check_table(table, packed.slm_step_tokens.shape[0], packed.slm_step_tokens.shape[1])
+
+
+def simulate(packed, table: PolicyTable, params: SimParams, config: SimConfig, key) -> EpisodeMetrics:
+    """One episode with scalar params; `key` is the episode key (draws of slot t use fold_in(key, t))."""
+    _check(packed, table, params, config)
+    return _simulate(packed, table, params, config, key)
+
+
+def simulate_recorded(packed, table: PolicyTable, params: SimParams, config: SimConfig, key):
+    """One episode plus a SlotRecord per slot (leaves [T]); for invariant tests and debugging."""
+    _check(packed, table, params, config)
+    return _simulate_recorded(packed, table, params, config, key)
+
+
+def episode_keys(episodes: int, seed: int):
+    """Episode keys of simulate_grid: the same E keys at every grid point (common random numbers)."""
+    return jax.random.split(jax.random.PRNGKey(seed), episodes)
+
+
+def simulate_grid(packed, table: PolicyTable, params_grid: SimParams, config: SimConfig, episodes: int,
+                  seed: int) -> EpisodeMetrics:
+    """vmap over grid points (params leaves [G]) and episodes; result leaves are [G, E]. One compile per
+    (config, trace shape, G, E)."""
+    _check(packed, table, params_grid, config)
+    if jnp.ndim(params_grid.bandwidth_bps) != 1:
+        raise ValueError("simulate_grid needs params with a leading grid axis [G]; use param_grid/stack_params")
+    return _simulate_grid(packed, table, params_grid, config, episode_keys(episodes, seed))

@@ -1,0 +1,85 @@
+"""Simulator state: per-user-slot arrays [U] and per-episode accumulators (a `flax.struct` pytree)."""
+
+from __future__ import annotations
+
+import chex
+import jax.numpy as jnp
+from flax import struct
+
+# User-slot phases.
+FREE, READY, LOCAL, UPLOAD, SERVE, QUEUED = 0, 1, 2, 3, 4, 5
+PHASE_NAMES = ("FREE", "READY", "LOCAL", "UPLOAD", "SERVE", "QUEUED")
+
+
+@struct.dataclass
+class Users:
+    """One row per user slot. Times in seconds, counters in slots, lengths in tokens."""
+
+    phase: jnp.ndarray  # int32 [U]
+    problem: jnp.ndarray  # int32 [U]
+    step: jnp.ndarray  # int32 [U] current step k
+    context: jnp.ndarray  # int32 [U] tokens before step k
+    slm_cached: jnp.ndarray  # int32 [U] tokens in the SLM's KV cache
+    server_cached: jnp.ndarray  # int32 [U] tokens the server has cached (prefix mode)
+    on_track: jnp.ndarray  # bool [U]
+    on_server: jnp.ndarray  # bool [U] current step runs on the server
+    busy_slots: jnp.ndarray  # int32 [U] slots left in LOCAL / (UPLOAD+SERVE)
+    upload_slots: jnp.ndarray  # int32 [U] slots left of the upload (bandwidth held while > 0)
+    bandwidth: jnp.ndarray  # float32 [U] bit/s held during UPLOAD
+    wait_slots: jnp.ndarray  # int32 [U] tau in slots (time spent QUEUED for the current step)
+    queue_entry: jnp.ndarray  # int32 [U] slot at which the current step entered the queue
+    proc_s: jnp.ndarray  # float32 [U] processing seconds of the current task
+    comm_s: jnp.ndarray  # float32 [U]
+    queue_s: jnp.ndarray  # float32 [U]
+    offloaded: jnp.ndarray  # int32 [U] steps run on the server
+    arrival_slot: jnp.ndarray  # int32 [U]
+    uniforms: jnp.ndarray  # float32 [U, K] per-step quality draws
+    mean_snr: jnp.ndarray  # float32 [U] linear mean SNR
+
+
+@struct.dataclass
+class Totals:
+    """Per-episode accumulators (tasks that arrived at or after the warm-up; time sums after the warm-up)."""
+
+    arrived: jnp.ndarray  # int32
+    dropped: jnp.ndarray  # int32
+    completed: jnp.ndarray  # int32
+    correct: jnp.ndarray  # int32
+    processing_s: jnp.ndarray  # float32 sums over completed tasks
+    communication_s: jnp.ndarray
+    queuing_s: jnp.ndarray
+    end_to_end_s: jnp.ndarray  # processing + communication + queuing
+    sojourn_s: jnp.ndarray  # wall-clock slots in the system x slot length
+    offloaded_steps: jnp.ndarray  # int32
+    total_steps: jnp.ndarray  # int32
+    server_busy_s: jnp.ndarray  # float32: sum over slots of occupied server slots x slot length
+    server_compute_s: jnp.ndarray  # float32: sum of LLM compute seconds admitted
+    bandwidth_bit: jnp.ndarray  # float32: sum over slots of held bandwidth x slot length
+
+
+@struct.dataclass
+class SimState:
+    users: Users
+    totals: Totals
+
+
+def init_state(num_users: int, max_steps: int) -> SimState:
+    """All user slots FREE, all accumulators zero."""
+    zi = jnp.zeros((num_users,), jnp.int32)
+    zf = jnp.zeros((num_users,), jnp.float32)
+    users = Users(
+        phase=zi, problem=zi, step=zi, context=zi, slm_cached=zi, server_cached=zi,
+        on_track=jnp.zeros((num_users,), bool), on_server=jnp.zeros((num_users,), bool),
+        busy_slots=zi, upload_slots=zi, bandwidth=zf, wait_slots=zi, queue_entry=zi,
+        proc_s=zf, comm_s=zf, queue_s=zf, offloaded=zi, arrival_slot=zi,
+        uniforms=jnp.zeros((num_users, max_steps), jnp.float32), mean_snr=zf,
+    )
+    i0, f0 = jnp.int32(0), jnp.float32(0.0)
+    totals = Totals(
+        arrived=i0, dropped=i0, completed=i0, correct=i0, processing_s=f0, communication_s=f0,
+        queuing_s=f0, end_to_end_s=f0, sojourn_s=f0, offloaded_steps=i0, total_steps=i0,
+        server_busy_s=f0, server_compute_s=f0, bandwidth_bit=f0,
+    )
+    state = SimState(users=users, totals=totals)
+    chex.assert_shape(state.users.uniforms, (num_users, max_steps))
+    return state

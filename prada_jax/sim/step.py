@@ -1,0 +1,242 @@
+"""One 1-ms slot of the multi-user system (docs/design.md "Simulator semantics", docs/simulator.md).
+
+Order inside a slot: arrivals -> fading -> Stage 1 -> Stage 2 -> time accounting -> progress.
+Pure function of (state, slot draws); `run.py` scans it over slots and vmaps it over episodes and grids.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from prada_jax import costs
+from prada_jax.sim import stage2 as S2
+from prada_jax.sim.draws import SlotDraws
+from prada_jax.sim.params import SimConfig, SimParams
+from prada_jax.sim.policies import PolicyTable, nominated
+from prada_jax.sim.state import FREE, LOCAL, QUEUED, READY, SERVE, UPLOAD, SimState
+
+# Baseline schedulers admit only if at least this fraction of B is free (an equal share of ~0 would never end).
+MIN_BANDWIDTH_FRACTION = 1e-6
+
+
+def slots_for(seconds, slot_seconds: float):
+    """Number of whole slots a duration occupies (>= 1; the user acts again at the next boundary)."""
+    return jnp.clip(jnp.ceil(seconds / slot_seconds), 1.0, 2.0**30).astype(jnp.int32)
+
+
+def _arrivals(users, draws: SlotDraws, packed, params: SimParams, t):
+    free = users.phase == FREE
+    a_max = draws.problem.shape[0]
+    n_adm = jnp.minimum(jnp.minimum(draws.num_arrivals, a_max), jnp.sum(free))
+    free_rank = jnp.cumsum(free) - 1
+    new = free & (free_rank < n_adm)
+    a = jnp.clip(free_rank, 0, a_max - 1)
+    prob = draws.problem[a]
+    mean_snr = costs.mean_snr_linear(costs.user_distance(draws.distance_u[a]), params.snr_db,
+                                     params.path_loss_exponent)
+
+    def put(old, value):
+        return jnp.where(new.reshape(new.shape + (1,) * (old.ndim - 1)), value, old)
+
+    users = users.replace(
+        phase=put(users.phase, READY), problem=put(users.problem, prob), step=put(users.step, 0),
+        context=put(users.context, packed.query_tokens[prob]), slm_cached=put(users.slm_cached, 0),
+        server_cached=put(users.server_cached, 0), on_track=put(users.on_track, True),
+        on_server=put(users.on_server, False), busy_slots=put(users.busy_slots, 0),
+        upload_slots=put(users.upload_slots, 0), bandwidth=put(users.bandwidth, 0.0),
+        wait_slots=put(users.wait_slots, 0), queue_entry=put(users.queue_entry, t),
+        proc_s=put(users.proc_s, 0.0), comm_s=put(users.comm_s, 0.0),
+        queue_s=put(users.queue_s, 0.0), offloaded=put(users.offloaded, 0), arrival_slot=put(users.arrival_slot, t),
+        uniforms=put(users.uniforms, draws.step_uniforms[a]), mean_snr=put(users.mean_snr, mean_snr),
+    )
+    return users, draws.num_arrivals, draws.num_arrivals - n_adm
+
+
+def _compact(cand, wait_slots, num: int):
+    """Indices of at most `num` candidates, oldest (longest waiting) first, ties by lower user index."""
+    u = cand.shape[0]
+    score = jnp.where(cand, wait_slots * u + (u - 1 - jnp.arange(u, dtype=jnp.int32)), -1)
+    _, idx = jax.lax.top_k(score, num)
+    return idx, cand[idx]
+
+
+def schedule(users, cand, gamma, feasible, draws: SlotDraws, table: PolicyTable, params: SimParams,
+             config: SimConfig):
+    """Stage 2 for this slot. Returns (decision [U] int32, bandwidth [U] float32)."""
+    u_count = cand.shape[0]
+    inflight = (users.phase == UPLOAD) | (users.phase == SERVE)
+    free_slots = jnp.maximum(params.server_capacity - jnp.sum(inflight), 0)
+    held = jnp.sum(jnp.where(users.phase == UPLOAD, users.bandwidth, 0.0))
+    available = jnp.maximum(params.bandwidth_bps - held, 0.0)
+    min_bw = MIN_BANDWIDTH_FRACTION * params.bandwidth_bps
+
+    if config.scheduler == "prada":
+        idx, valid = _compact(cand, users.wait_slots, config.max_candidates)
+        p, k = users.problem[idx], users.step[idx]
+        snr = jnp.where(feasible[idx], gamma[idx], users.mean_snr[idx])
+        out = S2.prada_stage2(
+            valid=valid, feasible=feasible[idx],
+            value_gap=costs.value_gap(table.advantage[p, k], table.nominate_prob[p, k]),
+            server_seconds=table.server_seconds[p, k], context=users.context[idx], snr=snr,
+            inflight_seconds=jnp.where(inflight, users.busy_slots * config.slot_seconds, jnp.inf),
+            num_candidates=jnp.sum(cand), free_slots=free_slots, server_capacity=params.server_capacity,
+            available_bw=available, total_bw=params.bandwidth_bps, beta=params.beta,
+            max_servers=config.max_servers, bisection_iters=config.bisection_iters,
+            tq_max_iters=config.tq_max_iters, mu_log10_range=config.mu_log10_range,
+        )
+        # Candidates beyond the C considered this slot wait in the queue.
+        decision = jnp.where(cand, S2.QUEUE_D, S2.LOCAL_D).astype(jnp.int32)
+        decision = decision.at[idx].set(jnp.where(valid, out.decision, decision[idx]))
+        bandwidth = jnp.zeros((u_count,), jnp.float32).at[idx].set(jnp.where(valid, out.bandwidth, 0.0))
+        return decision, bandwidth
+    if config.scheduler in ("fifo", "rsd"):
+        return S2.fifo_stage2(cand, feasible, users.queue_entry, free_slots, available, min_bw)
+    if config.scheduler == "random":
+        return S2.random_stage2(cand, feasible, draws.sched_u, free_slots, available, min_bw)
+    raise ValueError(f"unknown scheduler {config.scheduler!r}")
+
+
+def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, params: SimParams,
+              config: SimConfig) -> SimState:
+    """Advance one slot."""
+    users, totals = state.users, state.totals
+    dt = config.slot_seconds
+    u_count = users.phase.shape[0]
+    after_warmup = t >= config.warmup_slots
+    rsd = config.scheduler == "rsd"
+
+    users, n_arrived, n_dropped = _arrivals(users, draws, packed, params, t)
+    chex.assert_shape(users.phase, (u_count,))
+
+    gamma = costs.faded_snr(users.mean_snr, draws.fading)
+    feasible = gamma >= costs.db_to_linear(params.snr_threshold_db)
+
+    p, k = users.problem, users.step
+    ready = users.phase == READY
+    if rsd:
+        # RSD: the SLM drafts every step locally; afterwards the PRM check waits in the queue (QUEUED).
+        go_local = ready
+        cand = users.phase == QUEUED
+    else:
+        nominate = ready & nominated(table, p, k, draws.stage1_u, config.stage1_sampling)
+        go_local = ready & ~nominate
+        cand = nominate | (users.phase == QUEUED)
+    decision, bw = schedule(users, cand, gamma, feasible, draws, table, params, config)
+
+    # Apply decisions.
+    slm_tok = packed.slm_step_tokens[p, k]
+    llm_tok = packed.llm_step_tokens[p, k]
+    local = go_local | (cand & (decision == S2.LOCAL_D) & (not rsd))
+    immediate = cand & (decision == S2.IMMEDIATE_D)
+    queued = cand & (decision == S2.QUEUE_D)
+    ts = costs.local_step_seconds(users.context, users.slm_cached, slm_tok, params.flops_slm)
+    safe_bw = jnp.where(immediate, bw, 1.0)
+    if rsd:
+        # Upload context + drafted step; the PRM scores it; if it rejects, the LLM regenerates the step.
+        reject = table.nominate_prob[p, k] >= 0.5
+        upload_tokens = users.context + slm_tok
+        tc = costs.upload_seconds(upload_tokens, safe_bw, gamma)
+        tl = costs.prm_check_seconds(users.context, slm_tok, params.flops_llm) + jnp.where(
+            reject, costs.server_step_seconds(users.context, users.server_cached, llm_tok, params.flops_llm,
+                                              params.prefix_cache), 0.0)
+        serve_on_llm = reject
+    else:
+        tc = costs.upload_seconds(users.context, safe_bw, gamma)
+        tl = costs.server_step_seconds(users.context, users.server_cached, llm_tok, params.flops_llm,
+                                       params.prefix_cache)
+        serve_on_llm = jnp.ones_like(immediate)
+    tc = jnp.where(immediate, tc, 0.0)
+    tl = jnp.where(immediate, tl, 0.0)
+    ts = jnp.where(local, ts, 0.0)
+    newly_queued = queued & (users.phase != QUEUED)
+    users = users.replace(
+        phase=jnp.where(local, LOCAL, jnp.where(immediate, UPLOAD, jnp.where(queued, QUEUED, users.phase))),
+        on_server=jnp.where(local, False, jnp.where(immediate, serve_on_llm, users.on_server)),
+        busy_slots=jnp.where(local, slots_for(ts, dt), jnp.where(immediate, slots_for(tc + tl, dt), users.busy_slots)),
+        upload_slots=jnp.where(immediate, slots_for(tc, dt), users.upload_slots),
+        bandwidth=jnp.where(immediate, bw, users.bandwidth),
+        wait_slots=jnp.where(queued, users.wait_slots + 1, jnp.where(local | immediate, 0, users.wait_slots)),
+        queue_entry=jnp.where(newly_queued, t, users.queue_entry),
+        proc_s=users.proc_s + ts + tl,
+        comm_s=users.comm_s + tc,
+        queue_s=users.queue_s + jnp.where(queued, dt, 0.0),
+        offloaded=users.offloaded + (immediate & serve_on_llm),
+    )
+
+    # Time-based accounting of this slot (after the warm-up).
+    occupied = (users.phase == UPLOAD) | (users.phase == SERVE)
+    held_bw = jnp.sum(jnp.where(users.phase == UPLOAD, users.bandwidth, 0.0))
+    w = jnp.where(after_warmup, 1.0, 0.0)
+    totals = totals.replace(
+        arrived=totals.arrived + jnp.where(after_warmup, n_arrived, 0),
+        dropped=totals.dropped + jnp.where(after_warmup, n_dropped, 0),
+        server_busy_s=totals.server_busy_s + w * jnp.sum(occupied) * dt,
+        server_compute_s=totals.server_compute_s + w * jnp.sum(tl),
+        bandwidth_bit=totals.bandwidth_bit + w * held_bw * dt,
+    )
+
+    # Progress by one slot.
+    busy = (users.phase == LOCAL) | occupied
+    busy_slots = jnp.where(busy, users.busy_slots - 1, users.busy_slots)
+    upload_slots = jnp.where(users.phase == UPLOAD, users.upload_slots - 1, users.upload_slots)
+    upload_done = (users.phase == UPLOAD) & (upload_slots <= 0)
+    phase = jnp.where(upload_done, SERVE, users.phase)
+    bandwidth = jnp.where(upload_done, 0.0, users.bandwidth)
+    done = busy & (busy_slots <= 0)
+    if rsd:
+        # A finished local draft becomes a PRM-check request; the step ends after the server part.
+        draft_done = done & (users.phase == LOCAL)
+        done = done & ~draft_done
+    on_llm = users.on_server
+    p_ok = jnp.where(on_llm, packed.llm_step_success[p, k], packed.slm_step_success[p, k])
+    u_k = jnp.take_along_axis(users.uniforms, k[:, None], axis=1)[:, 0]
+    step_ok = u_k < p_ok
+    new_ctx = users.context + jnp.where(on_llm, llm_tok, slm_tok)
+    # After an LLM step the SLM keeps its old cache (it ingests the LLM tokens on its next local step);
+    # in RSD a rejected draft leaves only the old context valid in the SLM's cache.
+    slm_after_llm = users.context if rsd else users.slm_cached
+    on_track = jnp.where(done, users.on_track & step_ok, users.on_track)
+    finished = done & (k + 1 >= packed.num_steps[p])
+    counted = finished & (users.arrival_slot >= config.warmup_slots)
+    e2e = users.proc_s + users.comm_s + users.queue_s
+    sojourn = (t + 1 - users.arrival_slot).astype(jnp.float32) * dt
+
+    def total(x):
+        return jnp.sum(jnp.where(counted, x, 0))
+
+    totals = totals.replace(
+        completed=totals.completed + jnp.sum(counted),
+        correct=totals.correct + jnp.sum(counted & on_track),
+        processing_s=totals.processing_s + total(users.proc_s),
+        communication_s=totals.communication_s + total(users.comm_s),
+        queuing_s=totals.queuing_s + total(users.queue_s),
+        end_to_end_s=totals.end_to_end_s + total(e2e),
+        sojourn_s=totals.sojourn_s + total(sojourn),
+        offloaded_steps=totals.offloaded_steps + total(users.offloaded),
+        total_steps=totals.total_steps + total(packed.num_steps[p]),
+    )
+    next_phase = jnp.where(finished, FREE, READY)
+    if rsd:
+        next_phase = jnp.where(draft_done, QUEUED, jnp.where(done, next_phase, phase))
+        phase_after = jnp.where(done | draft_done, next_phase, phase)
+    else:
+        phase_after = jnp.where(done, next_phase, phase)
+    users = users.replace(
+        phase=phase_after,
+        busy_slots=busy_slots,
+        upload_slots=upload_slots,
+        bandwidth=bandwidth,
+        on_track=on_track,
+        step=jnp.where(done, k + 1, k),
+        context=jnp.where(done, new_ctx, users.context),
+        slm_cached=jnp.where(done, jnp.where(on_llm, slm_after_llm, new_ctx), users.slm_cached),
+        server_cached=jnp.where(done & on_llm, new_ctx, users.server_cached),
+    )
+    if rsd:
+        users = users.replace(
+            queue_entry=jnp.where(draft_done, t + 1, users.queue_entry),
+            wait_slots=jnp.where(draft_done, 0, users.wait_slots),
+        )
+    return SimState(users=users, totals=totals)

@@ -1,0 +1,357 @@
+"""Plain NumPy/Python reference ("oracle") of the PRADA slot simulator: one episode, one user at a time.
+
+It implements docs/design.md "Simulator semantics" and docs/simulator.md independently of prada_jax.sim
+(explicit loops, float64, a real list scheduler with a heap), consuming the same per-slot random draws
+(prada_jax.sim.draws) so the JAX simulator must reproduce its metrics. Only the cost formulas are shared
+(they have their own unit tests).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import jax
+import numpy as np
+
+from prada_jax import constants as C
+from prada_jax import costs
+from prada_jax.sim.draws import episode_draws
+
+FREE, READY, LOCAL, UPLOAD, SERVE, QUEUED = 0, 1, 2, 3, 4, 5
+MIN_BANDWIDTH_FRACTION = 1e-6
+
+
+def f(x):
+    """Evaluate a prada_jax.costs formula on Python numbers, as a float64 number."""
+    return float(np.asarray(x, np.float64))
+
+
+def db_to_linear(db):
+    return 10.0 ** (db / 10.0)
+
+
+def local_seconds(ctx, cached, tokens, flops):
+    return f(costs.local_step_seconds(np.float64(ctx), np.float64(cached), np.float64(tokens), flops))
+
+
+def server_seconds(ctx, cached, tokens, flops, prefix):
+    return f(costs.server_step_seconds(np.float64(ctx), np.float64(cached), np.float64(tokens), flops, prefix))
+
+
+def upload_seconds(tokens, bw, snr):
+    return C.BITS_PER_TOKEN * tokens / (bw * math.log2(1.0 + snr))
+
+
+def slots_for(seconds, dt):
+    return int(min(max(math.ceil(seconds / dt), 1), 2 ** 30))
+
+
+class User:
+    def __init__(self):
+        self.phase = FREE
+
+
+def sorted_desc(keys):
+    """Indices sorted by descending key, ties by lower index."""
+    return sorted(range(len(keys)), key=lambda i: (-keys[i], i))
+
+
+def prada_schedule(cands, users, gamma, feasible, table, p, config, free_slots, available, total_cands, inflight_left,
+                   stats=None):
+    """Theorem 2 on the compacted candidate list `cands` (user indices). Returns {user: (decision, bw)}."""
+    beta = float(p["beta"])
+    beta_e = max(beta, 1e-12)
+    bw_total = float(p["bandwidth_bps"])
+    M = int(p["server_capacity"])
+    n = len(cands)
+    if n == 0:
+        return {}
+    snr = [gamma[i] if feasible[i] else users[i].mean_snr for i in cands]
+    feas = [feasible[i] for i in cands]
+    ctx = [users[i].context for i in cands]
+    gap, dur = [], []
+    for j, i in enumerate(cands):
+        u = users[i]
+        adv = float(table["advantage"][u.problem, u.step])
+        pi1 = float(table["nominate_prob"][u.problem, u.step])
+        gap.append(adv / max(1.0 - pi1, 1e-6))
+        dur.append(float(table["server_seconds"][u.problem, u.step]))
+    tc_ref = [upload_seconds(ctx[j], bw_total, snr[j]) for j in range(n)]
+    w0 = [gap[j] - beta * tc_ref[j] for j in range(n)]
+    mean_dur = sum(dur[j] + tc_ref[j] for j in range(n)) / n
+
+    if free_slots <= 0:
+        case = 2
+    elif total_cands <= free_slots:
+        case = 3
+    else:
+        case = 1
+
+    # List scheduling of equal jobs on M server slots (a heap of free times).
+    n_pos = config.max_candidates
+    heap = [0.0] * free_slots + sorted(inflight_left)
+    heap = heap[:M]
+    heapq.heapify(heap)
+    tq_pos = []
+    for _ in range(n_pos):
+        start = heapq.heappop(heap)
+        tq_pos.append(start)
+        heapq.heappush(heap, start + mean_dur)
+    tq_cf = [tq_pos[min(max(j, free_slots), n_pos - 1)] for j in range(n_pos)]
+
+    rank0 = [0] * n
+    for r, j in enumerate(sorted_desc(w0)):
+        rank0[j] = r
+    rank, prev, converged = rank0, rank0, False
+    for it in range(config.tq_max_iters):
+        s0 = [min(beta * tq_cf[rank[j]], w0[j]) for j in range(n)]
+        new = [0] * n
+        for r, j in enumerate(sorted_desc(s0)):
+            new[j] = r
+        if new == rank:
+            converged = True
+            break
+        if new == prev or new == rank0:  # a cycle: stop early
+            break
+        prev, rank = rank, new
+    if stats is not None:
+        stats["tq_hit_max"] = stats.get("tq_hit_max", 0) + int(it == config.tq_max_iters - 1 and not converged)
+    if not converged:
+        rank = rank0  # the order cycles: fall back to Remark 2's gain order
+    if stats is not None:
+        stats["tq_cycles"] = stats.get("tq_cycles", 0) + int(not converged)
+    tq = [tq_cf[rank[j]] for j in range(n)]
+
+    cc = [C.BITS_PER_TOKEN * ctx[j] / math.log2(1.0 + snr[j]) for j in range(n)]
+
+    def at_price(log_mu):
+        mu = 10.0 ** log_mu
+        bstar = [math.sqrt(beta_e * cc[j] / mu) for j in range(n)]
+        w = [gap[j] - 2.0 * math.sqrt(beta_e * mu * cc[j]) for j in range(n)]
+        wbar = [beta * tq[j] - mu * bstar[j] for j in range(n)]
+        admitted = [False] * n
+        if case == 3:
+            admitted = [feas[j] and w[j] >= 0.0 for j in range(n)]
+        elif case == 1:
+            elig = [j for j in range(n) if feas[j]]
+            s = {j: min(w[j], wbar[j]) for j in elig}
+            ranked = sorted(elig, key=lambda j: (-s[j], j))
+            lam = max(0.0, s[ranked[free_slots]]) if free_slots < len(ranked) else 0.0
+            for r, j in enumerate(ranked):
+                if r < free_slots and s[j] >= lam:
+                    admitted[j] = True
+        return admitted, bstar, w, wbar
+
+    # Bisection for the smallest price whose admitted set fits; keep the last feasible set (nobody at first).
+    lo, hi = config.mu_log10_range
+    admitted, bstar = [False] * n, [0.0] * n
+    for _ in range(config.bisection_iters):
+        mid = 0.5 * (lo + hi)
+        adm_mid, b_mid, _, _ = at_price(mid)
+        if sum(b for a, b in zip(adm_mid, b_mid) if a) <= available:
+            hi, admitted, bstar = mid, adm_mid, b_mid
+        else:
+            lo = mid
+    _, _, w, wbar = at_price(hi)
+    if stats is not None:
+        stats[f"case{case}"] = stats.get(f"case{case}", 0) + 1
+        stats["infeasible"] = stats.get("infeasible", 0) + sum(not x for x in feas)
+        if case != 2 and any(admitted):
+            used = sum(b for a, b in zip(admitted, bstar) if a)
+            stats["bw_binding"] = stats.get("bw_binding", 0) + int(used > 0.999 * available)
+    out = {}
+    for j, i in enumerate(cands):
+        if admitted[j]:
+            out[i] = (2, bstar[j])
+        elif case == 2 or not feas[j]:
+            out[i] = (1 if w0[j] >= beta * tq[j] else 0, 0.0)
+        elif case == 1 and w[j] >= wbar[j]:
+            out[i] = (1, 0.0)
+        else:
+            out[i] = (0, 0.0)
+    return out
+
+
+def simulate_reference(trace, table, params, config, key, stats=None, hook=None) -> dict:
+    """One episode; returns the EpisodeMetrics fields as Python numbers. `trace` is a TraceData,
+    `table` a PolicyTable, `params` scalar SimParams, `config` a SimConfig, `key` the episode key."""
+    tb = {k: np.asarray(getattr(table, k), np.float64) for k in ("nominate_prob", "advantage", "server_seconds")}
+    p = {k: np.asarray(getattr(params, k)).item() for k in params.__dataclass_fields__}
+    N, K = trace.slm_step_tokens.shape
+    U, dt, T, W = config.max_users, config.slot_seconds, config.num_slots, config.warmup_slots
+    d = jax.tree.map(np.asarray, episode_draws(key, T, params.arrival_rate, N, K, U, config.max_arrivals_per_slot))
+    gamma_th = db_to_linear(p["snr_threshold_db"])
+    M, B = int(p["server_capacity"]), float(p["bandwidth_bps"])
+    rsd = config.scheduler == "rsd"
+    users = [User() for _ in range(U)]
+    tot = dict(arrived=0, dropped=0, completed=0, correct=0, processing_s=0.0, communication_s=0.0, queuing_s=0.0,
+               end_to_end_s=0.0, sojourn_s=0.0, offloaded_steps=0, total_steps=0, server_busy_s=0.0,
+               server_compute_s=0.0, bandwidth_bit=0.0)
+
+    for t in range(T):
+        # Arrivals: lowest-index free slots, at most A_max per slot.
+        n_arr = int(d.num_arrivals[t])
+        a = 0
+        for i, u in enumerate(users):
+            if a >= min(n_arr, config.max_arrivals_per_slot):
+                break
+            if u.phase != FREE:
+                continue
+            prob = int(d.problem[t, a])
+            u.phase, u.problem, u.step = READY, prob, 0
+            u.context, u.slm_cached, u.server_cached = int(trace.query_tokens[prob]), 0, 0
+            u.on_track, u.on_server = True, False
+            u.busy, u.upload, u.bw, u.wait, u.entry = 0, 0, 0.0, 0, t
+            u.proc = u.comm = u.queue = 0.0
+            u.offloaded, u.arrival = 0, t
+            u.uniforms = d.step_uniforms[t, a].astype(np.float64)
+            dist = C.CELL_RADIUS * math.sqrt(float(d.distance_u[t, a]))
+            u.mean_snr = db_to_linear(
+                p["snr_db"] - 10.0 * p["path_loss_exponent"] * math.log10(max(dist, C.MIN_DISTANCE) / C.MEDIAN_DISTANCE))
+            a += 1
+        if t >= W:
+            tot["arrived"] += n_arr
+            tot["dropped"] += n_arr - a
+
+        gamma = [u.mean_snr * float(d.fading[t, i]) if u.phase != FREE else 0.0 for i, u in enumerate(users)]
+        feasible = [g >= gamma_th for g in gamma]
+
+        # Stage 1.
+        decisions = {}  # user -> (decision, bandwidth)
+        cands = []
+        for i, u in enumerate(users):
+            if u.phase == READY:
+                if rsd:
+                    decisions[i] = (0, 0.0)
+                    continue
+                pi1 = tb["nominate_prob"][u.problem, u.step]
+                nominate = (float(d.stage1_u[t, i]) < pi1) if config.stage1_sampling else (pi1 > 0.5)
+                if nominate:
+                    cands.append(i)
+                else:
+                    decisions[i] = (0, 0.0)
+            elif u.phase == QUEUED:
+                cands.append(i)
+
+        # Stage 2.
+        inflight = [u for u in users if u.phase in (UPLOAD, SERVE)]
+        free_slots = max(M - len(inflight), 0)
+        available = max(B - sum(u.bw for u in users if u.phase == UPLOAD), 0.0)
+        min_bw = MIN_BANDWIDTH_FRACTION * B
+        if config.scheduler == "prada":
+            ordered = sorted(cands, key=lambda i: (-users[i].wait, i))
+            considered = ordered[: config.max_candidates]
+            for i in ordered[config.max_candidates:]:
+                decisions[i] = (1, 0.0)
+            decisions.update(prada_schedule(considered, users, gamma, feasible, tb, p, config, free_slots, available,
+                                            len(cands), [u.busy * dt for u in inflight], stats))
+            if stats is not None and len(ordered) > config.max_candidates:
+                stats["overflow"] = stats.get("overflow", 0) + 1
+        elif config.scheduler in ("fifo", "rsd"):
+            eligible = sorted([i for i in cands if feasible[i] and available >= min_bw], key=lambda i: (users[i].entry, i))
+            admitted = eligible[:free_slots]
+            for i in cands:
+                decisions[i] = (2, available / len(admitted)) if i in admitted else (1, 0.0)
+        else:  # random
+            admitted = []
+            for i in cands:
+                choice = min(int(math.floor(float(d.sched_u[t, i]) * 3.0)), 2)
+                if choice == 2 and feasible[i] and available >= min_bw and len(admitted) < free_slots:
+                    admitted.append(i)
+                decisions[i] = (choice, 0.0)
+            for i in cands:
+                if decisions[i][0] == 2 and i not in admitted:
+                    decisions[i] = (1, 0.0)
+                elif i in admitted:
+                    decisions[i] = (2, available / len(admitted))
+
+        # Apply decisions.
+        if stats is not None:
+            for i, (dec, _) in decisions.items():
+                key = ("local", "queue", "immediate")[dec] + ("_cand" if i in cands else "")
+                stats[key] = stats.get(key, 0) + 1
+        for i, (dec, bw) in decisions.items():
+            u = users[i]
+            slm_tok = int(trace.slm_step_tokens[u.problem, u.step])
+            llm_tok = int(trace.llm_step_tokens[u.problem, u.step])
+            if dec == 0:
+                ts = local_seconds(u.context, u.slm_cached, slm_tok, p["flops_slm"])
+                u.phase, u.on_server, u.busy, u.wait = LOCAL, False, slots_for(ts, dt), 0
+                u.proc += ts
+            elif dec == 2:
+                if rsd:
+                    reject = tb["nominate_prob"][u.problem, u.step] >= 0.5
+                    tc = upload_seconds(u.context + slm_tok, bw, gamma[i])
+                    tl = f(costs.prm_check_seconds(np.float64(u.context), np.float64(slm_tok), p["flops_llm"]))
+                    if reject:
+                        tl += server_seconds(u.context, u.server_cached, llm_tok, p["flops_llm"], p["prefix_cache"])
+                    on_llm = bool(reject)
+                else:
+                    tc = upload_seconds(u.context, bw, gamma[i])
+                    tl = server_seconds(u.context, u.server_cached, llm_tok, p["flops_llm"], p["prefix_cache"])
+                    on_llm = True
+                u.phase, u.on_server, u.bw, u.wait = UPLOAD, on_llm, bw, 0
+                u.busy, u.upload = slots_for(tc + tl, dt), slots_for(tc, dt)
+                u.proc += tl
+                u.comm += tc
+                u.offloaded += int(on_llm)
+                if t >= W:
+                    tot["server_compute_s"] += tl
+            else:
+                if u.phase != QUEUED:
+                    u.entry = t
+                u.phase = QUEUED
+                u.wait += 1
+                u.queue += dt
+
+        if t >= W:
+            tot["server_busy_s"] += sum(u.phase in (UPLOAD, SERVE) for u in users) * dt
+            tot["bandwidth_bit"] += sum(u.bw for u in users if u.phase == UPLOAD) * dt
+
+        # Progress by one slot.
+        for u in users:
+            if u.phase not in (LOCAL, UPLOAD, SERVE):
+                continue
+            u.busy -= 1
+            if u.phase == UPLOAD:
+                u.upload -= 1
+                if u.upload <= 0:
+                    u.phase, u.bw = SERVE, 0.0
+            if u.busy > 0:
+                continue
+            if rsd and u.phase == LOCAL:
+                u.phase, u.entry, u.wait = QUEUED, t + 1, 0  # the drafted step waits for the PRM check
+                continue
+            k = u.step
+            if u.on_server:
+                ok = u.uniforms[k] < trace.llm_step_success[u.problem, k]
+                new_ctx = u.context + int(trace.llm_step_tokens[u.problem, k])
+                if rsd:
+                    u.slm_cached = u.context
+                u.server_cached = new_ctx
+            else:
+                ok = u.uniforms[k] < trace.slm_step_success[u.problem, k]
+                new_ctx = u.context + int(trace.slm_step_tokens[u.problem, k])
+                u.slm_cached = new_ctx
+            u.on_track = u.on_track and bool(ok)
+            u.context, u.step = new_ctx, k + 1
+            if u.step >= trace.num_steps[u.problem]:
+                u.phase = FREE
+                if u.arrival >= W:
+                    tot["completed"] += 1
+                    tot["correct"] += int(u.on_track)
+                    tot["processing_s"] += u.proc
+                    tot["communication_s"] += u.comm
+                    tot["queuing_s"] += u.queue
+                    tot["end_to_end_s"] += u.proc + u.comm + u.queue
+                    tot["sojourn_s"] += (t + 1 - u.arrival) * dt
+                    tot["offloaded_steps"] += u.offloaded
+                    tot["total_steps"] += int(trace.num_steps[u.problem])
+            else:
+                u.phase = READY
+        if hook is not None:
+            hook(t, users)
+
+    tot["in_system"] = sum(u.phase != FREE and u.arrival >= W for u in users)
+    return tot

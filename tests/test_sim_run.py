@@ -1,0 +1,118 @@
+"""Simulator API: determinism, grid = per-point runs, summaries, parameter validation, All-SLM sanity."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from prada_jax import costs, sim
+from prada_jax.sim import policies
+from prada_jax.traces import pack_traces
+from sim_helpers import metrics_dict, mixed_table, tiny
+
+TRACE = tiny(seed=5)
+PACKED = pack_traces(TRACE)
+TABLE = mixed_table(TRACE, seed=5)
+CONFIG = sim.SimConfig(num_slots=150, warmup_slots=10, max_users=8, max_servers=4, max_arrivals_per_slot=3,
+                       max_candidates=6)
+
+
+def test_deterministic_by_key_and_sensitive_to_it():
+    params = sim.make_params(arrival_rate=0.5, server_capacity=2)
+    a = metrics_dict(sim.simulate(PACKED, TABLE, params, CONFIG, jax.random.PRNGKey(1)))
+    b = metrics_dict(sim.simulate(PACKED, TABLE, params, CONFIG, jax.random.PRNGKey(1)))
+    c = metrics_dict(sim.simulate(PACKED, TABLE, params, CONFIG, jax.random.PRNGKey(2)))
+    assert a == b
+    assert a != c
+
+
+def test_grid_matches_single_runs_and_summary_shapes():
+    grid = sim.param_grid(sim.make_params(arrival_rate=0.5), server_capacity=[1, 3], bandwidth_bps=[1e5, 4e7])
+    m = sim.simulate_grid(PACKED, TABLE, grid, CONFIG, episodes=3, seed=9)
+    assert np.shape(m.completed) == (4, 3)
+    keys = sim.episode_keys(3, 9)
+    for g in (0, 3):
+        point = jax.tree.map(lambda x: x[g], grid)
+        one = metrics_dict(sim.simulate(PACKED, TABLE, point, CONFIG, keys[2]))
+        for name, value in one.items():
+            np.testing.assert_allclose(np.asarray(getattr(m, name))[g, 2], value, rtol=1e-5)
+    summary = sim.summarize(m)
+    for name in ("accuracy", "processing_ms", "communication_ms", "queuing_ms", "end_to_end_ms", "offload_fraction",
+                 "arrived", "completed", "in_system", "dropped", "server_utilisation", "bandwidth_utilisation",
+                 "utility"):
+        mean, half = summary[name]
+        assert mean.shape == (4,) and half.shape == (4,), name
+    np.testing.assert_array_equal(np.asarray(grid.server_capacity), [1, 1, 3, 3])  # first axis varies slowest
+    np.testing.assert_allclose(np.asarray(grid.bandwidth_bps), [1e5, 4e7, 1e5, 4e7])
+
+
+def test_all_slm_never_offloads_and_processing_matches_cost_model():
+    # One user slot at a time, one arrival at most: every task runs alone, so the processing time of each
+    # task is the sum of its local step times from the cost model.
+    config = sim.SimConfig(num_slots=120, warmup_slots=0, max_users=1, max_servers=1, max_arrivals_per_slot=1)
+    table = policies.all_slm_table(TRACE)
+    params = sim.make_params(arrival_rate=0.3, server_capacity=1)
+    m = metrics_dict(sim.simulate(PACKED, table, params, config, jax.random.PRNGKey(0)))
+    assert m["offloaded_steps"] == 0 and m["communication_s"] == 0 and m["queuing_s"] == 0
+    assert m["completed"] > 3
+    per_problem = []
+    for n in range(TRACE.num_problems):
+        ctx, cached, total = int(TRACE.query_tokens[n]), 0, 0.0
+        for k in range(int(TRACE.num_steps[n])):
+            tok = int(TRACE.slm_step_tokens[n, k])
+            total += float(costs.local_step_seconds(ctx, cached, tok, float(params.flops_slm)))
+            ctx += tok
+            cached = ctx
+        per_problem.append(total)
+    mean_proc = m["processing_s"] / m["completed"]
+    assert min(per_problem) - 1e-9 <= mean_proc <= max(per_problem) + 1e-9
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (dict(bandwidth_bps=-1.0), "bandwidth_bps"),
+        (dict(server_capacity=0), "server_capacity"),
+        (dict(server_capacity=5), "max_servers"),
+        (dict(arrival_rate=-0.1), "arrival_rate"),
+        (dict(arrival_rate=1e3), "max_arrivals_per_slot"),
+        (dict(flops_slm=0.0), "flops_slm"),
+    ],
+)
+def test_parameter_validation(overrides, match):
+    with pytest.raises(sim.SimParamsError, match=match):
+        sim.validate_params(sim.make_params(**{"server_capacity": 2, **overrides}), CONFIG)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(scheduler="greedy"), "scheduler"),
+        (dict(num_slots=10, warmup_slots=10), "warmup_slots"),
+        (dict(max_users=0), "max_users"),
+    ],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(sim.SimParamsError, match=match):
+        sim.SimConfig(**kwargs)
+
+
+def test_table_shape_is_checked():
+    bad = policies.all_slm_table(tiny(num_problems=3, seed=1))
+    with pytest.raises(ValueError, match="shape"):
+        sim.simulate(PACKED, bad, sim.make_params(server_capacity=2), CONFIG, jax.random.PRNGKey(0))
+
+
+def test_policy_builders():
+    gap = np.asarray(policies.prm_gain(TRACE))
+    for table in (policies.all_llm_table(TRACE), policies.prm_threshold_table(TRACE, 0.6),
+                  policies.router_table(TRACE, 0.5), policies.random_table(TRACE, 0.3)):
+        np.testing.assert_allclose(np.asarray(table.value_gap())[TRACE.step_mask], gap[TRACE.step_mask], rtol=1e-5,
+                                   atol=1e-6)
+    router = np.asarray(policies.router_table(TRACE, 0.5).nominate_prob)
+    per_problem = (router > 0.5).any(axis=1)
+    assert per_problem.sum() == round(0.5 * TRACE.num_problems)
+    assert np.all((router > 0.5)[per_problem] | ~TRACE.step_mask[per_problem])  # whole task on one model
+    rej = np.asarray(policies.prm_threshold_table(TRACE, 0.6).nominate_prob) > 0.5
+    np.testing.assert_array_equal(rej, TRACE.step_mask & (TRACE.prm_after_slm < 0.6))
