@@ -1,0 +1,193 @@
+"""Run `simulate_grid` with its grid and episode axes sharded over devices (jax.sharding, no multiprocessing).
+
+    from prada_jax import sharding
+    metrics = sharding.simulate_grid_sharded(packed, table, params_grid, config, episodes=1024, seed=0)
+
+Results are the same as `prada_jax.sim.simulate_grid(packed, table, params_grid, config, episodes, seed)`:
+episode e always uses key e of `episode_keys(episodes, seed)`, and each episode runs on one device, so
+nothing is reduced across devices. The episode count (and the grid size) are padded up to a multiple of
+the mesh dimension with copies of the last key (grid point) and the padding is trimmed from the result.
+
+Several CPU "devices" on one machine: set `XLA_FLAGS=--xla_force_host_platform_device_count=N` before
+jax is imported. Several hosts: call `initialize_distributed()` (or set PRADA_DISTRIBUTED=1 and call
+`maybe_initialize_distributed()`) first in every process; it wraps `jax.distributed.initialize`, which reads
+the coordinator address / process count / process id from its arguments, from the JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES and JAX_PROCESS_ID environment variables, or from a cluster environment (SLURM, ...).
+The mesh then spans `jax.devices()` (all hosts) and the result is gathered to every process.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from prada_jax.sim import run as sim_run
+from prada_jax.sim.metrics import EpisodeMetrics
+from prada_jax.sim.params import SimConfig, SimParams
+from prada_jax.sim.policies import PolicyTable
+
+GRID_AXIS, EPISODE_AXIS = "grid", "episodes"
+DISTRIBUTED_ENV = "PRADA_DISTRIBUTED"
+
+
+class ShardingError(ValueError):
+    """A mesh or padding request that cannot be satisfied."""
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+    """Join a multi-host JAX job (`jax.distributed.initialize`); must run before any other JAX call.
+
+    Unset arguments are taken from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID or from the
+    cluster environment that jax detects (SLURM, Open MPI, Cloud TPU, ...).
+    """
+    env = os.environ
+    coordinator_address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS")
+    if num_processes is None and env.get("JAX_NUM_PROCESSES"):
+        num_processes = int(env["JAX_NUM_PROCESSES"])
+    if process_id is None and env.get("JAX_PROCESS_ID"):
+        process_id = int(env["JAX_PROCESS_ID"])
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+
+
+def maybe_initialize_distributed(enabled: bool | None = None) -> bool:
+    """Call `initialize_distributed()` if `enabled` (default: env PRADA_DISTRIBUTED in 1/true/yes).
+    Returns whether it did."""
+    if enabled is None:
+        enabled = os.environ.get(DISTRIBUTED_ENV, "").strip().lower() in ("1", "true", "yes")
+    if enabled:
+        initialize_distributed()
+    return bool(enabled)
+
+
+def pad_to_multiple(count: int, multiple: int) -> int:
+    """Smallest multiple of `multiple` that is >= count (count >= 1)."""
+    if count < 1 or multiple < 1:
+        raise ShardingError(f"pad_to_multiple needs count >= 1 and multiple >= 1, got {count}, {multiple}")
+    return -(-count // multiple) * multiple
+
+
+def mesh_shape(num_devices: int, grid_size: int, episodes: int) -> tuple[int, int]:
+    """(grid devices, episode devices) with product num_devices that wastes the least padded work;
+    ties go to more episode sharding (episodes are usually the larger axis)."""
+    if num_devices < 1:
+        raise ShardingError(f"need at least one device, got {num_devices}")
+    best = None
+    for g in range(1, num_devices + 1):
+        if num_devices % g:
+            continue
+        e = num_devices // g
+        work = pad_to_multiple(grid_size, g) * pad_to_multiple(episodes, e)
+        if best is None or work < best[0] or (work == best[0] and e > best[2]):
+            best = (work, g, e)
+    return best[1], best[2]
+
+
+def make_mesh(grid_size: int, episodes: int, devices: Sequence | None = None) -> Mesh:
+    """A 2-D ("grid", "episodes") mesh over `devices` (default: all devices, every host)."""
+    devices = list(jax.devices() if devices is None else devices)
+    g, e = mesh_shape(len(devices), grid_size, episodes)
+    return Mesh(np.asarray(devices, dtype=object).reshape(g, e), (GRID_AXIS, EPISODE_AXIS))
+
+
+def _pad_axis0(x: np.ndarray, size: int) -> np.ndarray:
+    """Pad axis 0 to `size` with copies of the last entry."""
+    if x.shape[0] == size:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], size - x.shape[0], axis=0)], axis=0)
+
+
+def _put(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """Global array from a host array every process holds in full (works on one or many hosts)."""
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def simulate_grid_sharded(packed, table: PolicyTable, params_grid: SimParams, config: SimConfig, episodes: int,
+                          seed: int, mesh: Mesh | None = None) -> EpisodeMetrics:
+    """`simulate_grid` with grid points and episodes spread over `mesh` (default `make_mesh`, all devices).
+
+    Same arguments and result (NumPy leaves [G, E]) as `prada_jax.sim.simulate_grid`; the trace and the
+    policy table are replicated on every device.
+    """
+    fn, args, trim = prepare_sharded(packed, table, params_grid, config, episodes, seed, mesh)
+    return trim(fn(*args))
+
+
+def prepare_sharded(packed, table: PolicyTable, params_grid: SimParams, config: SimConfig, episodes: int,
+                    seed: int, mesh: Mesh | None = None):
+    """(jitted fn, sharded args, trim) with `trim(fn(*args))` == `simulate_grid_sharded(...)`.
+
+    Split out so that benchmarks can time `fn.lower(*args).compile()` apart from the run.
+    """
+    if not isinstance(episodes, (int, np.integer)) or episodes < 1:
+        raise ShardingError(f"episodes must be a positive integer, got {episodes!r}")
+    if jnp.ndim(params_grid.bandwidth_bps) != 1:
+        raise ShardingError("simulate_grid_sharded needs params with a leading grid axis [G]; use param_grid")
+    sim_run._check(packed, table, params_grid, config)
+    grid_size = int(np.shape(params_grid.bandwidth_bps)[0])
+    mesh = make_mesh(grid_size, episodes) if mesh is None else mesh
+    if tuple(mesh.axis_names) != (GRID_AXIS, EPISODE_AXIS):
+        raise ShardingError(f"mesh axes must be {(GRID_AXIS, EPISODE_AXIS)}, got {mesh.axis_names}")
+    g_pad = pad_to_multiple(grid_size, mesh.shape[GRID_AXIS])
+    e_pad = pad_to_multiple(episodes, mesh.shape[EPISODE_AXIS])
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    by_grid = NamedSharding(mesh, PartitionSpec(GRID_AXIS))
+    by_episode = NamedSharding(mesh, PartitionSpec(EPISODE_AXIS))
+    out_sharding = NamedSharding(mesh, PartitionSpec(GRID_AXIS, EPISODE_AXIS))
+
+    keys = _pad_axis0(np.asarray(sim_run.episode_keys(episodes, seed)), e_pad)
+    params_host = jax.tree.map(lambda leaf: _pad_axis0(np.asarray(leaf), g_pad), params_grid)
+    args = (
+        jax.tree.map(lambda leaf: _put(np.asarray(leaf), replicated), packed),
+        jax.tree.map(lambda leaf: _put(np.asarray(leaf), replicated), table),
+        jax.tree.map(lambda leaf: _put(leaf, by_grid), params_host),
+        _put(keys, by_episode),
+    )
+
+    def trim(out):
+        return jax.tree.map(lambda leaf: _to_host(leaf)[:grid_size, :episodes], out)
+
+    return _sharded_fn(config, out_sharding), args, trim
+
+
+@functools.lru_cache(maxsize=32)
+def _sharded_fn(config: SimConfig, out_sharding: NamedSharding):
+    """jit of the simulator's grid rollout, [G, E] outputs laid out over the mesh (cached per config/layout)."""
+
+    def fn(packed, table, params, keys):
+        return sim_run._simulate_grid(packed, table, params, config, keys)
+
+    return jax.jit(fn, out_shardings=out_sharding)
+
+
+def local_device_summary() -> dict:
+    """Process / device counts for logs and benchmark records."""
+    return {
+        "process_index": jax.process_index(),
+        "process_count": jax.process_count(),
+        "local_devices": jax.local_device_count(),
+        "global_devices": jax.device_count(),
+        "platform": jax.devices()[0].platform,
+    }
+
+
+__all__ = [
+    "ShardingError", "initialize_distributed", "maybe_initialize_distributed", "pad_to_multiple", "mesh_shape",
+    "make_mesh", "simulate_grid_sharded", "prepare_sharded", "local_device_summary", "GRID_AXIS", "EPISODE_AXIS",
+]

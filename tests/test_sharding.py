@@ -1,0 +1,118 @@
+"""prada_jax.sharding: padding / mesh helpers, and a 4-device run identical to the single-device simulator.
+
+The multi-device check runs in a subprocess because XLA_FLAGS=--xla_force_host_platform_device_count must be
+set before jax is imported (this test process has already imported it with one device).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from prada_jax import sharding
+
+TESTS_DIR = pathlib.Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+    from sim_helpers import mixed_table, tiny
+    from prada_jax import sharding
+    from prada_jax.sim import SimConfig, param_grid, simulate_grid
+    from prada_jax.traces import pack_traces
+
+    trace = tiny(seed=0)
+    packed, table = pack_traces(trace), mixed_table(trace, 0)
+    config = SimConfig(num_slots=150, warmup_slots=20, max_users=12, max_servers=4, max_arrivals_per_slot=4,
+                       max_candidates=8)
+    grid = param_grid(bandwidth_bps=[1e5, 1e6, 4e7], arrival_rate=[0.5], server_capacity=[2])
+    episodes, seed = 7, 3  # neither 3 nor 7 divides 4 devices: both axes get padded and trimmed
+    want = simulate_grid(packed, table, grid, config, episodes, seed)
+
+    def compare(got):
+        bad = []
+        for name in want.__dataclass_fields__:
+            a, b = np.asarray(getattr(want, name)), np.asarray(getattr(got, name))
+            if a.shape != b.shape or not np.array_equal(a, b):
+                bad.append(name)
+        return bad
+
+    default = sharding.simulate_grid_sharded(packed, table, grid, config, episodes, seed)
+    mesh = Mesh(np.asarray(jax.devices()).reshape(2, 2), (sharding.GRID_AXIS, sharding.EPISODE_AXIS))
+    fn, args, trim = sharding.prepare_sharded(packed, table, grid, config, episodes, seed, mesh)
+    out = fn(*args)
+    print(json.dumps({
+        "devices": jax.device_count(),
+        "default_mesh": dict(sharding.make_mesh(3, episodes).shape),
+        "default_mismatch": compare(default),
+        "mesh22_mismatch": compare(trim(out)),
+        "shard_shapes": sorted({tuple(s.data.shape) for s in out.completed.addressable_shards}),
+        "completed_total": int(np.asarray(want.completed).sum()),
+        "result_shape": list(np.shape(default.completed)),
+    }))
+    """
+)
+
+
+def test_pad_to_multiple():
+    assert sharding.pad_to_multiple(7, 4) == 8
+    assert sharding.pad_to_multiple(8, 4) == 8
+    assert sharding.pad_to_multiple(1, 1) == 1
+    with pytest.raises(sharding.ShardingError):
+        sharding.pad_to_multiple(0, 4)
+
+
+def test_mesh_shape_minimises_padding():
+    assert sharding.mesh_shape(4, grid_size=3, episodes=7) == (1, 4)  # 3 x 8 beats 4 x 8 and 4 x 7
+    assert sharding.mesh_shape(4, grid_size=10, episodes=256) == (1, 4)  # ties go to the episode axis
+    assert sharding.mesh_shape(4, grid_size=4, episodes=3) == (4, 1)  # episodes would need padding
+    assert sharding.mesh_shape(1, grid_size=5, episodes=5) == (1, 1)
+    with pytest.raises(sharding.ShardingError):
+        sharding.mesh_shape(0, 1, 1)
+
+
+def test_rejects_bad_arguments(tiny_trace):
+    from prada_jax.sim import SimConfig, make_params, param_grid, policies
+    from prada_jax.traces import pack_traces
+
+    packed, table = pack_traces(tiny_trace), policies.all_llm_table(tiny_trace)
+    config = SimConfig(num_slots=60, warmup_slots=10, max_users=6, max_servers=3, scheduler="fifo")
+    grid = param_grid(bandwidth_bps=[1e6, 4e7], server_capacity=[2])
+    with pytest.raises(sharding.ShardingError, match="episodes"):
+        sharding.simulate_grid_sharded(packed, table, grid, config, 0, 0)
+    with pytest.raises(sharding.ShardingError, match="grid axis"):
+        sharding.simulate_grid_sharded(packed, table, make_params(server_capacity=2), config, 4, 0)
+
+
+def test_four_host_devices_match_single_device():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    env.pop("XLA_FLAGS", None)
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 4
+    assert result["default_mesh"] == {"grid": 1, "episodes": 4}
+    assert result["default_mismatch"] == [], result
+    assert result["mesh22_mismatch"] == [], result
+    assert result["shard_shapes"] == [[2, 4]], result  # G 3 -> 4 over 2, E 7 -> 8 over 2
+    assert result["result_shape"] == [3, 7]
+    assert result["completed_total"] > 0
+
+
+def test_maybe_initialize_distributed_is_off_by_default(monkeypatch):
+    monkeypatch.delenv(sharding.DISTRIBUTED_ENV, raising=False)
+    assert sharding.maybe_initialize_distributed() is False
