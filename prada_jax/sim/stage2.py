@@ -135,7 +135,18 @@ def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, infli
                 jnp.where(ok, bstar, bw))
 
     init = (f32(mu_log10_range[0]), f32(mu_log10_range[1]), jnp.zeros((n_c,), bool), jnp.zeros((n_c,), f32))
-    lo, hi, admitted, bstar = jax.lax.fori_loop(0, bisection_iters, bisect, init)
+    # Stop once an iteration leaves (lo, hi) unchanged: every later one would repeat it exactly (float32
+    # midpoints of the log-price bracket stop moving after ~26 halvings), so the result equals the full loop.
+    def keep_going(carry):
+        return (carry[4] < bisection_iters) & carry[5]
+
+    def bisect_until_fixed(carry):
+        lo, hi, adm, bw, i, _ = carry
+        new_lo, new_hi, new_adm, new_bw = bisect(i, (lo, hi, adm, bw))
+        return new_lo, new_hi, new_adm, new_bw, i + 1, (new_lo != lo) | (new_hi != hi)
+
+    lo, hi, admitted, bstar, _, _ = jax.lax.while_loop(
+        keep_going, bisect_until_fixed, init + (jnp.int32(0), jnp.bool_(True)))
     _, _, w, wbar = at_price(hi)
     queue_full = w0 >= beta * tq  # Remark 2 (and channel-infeasible candidates)
     queue = valid & ~admitted & jnp.where(case_full | ~feasible, queue_full, case_comp & (w >= wbar))

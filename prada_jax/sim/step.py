@@ -54,10 +54,16 @@ def _arrivals(users, draws: SlotDraws, packed, params: SimParams, t):
     return users, draws.num_arrivals, draws.num_arrivals - n_adm
 
 
-def _compact(cand, wait_slots, num: int):
-    """Indices of at most `num` candidates, oldest (longest waiting) first, ties by lower user index."""
+def _compact(cand, wait_slots, num: int, num_slots: int):
+    """Indices of at most `num` candidates, oldest (longest waiting) first, ties by lower user index.
+
+    The integer scores are ranked as float32 when that is exact (< 2**24): XLA:CPU lowers an int32 top_k to a
+    full sort but a float32 one to its fast TopK kernel (docs/performance.md); the indices are identical.
+    """
     u = cand.shape[0]
     score = jnp.where(cand, wait_slots * u + (u - 1 - jnp.arange(u, dtype=jnp.int32)), -1)
+    if (num_slots + 1) * u < 2**24:
+        score = score.astype(jnp.float32)
     _, idx = jax.lax.top_k(score, num)
     return idx, cand[idx]
 
@@ -73,7 +79,7 @@ def schedule(users, cand, gamma, feasible, draws: SlotDraws, table: PolicyTable,
     min_bw = MIN_BANDWIDTH_FRACTION * params.bandwidth_bps
 
     if config.scheduler == "prada":
-        idx, valid = _compact(cand, users.wait_slots, config.max_candidates)
+        idx, valid = _compact(cand, users.wait_slots, config.max_candidates, config.num_slots)
         p, k = users.problem[idx], users.step[idx]
         snr = jnp.where(feasible[idx], gamma[idx], users.mean_snr[idx])
         out = S2.prada_stage2(
