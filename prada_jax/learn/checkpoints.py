@@ -1,0 +1,106 @@
+"""Orbax checkpoints of training state (CheckpointManager, StandardSave / JsonSave composite).
+
+Each step directory holds `state` (any pytree of arrays) and `meta` (JSON: config, data shapes, ...).
+`restore` checks the stored `meta` against what the caller expects and the stored tree against the caller's
+template; any mismatch, a missing directory or an empty one raises `CheckpointError` naming the path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+    """Missing, empty or mismatched checkpoint; the message names the path."""
+
+
+def _manager(directory: str, max_to_keep: int | None = 3, create: bool = True) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_handlers=handlers)
+
+
+def _leaves(tree) -> dict:
+    """{'a/b/0': (shape, dtype)} of a pytree of arrays / ShapeDtypeStructs / orbax array metadata."""
+    def name(k):
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                return str(getattr(k, attr))
+        return str(k)
+
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(name(k) for k in path): (tuple(x.shape), str(x.dtype)) for path, x in flat}
+
+
+def _structure_diff(expected, stored) -> list[str]:
+    e, s = _leaves(expected), _leaves(stored)
+    out = [f"'{k}' missing in checkpoint" for k in sorted(set(e) - set(s))]
+    out += [f"'{k}' in checkpoint only" for k in sorted(set(s) - set(e))]
+    out += [f"'{k}': checkpoint has {s[k]}, expected {e[k]}" for k in sorted(set(e) & set(s)) if e[k] != s[k]]
+    return out
+
+
+def save(directory: str, step: int, state: Any, meta: dict, max_to_keep: int | None = 3) -> str:
+    """Save `state` and JSON `meta` as checkpoint `step`; returns the step directory. Blocks until written."""
+    with _manager(directory, max_to_keep) as mngr:
+        mngr.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+        mngr.wait_until_finished()
+    return os.path.join(os.path.abspath(directory), str(int(step)))
+
+
+def latest_step(directory: str) -> int | None:
+    """Latest saved step in `directory`, or None when there is none (or no directory)."""
+    if not os.path.isdir(directory):
+        return None
+    with _manager(directory, create=False) as mngr:
+        return mngr.latest_step()
+
+
+def _diff(expected: dict, found: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(expected):  # only what the caller expects; extra stored keys are fine
+        e, f = expected.get(key, "<missing>"), found.get(key, "<missing>")
+        if isinstance(e, dict) and isinstance(f, dict):
+            out += _diff(e, f, f"{prefix}{key}.")
+        elif e != f:
+            out.append(f"{prefix}{key}: checkpoint has {f!r}, expected {e!r}")
+    return out
+
+
+def restore(directory: str, like: Any, expected_meta: dict | None = None, step: int | None = None):
+    """Restore (state, meta) of `step` (default: latest) into the structure/shapes/dtypes of `like`.
+
+    Raises CheckpointError naming the path when the directory or step is missing, when a key of
+    `expected_meta` differs from the stored meta, or when the stored arrays do not match `like`.
+    """
+    path = os.path.abspath(directory)
+    if not os.path.isdir(path):
+        raise CheckpointError(f"{path}: checkpoint directory not found")
+    with _manager(path, create=False) as mngr:
+        steps = mngr.all_steps()
+        if not steps:
+            raise CheckpointError(f"{path}: no checkpoint in this directory")
+        step = mngr.latest_step() if step is None else int(step)
+        step_path = os.path.join(path, str(step))
+        if step not in steps:
+            raise CheckpointError(f"{step_path}: checkpoint step {step} not found (have {sorted(steps)})")
+        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        if expected_meta is not None:
+            diffs = _diff(expected_meta, {k: meta.get(k, "<missing>") for k in expected_meta})
+            if diffs:
+                raise CheckpointError(f"{step_path}: checkpoint does not match this run: " + "; ".join(diffs))
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        stored = mngr.item_metadata(step)["state"]
+        diffs = _structure_diff(abstract, dict(stored) if stored is not None else {})
+        if diffs:
+            shown = "; ".join(diffs[:5]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 5 else "")
+            raise CheckpointError(f"{step_path}: stored state does not match the expected structure: {shown}")
+        try:
+            state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{step_path}: stored state does not match the expected structure ({exc})") from exc
+    return state, meta

@@ -1,0 +1,250 @@
+"""PPO for pi_theta and V_phi on the Stage-1 MDP (paper section 4.1.2, Table 1), PureJaxRL style.
+
+`make_train(config)` returns `train(key, beta, mdp) -> (TrainState, metrics)`, jittable whole and vmappable over
+keys (seeds) and beta. One iteration: a trajectory batch (`rollout_batch`: start steps drawn uniformly over the
+real (problem, step) pairs, pi_theta rolled forward three steps from each), rewards (eq. 21), three-step TD targets
+(eq. 23) and advantages (eq. 24) with V_phi, then `update_epochs` epochs of `num_minibatches` clipped-surrogate
+steps (lax.scan). Separate Adam optimisers for pi and V (Table 1: 5e-5 each).
+For checkpointed runs, `make_trainer(config)` exposes `init` and `run(state, beta, mdp, num_iterations)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from prada_jax.learn import mdp as M
+from prada_jax.learn.nets import PI_HIDDEN, PolicyNet, ValueNet
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """Static PPO settings; defaults are Table 1 of the paper where it gives them."""
+
+    num_iterations: int = 100  # N, total training epochs (trajectory batches)
+    update_epochs: int = 5  # h, epochs per trajectory batch
+    batch_steps: int = 1024  # start (problem, step) pairs per trajectory batch (not given by the paper)
+    num_minibatches: int = 4
+    lr_policy: float = 5e-5
+    lr_value: float = 5e-5
+    clip_eps: float = 0.2
+    ent_coef: float = 0.0
+    n_step: int = 3  # eq. 23
+    max_grad_norm: float = 1.0
+    normalize_advantages: bool = True
+    hidden: tuple = PI_HIDDEN
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@struct.dataclass
+class TrainState:
+    policy: Any
+    value: Any
+    policy_opt: Any
+    value_opt: Any
+    key: jax.Array
+    iteration: jax.Array  # int32, iterations done
+
+
+class Trainer(NamedTuple):
+    init: Callable  # (key, mdp) -> TrainState
+    run: Callable  # (state, beta, mdp, num_iterations: static int) -> (state, metrics [num_iterations])
+    policy_net: PolicyNet
+    value_net: ValueNet
+
+
+def _optimizer(lr, max_grad_norm):
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
+
+
+def rollout_batch(config: PPOConfig, policy_net, value_net, policy, value, beta, mdp: M.StepMDP, key):
+    """One trajectory batch: `batch_steps` distinct real (problem, step) start pairs drawn uniformly; from each,
+    pi_theta is rolled forward `n_step` steps (observations do not depend on actions, so this is exactly the
+    distribution of steps in full rollouts) to form the TD target of eq. 23, truncated at the episode end."""
+    k_start, k_act = jax.random.split(key)
+    num_k = mdp.max_steps
+    flat_mask = mdp.step_mask.reshape(-1).astype(jnp.float32)
+    start = jax.random.choice(
+        k_start, flat_mask.shape[0], (config.batch_steps,), replace=False, p=flat_mask / flat_mask.sum()
+    )
+    n, k0 = start // num_k, start % num_k
+    ks = k0[:, None] + jnp.arange(config.n_step + 1)[None, :]  # [B, n_step + 1]
+    kc = jnp.minimum(ks, num_k - 1)
+    valid = (ks < num_k) & mdp.step_mask[n[:, None], kc]
+    obs = mdp.obs[n[:, None], kc]  # [B, n_step + 1, F]
+    logits = policy_net.apply(policy, obs[:, :-1])
+    actions = jax.random.categorical(k_act, logits)  # [B, n_step]
+    r_tab = M.reward_table(mdp, beta)[n[:, None], kc[:, :-1]]  # [B, n_step, 2]
+    r = jnp.where(valid[:, :-1], jnp.take_along_axis(r_tab, actions[..., None], -1)[..., 0], 0.0)
+    v0 = value_net.apply(value, obs[:, 0])
+    v_end = jnp.where(valid[:, -1], value_net.apply(value, obs[:, -1]), 0.0)
+    logp = jnp.take_along_axis(jax.nn.log_softmax(logits[:, 0]), actions[:, :1], -1)[:, 0]
+    return {
+        "problem": n,
+        "step": k0,
+        "obs": obs[:, 0],
+        "actions": actions,
+        "logp": logp,
+        "rewards": r,
+        "v0": v0,
+        "targets": r.sum(1) + v_end,
+        "greedy_offload_fraction": (logits[:, 0, 1] > logits[:, 0, 0]).mean(),
+    }
+
+
+def make_trainer(config: PPOConfig) -> Trainer:
+    policy_net, value_net = PolicyNet(config.hidden), ValueNet(config.hidden)
+    policy_tx = _optimizer(config.lr_policy, config.max_grad_norm)
+    value_tx = _optimizer(config.lr_value, config.max_grad_norm)
+
+    def init(key, mdp: M.StepMDP) -> TrainState:
+        key, kp, kv = jax.random.split(key, 3)
+        dummy = jnp.zeros((1, mdp.obs.shape[-1]), jnp.float32)
+        policy = policy_net.init(kp, dummy)
+        value = value_net.init(kv, dummy)
+        return TrainState(policy, value, policy_tx.init(policy), value_tx.init(value), key, jnp.int32(0))
+
+    def iteration(state: TrainState, beta, mdp: M.StepMDP):
+        key, k_roll, k_perm = jax.random.split(state.key, 3)
+        ro = rollout_batch(config, policy_net, value_net, state.policy, state.value, beta, mdp, k_roll)
+        adv = ro["targets"] - ro["v0"]  # eq. 24
+        if config.normalize_advantages:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        batch = (ro["obs"], ro["actions"][:, 0], ro["logp"], adv, ro["targets"])
+        total = config.batch_steps
+        mb = total // config.num_minibatches
+
+        def policy_loss(params, obs, act, old_logp, a):
+            lg = policy_net.apply(params, obs)
+            logp_all = jax.nn.log_softmax(lg)
+            new_logp = jnp.take_along_axis(logp_all, act[:, None], -1)[:, 0]
+            ratio = jnp.exp(new_logp - old_logp)
+            surr = jnp.minimum(ratio * a, jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps) * a)
+            entropy = -(jnp.exp(logp_all) * logp_all).sum(-1)
+            loss = -surr.mean() - config.ent_coef * entropy.mean()
+            return loss, (entropy.mean(), ((ratio - 1) - jnp.log(ratio)).mean())
+
+        def value_loss(params, obs, g):
+            return jnp.mean((value_net.apply(params, obs) - g) ** 2)
+
+        def minibatch_step(carry, idx):
+            pol, val, pol_opt, val_opt = carry
+            obs, act, old_logp, a, g = (x[idx] for x in batch)
+            (pl, (ent, kl)), pg = jax.value_and_grad(policy_loss, has_aux=True)(pol, obs, act, old_logp, a)
+            vl, vg = jax.value_and_grad(value_loss)(val, obs, g)
+            pu, pol_opt = policy_tx.update(pg, pol_opt, pol)
+            vu, val_opt = value_tx.update(vg, val_opt, val)
+            return (optax.apply_updates(pol, pu), optax.apply_updates(val, vu), pol_opt, val_opt), (pl, vl, ent, kl)
+
+        def epoch(carry, k):
+            perm = jax.random.permutation(k, total)[: mb * config.num_minibatches]
+            return jax.lax.scan(minibatch_step, carry, perm.reshape(config.num_minibatches, mb))
+
+        carry = (state.policy, state.value, state.policy_opt, state.value_opt)
+        carry, losses = jax.lax.scan(epoch, carry, jax.random.split(k_perm, config.update_epochs))
+        pol, val, pol_opt, val_opt = carry
+        metrics = {
+            "reward": ro["rewards"][:, 0].mean(),
+            "target": ro["targets"].mean(),
+            "offload_fraction": ro["actions"][:, 0].mean(),
+            "greedy_offload_fraction": ro["greedy_offload_fraction"],
+            "policy_loss": losses[0].mean(),
+            "value_loss": losses[1].mean(),
+            "entropy": losses[2].mean(),
+            "approx_kl": losses[3].mean(),
+        }
+        return TrainState(pol, val, pol_opt, val_opt, key, state.iteration + 1), metrics
+
+    def run(state: TrainState, beta, mdp: M.StepMDP, num_iterations: int):
+        return jax.lax.scan(lambda s, _: iteration(s, beta, mdp), state, None, length=num_iterations)
+
+    return Trainer(init, run, policy_net, value_net)
+
+
+def make_train(config: PPOConfig):
+    """PureJaxRL entry point: train(key, beta, mdp) -> (TrainState, metrics [num_iterations]), jittable whole."""
+    trainer = make_trainer(config)
+
+    def train(key, beta, mdp: M.StepMDP):
+        return trainer.run(trainer.init(key, mdp), beta, mdp, config.num_iterations)
+
+    return train
+
+
+def server_prob(config: PPOConfig, policy_params, obs):
+    """pi_theta(1 | x) for observations [..., F]."""
+    return jax.nn.softmax(PolicyNet(config.hidden).apply(policy_params, obs))[..., 1]
+
+
+def state_value(config: PPOConfig, value_params, obs):
+    """V_phi(x) for observations [..., F]."""
+    return ValueNet(config.hidden).apply(value_params, obs)
+
+
+def greedy_actions(config: PPOConfig, policy_params, mdp: M.StepMDP):
+    """[N, K] greedy actions argmax pi_theta(a | x) (0 on padding)."""
+    return jnp.where(mdp.step_mask, (server_prob(config, policy_params, mdp.obs) > 0.5).astype(jnp.int32), 0)
+
+
+@functools.lru_cache(maxsize=16)
+def _chunk_runner(config: PPOConfig, num_iterations: int):
+    """jit(vmap over beta) of `num_iterations` PPO iterations; cached so repeated runs compile once."""
+    trainer = make_trainer(config)
+    return jax.jit(jax.vmap(lambda s, b, mdp: trainer.run(s, b, mdp, num_iterations), in_axes=(0, 0, None)))
+
+
+def train_resumable(
+    config: PPOConfig,
+    key,
+    betas,
+    mdp: M.StepMDP,
+    ckpt_dir: str | None = None,
+    chunk: int = 10,
+    resume: bool = False,
+    meta: dict | None = None,
+    on_chunk: Callable | None = None,
+):
+    """Train one policy per beta (vmapped, same seed) in jitted chunks of `chunk` iterations, saving an orbax
+    checkpoint after each chunk. With `resume`, continue from the latest checkpoint in `ckpt_dir`; the result is
+    identical to an uninterrupted run. Returns (TrainState with leading axis [len(betas)], history dict of lists).
+    `on_chunk(done, total, metrics_of_chunk)` is called after each chunk (progress logging)."""
+    from prada_jax.learn import checkpoints
+
+    betas = jnp.asarray(betas, jnp.float32).reshape(-1)
+    trainer = make_trainer(config)
+    single = jax.jit(trainer.init)(key, mdp)
+    state = jax.tree.map(lambda x: jnp.broadcast_to(x, betas.shape + x.shape), single)
+    meta = dict(meta or {})
+    meta.update(config=config.to_dict(), betas=[float(b) for b in betas], obs_shape=list(mdp.obs.shape))
+    history: dict = {}
+    if ckpt_dir is not None and checkpoints.latest_step(ckpt_dir) is not None:
+        if not resume:
+            raise checkpoints.CheckpointError(
+                f"{ckpt_dir}: checkpoints exist; resume them or use an empty directory"
+            )
+        expected = dict(meta)  # caller's meta (dataset, seed, ...), config, betas, observation shape
+        expected["config"] = {k: v for k, v in expected["config"].items() if k != "num_iterations"}  # may extend
+        state, stored = checkpoints.restore(ckpt_dir, state, expected_meta=expected)
+        history = stored.get("history", {})
+    done = int(state.iteration[0])
+    while done < config.num_iterations:
+        run = _chunk_runner(config, min(chunk, config.num_iterations - done))
+        state, metrics = run(state, betas, mdp)
+        done = int(state.iteration[0])
+        for name, value in metrics.items():  # value [G, chunk]
+            history.setdefault(name, [[] for _ in range(len(betas))])
+            for g, row in enumerate(jax.device_get(value).tolist()):
+                history[name][g].extend(row)
+        if ckpt_dir is not None:
+            checkpoints.save(ckpt_dir, done, state, dict(meta, history=history))
+        if on_chunk is not None:
+            on_chunk(done, config.num_iterations, jax.device_get(metrics))
+    return state, history

@@ -1,0 +1,67 @@
+"""Orbax checkpoints: round trip, clear errors naming the path, resume == uninterrupted run."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_learn_ppo import known_mdp
+
+from prada_jax.learn import checkpoints as ck
+from prada_jax.learn import ppo
+
+CFG = ppo.PPOConfig(
+    num_iterations=4, update_epochs=2, batch_steps=32, num_minibatches=2, hidden=(8, 8, 8), lr_policy=1e-3
+)
+
+
+def test_round_trip_and_errors(tmp_path):
+    state = {"w": jnp.arange(6.0).reshape(2, 3), "nested": {"i": jnp.int32(7)}}
+    d = str(tmp_path / "ck")
+    ck.save(d, 3, state, {"config": {"a": 1}})
+    assert ck.latest_step(d) == 3
+    got, meta = ck.restore(d, state, expected_meta={"config": {"a": 1}})
+    np.testing.assert_array_equal(got["w"], state["w"])
+    assert int(got["nested"]["i"]) == 7 and meta["config"] == {"a": 1}
+    missing = str(tmp_path / "nope")
+    with pytest.raises(ck.CheckpointError, match="nope.*not found"):
+        ck.restore(missing, state)
+    with pytest.raises(ck.CheckpointError, match=r"ck/3: .*config.a: checkpoint has 1, expected 2"):
+        ck.restore(d, state, expected_meta={"config": {"a": 2}})
+    with pytest.raises(ck.CheckpointError, match="ck/3: stored state does not match"):
+        ck.restore(d, {"w": jnp.zeros((3, 3)), "nested": {"i": jnp.int32(0)}})
+    with pytest.raises(ck.CheckpointError, match="ck/9: checkpoint step 9 not found"):
+        ck.restore(d, state, step=9)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ck.CheckpointError, match="empty: no checkpoint"):
+        ck.restore(str(tmp_path / "empty"), state)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    mdp = known_mdp(num_problems=16, max_steps=4)
+    key, betas = jax.random.PRNGKey(3), [0.05, 0.1]
+    full, hist_full = ppo.train_resumable(CFG, key, betas, mdp, str(tmp_path / "a"), chunk=2)
+
+    def crash(done, total, metrics):
+        if done == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        ppo.train_resumable(CFG, key, betas, mdp, str(tmp_path / "b"), chunk=2, on_chunk=crash)
+    assert ck.latest_step(str(tmp_path / "b")) == 2
+    with pytest.raises(ck.CheckpointError, match="checkpoints exist"):
+        ppo.train_resumable(CFG, key, betas, mdp, str(tmp_path / "b"), chunk=2)
+    resumed, hist_res = ppo.train_resumable(CFG, key, betas, mdp, str(tmp_path / "b"), chunk=2, resume=True)
+    for x, y in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(x, y)
+    assert hist_full == hist_res and len(hist_full["policy_loss"][0]) == 4
+    other = ppo.PPOConfig(**{**CFG.__dict__, "clip_eps": 0.3})
+    with pytest.raises(ck.CheckpointError, match="b/4: .*clip_eps"):
+        ppo.train_resumable(other, key, betas, mdp, str(tmp_path / "b"), chunk=2, resume=True)
+    with pytest.raises(ck.CheckpointError, match="b/4: .*seed: checkpoint has '<missing>', expected 5"):
+        ppo.train_resumable(CFG, key, betas, mdp, str(tmp_path / "b"), chunk=2, resume=True, meta={"seed": 5})
