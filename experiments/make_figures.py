@@ -1,0 +1,168 @@
+"""Regenerate figures/: Table 2 (markdown, ours next to the paper's) and Figures 4-8, from real runs.
+
+    python experiments/make_figures.py                      # run (or resume) every sweep, then draw
+    python experiments/make_figures.py --plot_only          # redraw from results already on disk
+    python experiments/make_figures.py --episodes=4 --horizon_ms=500 --results_dir=results/quick \
+        --figures_dir=figures/quick                         # a quick, low-precision pass
+
+Sweeps come from experiments/configs/{table2,capacity,bandwidth}.cfg (plus arrival, beta with --only) and
+write into <results_dir>/<name>/ (resumable, see docs/experiments.md). Figure 4 is the single-user evaluation
+that experiments/train.py stores in <ckpt_dir>/<dataset>/eval.json (trained on first use).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+
+from prada_jax import constants as C  # noqa: E402
+from prada_jax import plots, sweep  # noqa: E402
+
+ALL = ("table2", "fig4", "capacity", "bandwidth", "arrival", "beta")
+DEFAULT = ("table2", "fig4", "capacity", "bandwidth")
+FIG4_DATASETS = ("gsm8k", "gaokao2023en", "mmlu_stem")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("only", list(DEFAULT), f"What to (re)generate, from {list(ALL)}.")
+flags.DEFINE_string("results_dir", "results", "Sweep results go to <results_dir>/<config name>/.")
+flags.DEFINE_string("figures_dir", "figures", "Where figures, table2.md and provenance.json are written.")
+flags.DEFINE_bool("plot_only", False, "Draw from results on disk; run nothing.")
+flags.DEFINE_bool("overwrite", False, "Passed to the sweeps: discard results of different flags.")
+flags.DEFINE_integer("episodes", None, "Override --episodes of every sweep config.")
+flags.DEFINE_integer("horizon_ms", None, "Override --horizon_ms of every sweep config.")
+flags.DEFINE_integer("warmup_ms", None, "Override --warmup_ms of every sweep config.")
+flags.DEFINE_string("ckpt_dir", "checkpoints", "Learned policies / single-user evaluation (experiments/train.py).")
+flags.DEFINE_string("traces_dir", "traces", "Folder of <dataset>.npz traces.")
+
+
+def sweep_spec(name: str) -> tuple[sweep.SweepSpec, str]:
+    """Parse experiments/configs/<name>.cfg (with this command's overrides) into a spec and its out_dir."""
+    fv = flags.FlagValues()
+    sweep.define_flags(fv)
+    out_dir = os.path.join(FLAGS.results_dir, name)
+    argv = ["make_figures", f"--flagfile={os.path.join(sweep.CONFIG_DIR, name + '.cfg')}", f"--out_dir={out_dir}",
+            f"--ckpt_dir={FLAGS.ckpt_dir}", f"--traces_dir={FLAGS.traces_dir}"]
+    for flag in ("episodes", "horizon_ms", "warmup_ms"):
+        if getattr(FLAGS, flag) is not None:
+            argv.append(f"--{flag}={getattr(FLAGS, flag)}")
+    fv(argv)
+    return sweep.spec_from_flags(fv), out_dir
+
+
+def sweep_rows(name: str) -> tuple[dict, list[dict], str]:
+    spec, out_dir = sweep_spec(name)
+    if not FLAGS.plot_only:
+        sweep.run_sweep(spec, out_dir, overwrite=FLAGS.overwrite, argv=sys.argv)
+    config, rows = sweep.read_results(out_dir)
+    if config != spec.to_config():
+        raise app.UsageError(f"{out_dir} holds results of other flags than {name}.cfg with these overrides")
+    missing = [p for p in spec.points() if p not in {(r["dataset"], r["policy"]) for r in rows}]
+    if missing:
+        raise app.UsageError(f"{out_dir} is incomplete (missing {missing}); run without --plot_only")
+    return config, rows, out_dir
+
+
+def fig4_rows() -> tuple[list[dict], list[str]]:
+    """Fig. 4 rows from <ckpt_dir>/<dataset>/eval.json (trained on first use at the Table-3 beta)."""
+    rows, sources = [], []
+    for dataset in FIG4_DATASETS:
+        _, eval_path = sweep.learned_table_paths(FLAGS.ckpt_dir, dataset)
+        if not os.path.exists(eval_path):
+            if FLAGS.plot_only:
+                raise app.UsageError(f"{eval_path} not found; run without --plot_only to train it")
+            sweep.train_policy_table(dataset, C.DEFAULT_BETA, FLAGS.traces_dir, FLAGS.ckpt_dir)
+        with open(eval_path, encoding="utf-8") as handle:
+            evaluation = json.load(handle)
+        su = evaluation["single_user"]
+        for method, key in (("all_slm", "all_slm"), ("all_llm", "all_llm"), ("pi_only", "pi_theta"), ("random_policy", "random")):
+            rows.append(dict(dataset=dataset, method=method, accuracy=su[key]["accuracy"],
+                             cost=su[key]["tflop_per_task"], cost_unit="TFLOP per task"))
+        for r in su["rsd"]:
+            rows.append(dict(dataset=dataset, method="rsd", accuracy=r["accuracy"], cost=r["tflop_per_task"],
+                             cost_unit="TFLOP per task"))
+        sources.append({"eval": eval_path, "beta": evaluation["beta"], "evaluated_on": evaluation.get("evaluated_on")})
+    return rows, sources
+
+
+def provenance_of(config: dict, out_dir: str) -> dict:
+    with open(os.path.join(out_dir, sweep.RUN_JSON), encoding="utf-8") as handle:
+        run = json.load(handle)
+    return {"results": out_dir, "config": config, "git": [s["git"] for s in run["sessions"]]}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected positional arguments {argv[1:]}")
+    unknown = [o for o in FLAGS.only if o not in ALL]
+    if unknown:
+        raise app.UsageError(f"--only: unknown {unknown}; choose from {list(ALL)}")
+    fig = FLAGS.figures_dir
+    os.makedirs(fig, exist_ok=True)
+    prov_path = os.path.join(fig, "provenance.json")
+    provenance = {}
+    if os.path.exists(prov_path):
+        with open(prov_path, encoding="utf-8") as handle:
+            provenance = json.load(handle)
+    made = []
+    try:
+        for name in [o for o in ALL if o in FLAGS.only]:
+            if name == "fig4":
+                rows, sources = fig4_rows()
+                made.append(plots.plot_single_user(rows, os.path.join(fig, "fig4_single_user.png")))
+                provenance["fig4_single_user.png"] = {"results": sources}
+                continue
+            config, rows, out_dir = sweep_rows(name)
+            prov = provenance_of(config, out_dir)
+            if name == "table2":
+                path = os.path.join(fig, "table2.md")
+                commits = sorted({str(g["commit"])[:10] for g in prov["git"]})
+                header = (
+                    "# Table 2: PRADA across three benchmarks (ours vs the paper)\n\n"
+                    f"Generated {datetime.date.today().isoformat()} by `python experiments/make_figures.py` from "
+                    f"`{out_dir}` ({config['episodes']} episodes of {config['horizon_ms']} ms, warm-up "
+                    f"{config['warmup_ms']} ms, Table-3 system parameters; commit {', '.join(commits)}). "
+                    "Ours: mean ± 95% CI over episodes; latencies in ms per completed task. "
+                    "'–': the paper reports no value.\n\n"
+                )
+                with open(path, "w", encoding="utf-8") as handle:
+                    handle.write(header + plots.table2_markdown(rows))
+                made.append(path)
+                made.append(plots.plot_bars(rows, os.path.join(fig, "table2_bars.png"), title="Table 2 policies"))
+                provenance["table2.md"] = provenance["table2_bars.png"] = prov
+            elif name == "capacity":
+                made.append(plots.plot_performance(rows, "gsm8k", os.path.join(fig, "fig5_capacity_performance.png"),
+                                                   title="Fig. 5: performance vs server parallel capacity M (gsm8k)"))
+                made.append(plots.plot_delay_decomposition(rows, "gsm8k", os.path.join(fig, "fig6_capacity_delays.png"),
+                                                           title="Fig. 6: delay decomposition vs M (gsm8k)"))
+                provenance["fig5_capacity_performance.png"] = provenance["fig6_capacity_delays.png"] = prov
+            elif name == "bandwidth":
+                made.append(plots.plot_delay_decomposition(rows, "gsm8k", os.path.join(fig, "fig7_bandwidth_delays.png"),
+                                                           title="Fig. 7: delay decomposition vs total bandwidth B (gsm8k, M=9)"))
+                made.append(plots.plot_performance(rows, "gsm8k", os.path.join(fig, "fig8_bandwidth_performance.png"),
+                                                   title="Fig. 8: performance vs total bandwidth B (gsm8k, M=9)"))
+                provenance["fig7_bandwidth_delays.png"] = provenance["fig8_bandwidth_performance.png"] = prov
+            elif name == "arrival":
+                made.append(plots.plot_performance(rows, "gsm8k", os.path.join(fig, "arrival_performance.png")))
+                made.append(plots.plot_delay_decomposition(rows, "gsm8k", os.path.join(fig, "arrival_delays.png")))
+                provenance["arrival_performance.png"] = provenance["arrival_delays.png"] = prov
+            elif name == "beta":
+                made.append(plots.plot_frontier(rows, "gsm8k", os.path.join(fig, "beta_frontier.png")))
+                made.append(plots.plot_performance(rows, "gsm8k", os.path.join(fig, "beta_performance.png")))
+                provenance["beta_frontier.png"] = provenance["beta_performance.png"] = prov
+    except (sweep.SweepConfigError, sweep.SweepStateError, sweep.PolicyTableError) as err:
+        raise app.UsageError(str(err)) from err
+    finally:
+        with open(prov_path, "w", encoding="utf-8") as handle:
+            json.dump(provenance, handle, indent=1, sort_keys=True)
+    for path in made:
+        logging.info("wrote %s", path)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,49 @@
+"""Run a resumable parameter sweep of the PRADA simulator and draw its figures.
+
+    python experiments/sweep.py --flagfile=bandwidth.cfg            # a bare name resolves to experiments/configs/
+    python experiments/sweep.py --flagfile=capacity.cfg --episodes=8 --out_dir=results/capacity_quick
+    python experiments/sweep.py --datasets=gsm8k --policies=all_slm,prada --sweep_param=beta --sweep_values=1,10,100
+
+Writes results.csv, results.json, run.json and fig_*.png into --out_dir; a killed run restarted with the same
+flags resumes; different flags into the same --out_dir need --overwrite. See docs/experiments.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+
+from prada_jax import plots, sweep  # noqa: E402
+
+FLAGS = flags.FLAGS
+sweep.define_flags(FLAGS)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected positional arguments {argv[1:]}")
+    try:
+        spec = sweep.spec_from_flags(FLAGS)
+        store = sweep.run_sweep(spec, FLAGS.out_dir, overwrite=FLAGS.overwrite, argv=sys.argv)
+    except (sweep.SweepConfigError, sweep.SweepStateError) as err:
+        raise app.UsageError(str(err)) from err
+    logging.info("Results: %s (%d rows)", store.csv_path, len(store.rows))
+    if FLAGS.plots:
+        for path in plots.sweep_figures(store.rows, FLAGS.out_dir):
+            logging.info("Figure: %s", path)
+
+
+def run():
+    try:
+        argv = sweep.resolve_flagfile_argv(sys.argv)
+    except sweep.SweepConfigError as err:
+        sys.exit(f"FATAL Flags parsing error: {err}")
+    app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+    run()
