@@ -129,7 +129,8 @@ def prada_schedule(cands, users, gamma, feasible, table, p, config, free_slots, 
         mu = 10.0 ** log_mu
         bstar = [math.sqrt(beta_e * cc[j] / mu) for j in range(n)]
         w = [gap[j] - 2.0 * math.sqrt(beta_e * mu * cc[j]) for j in range(n)]
-        wbar = [beta * tq[j] - mu * bstar[j] for j in range(n)]
+        price = 0.0 if config.queue_pays_price else 1.0
+        wbar = [beta * tq[j] - price * mu * bstar[j] for j in range(n)]
         admitted = [False] * n
         if case == 3:
             admitted = [feas[j] and w[j] >= 0.0 for j in range(n)]
@@ -243,7 +244,7 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
             ordered = sorted(cands, key=lambda i: (-users[i].wait, i))
             considered = ordered[: config.max_candidates]
             for i in ordered[config.max_candidates:]:
-                decisions[i] = (1, 0.0)
+                decisions[i] = (1 if users[i].phase == QUEUED else 0, 0.0)
             decisions.update(prada_schedule(considered, users, gamma, feasible, tb, p, config, free_slots, available,
                                             len(cands), [u.busy * dt for u in inflight], stats))
             if stats is not None and len(ordered) > config.max_candidates:

@@ -54,7 +54,7 @@ def _priorities(out, gaps, ctx=200, snr=100.0, beta=10.0):
     mu = 10.0 ** float(out.log10_mu)
     sq = np.sqrt(beta * mu * 32.0 * ctx / np.log2(1.0 + snr))
     w = np.asarray(gaps) - 2.0 * sq
-    wbar = beta * np.asarray(out.tq, np.float64) - sq
+    wbar = beta * np.asarray(out.tq, np.float64)  # queue_pays_price (default): a queued request pays mu B* later
     return w, wbar
 
 
@@ -164,3 +164,23 @@ def test_fifo_and_random_schedulers():
 
 def test_value_gap_eq33():
     np.testing.assert_allclose(float(costs.value_gap(0.1, 0.75)), 0.4, rtol=1e-6)
+
+
+_STAGE2_EQ32 = jax.jit(functools.partial(S2.prada_stage2, max_servers=MAX_SERVERS, bisection_iters=40, tq_max_iters=80,
+                                         queue_pays_price=False))
+
+
+def test_queue_pays_price_avoids_low_bandwidth_deadlock():
+    # One free slot, two valuable candidates, the other server slot frees in 1 ms, so queueing is estimated at
+    # ~1 ms. B_av = 1e5 bit/s: a 200-token upload takes >= 9.6 ms even with all of it. With eq. 32 literally
+    # (w_bar = beta TQ - mu B*) min(w, w_bar) < 0 at every feasible price, so nobody is admitted although a slot is
+    # free and both queue, slot after slot; with the queue charged the same price (default) one is admitted.
+    gaps, valid = [0.9, 0.8, 0.0, 0.0], [True, True, False, False]
+    default = np.asarray(run(gaps, valid=valid, free_slots=1, capacity=2, inflight=(0.001,), available=1e5).decision)
+    assert (default[:2] == 2).sum() == 1 and (default[:2] == 1).sum() == 1
+    literal_out = _STAGE2_EQ32(jnp.asarray(valid), jnp.ones(C, bool), jnp.asarray(gaps, jnp.float32),
+                               jnp.full(C, 0.005, jnp.float32), jnp.full(C, 200, jnp.int32),
+                               jnp.full(C, 100.0, jnp.float32), jnp.asarray([0.001] + [np.inf] * 7, jnp.float32),
+                               jnp.int32(2), jnp.int32(1), jnp.int32(2), jnp.float32(1e5), jnp.float32(B),
+                               jnp.float32(10.0))
+    np.testing.assert_array_equal(np.asarray(literal_out.decision)[:2], [1, 1])

@@ -119,6 +119,7 @@ class SimConfig:
     scheduler: str = "prada"
     stage1_sampling: bool = False  # False: nominate iff pi(1|x) > 0.5; True: nominate iff u < pi(1|x)
     bisection_iters: int = 40
+    queue_pays_price: bool = True  # w_bar = beta TQ (queued requests pay the bandwidth price later); False: eq. 32
     mu_log10_range: tuple = (-30.0, 10.0)
     tq_max_iters: int = C.TQ_MAX_ITERATIONS
     slot_seconds: float = C.SLOT_SECONDS

@@ -60,13 +60,17 @@ def queue_position_delays(free_times, mean_duration, num_positions: int):
 
 def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, inflight_seconds, num_candidates,
                  free_slots, server_capacity, available_bw, total_bw, beta, *, max_servers: int,
-                 bisection_iters: int, tq_max_iters: int, mu_log10_range=(-30.0, 10.0)) -> Stage2Out:
+                 bisection_iters: int, tq_max_iters: int, mu_log10_range=(-30.0, 10.0),
+                 queue_pays_price: bool = True) -> Stage2Out:
     """Theorem 2 over C compacted candidates.
 
     valid/feasible/value_gap/server_seconds/context/snr: [C] (snr = faded SNR, or the mean SNR for
     candidates whose channel is below the threshold; those cannot be admitted this slot).
     inflight_seconds: [U] remaining seconds of in-flight requests (+inf elsewhere).
     num_candidates: |O_t| (may exceed C); free_slots: F = M - |M_t|; available_bw: B - held bandwidth.
+    queue_pays_price: a queued request pays the same bandwidth price mu B* when it is admitted later, so
+    w_bar = beta TQ (default). False: eq. 32 literally, w_bar = beta TQ - mu B*, under which queueing is free of
+    the bandwidth price and, when TQ < TC(B*), beats immediate admission forever (docs/simulator.md).
     """
     n_c = valid.shape[0]
     chex.assert_shape([feasible, value_gap, server_seconds, context, snr], (n_c,))
@@ -113,7 +117,7 @@ def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, infli
         mu = jnp.power(f32(10.0), log_mu)
         bstar = costs.optimal_bandwidth(context, snr, beta_e, mu)
         w = value_gap - costs.priced_upload_cost(context, snr, beta_e, mu)  # eq. 31 at B*
-        wbar = beta * tq - mu * bstar  # eq. 32
+        wbar = beta * tq - (0.0 if queue_pays_price else 1.0) * mu * bstar  # eq. 32 (see queue_pays_price)
         s = jnp.where(elig, jnp.minimum(w, wbar), _NEG_INF)
         rank_s = rank_desc(s, elig)
         # lambda_s = max(0, (F+1)-th largest s); admitted: the top F with s >= lambda_s.

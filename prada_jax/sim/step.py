@@ -91,9 +91,11 @@ def schedule(users, cand, gamma, feasible, draws: SlotDraws, table: PolicyTable,
             available_bw=available, total_bw=params.bandwidth_bps, beta=params.beta,
             max_servers=config.max_servers, bisection_iters=config.bisection_iters,
             tq_max_iters=config.tq_max_iters, mu_log10_range=config.mu_log10_range,
+            queue_pays_price=config.queue_pays_price,
         )
-        # Candidates beyond the C considered this slot wait in the queue.
-        decision = jnp.where(cand, S2.QUEUE_D, S2.LOCAL_D).astype(jnp.int32)
+        # Candidates beyond the C considered this slot: queued requests keep waiting; new nominees, which Stage 2
+        # could not consider, are returned for local execution (a nomination is no commitment, section 4.1.1).
+        decision = jnp.where(users.phase == QUEUED, S2.QUEUE_D, S2.LOCAL_D).astype(jnp.int32)
         decision = decision.at[idx].set(jnp.where(valid, out.decision, decision[idx]))
         bandwidth = jnp.zeros((u_count,), jnp.float32).at[idx].set(jnp.where(valid, out.bandwidth, 0.0))
         return decision, bandwidth
