@@ -70,6 +70,8 @@ TABLE2_METRICS = (
     ("processing_ms", "Avg. processing delay (ms/task)"),
     ("communication_ms", "Avg. communication delay (ms/task)"),
     ("queuing_ms", "Avg. queuing delay (ms/task)"),
+    ("offload_fraction", "Offloaded steps (%)"),
+    ("dropped", "Arrivals dropped (per episode; 0 in a stable run)"),
 )
 
 
@@ -78,7 +80,7 @@ def label(policy: str) -> str:
 
 
 def _scale(metric: str) -> float:
-    return 100.0 if metric == "accuracy" else 1.0
+    return 100.0 if metric in ("accuracy", "offload_fraction") else 1.0
 
 
 def _select(rows: Iterable[dict], **match) -> list[dict]:
@@ -266,8 +268,9 @@ def table2_markdown(rows: Sequence[dict], policies: Sequence[str] = ("all_slm", 
                 if len(match) != 1:
                     raise ValueError(f"Table 2 needs one row for {d}/{p}, got {len(match)}")
                 s = _scale(metric)
-                cells.append(_fmt(match[0][f"{metric}_mean"] * s, _nan0(match[0][f"{metric}_ci95"]) * s))
-                cells.append(_fmt(PAPER_TABLE2[metric].get(d, {}).get(p)))
+                digits = 2 if metric.endswith("_ms") else 1
+                cells.append(_fmt(match[0][f"{metric}_mean"] * s, _nan0(match[0][f"{metric}_ci95"]) * s, digits))
+                cells.append(_fmt(PAPER_TABLE2.get(metric, {}).get(d, {}).get(p)))
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
