@@ -26,7 +26,7 @@ from prada_jax import plots, sweep  # noqa: E402
 
 ALL = ("table2", "fig4", "capacity", "bandwidth", "arrival", "beta")
 DEFAULT = ("table2", "fig4", "capacity", "bandwidth")
-FIG4_DATASETS = ("gsm8k", "gaokao2023en", "mmlu_stem")
+FIG4_DATASETS = ("gsm8k", "math500", "gaokao2023en", "mmlu_stem")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("only", list(DEFAULT), f"What to (re)generate, from {list(ALL)}.")
@@ -85,6 +85,9 @@ def fig4_rows() -> tuple[list[dict], list[str]]:
                              cost=su[key]["tflop_per_task"], cost_unit="TFLOP per task"))
         for r in su["rsd"]:
             rows.append(dict(dataset=dataset, method="rsd", accuracy=r["accuracy"], cost=r["tflop_per_task"],
+                             cost_unit="TFLOP per task"))
+        for r in evaluation.get("frontier", []):  # pi_theta trained at other betas: its accuracy-cost frontier
+            rows.append(dict(dataset=dataset, method="pi_frontier", accuracy=r["accuracy"], cost=r["tflop_per_task"],
                              cost_unit="TFLOP per task"))
         sources.append({"eval": eval_path, "beta": evaluation["beta"], "evaluated_on": evaluation.get("evaluated_on")})
     return rows, sources

@@ -25,6 +25,7 @@ POLICY_LABELS = {
     "random_scheduler": "Random scheduler",
     "router": "Router",
     "rsd": "RSD",
+    "pi_frontier": r"$\pi_\theta$ over $\beta$ (3, 10, 30)",
 }
 TEXT_LABELS = dict(POLICY_LABELS, pi_only="π_θ only")  # plain-text labels (markdown)
 PARAM_LABELS = {
@@ -289,7 +290,7 @@ def plot_single_user(results: Sequence[dict[str, Any]], path: str) -> str:
         raise ValueError(f"Fig. 4 rows must share one cost unit, got {units}")
     datasets = _unique(results, "dataset")
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.8), squeeze=False)
-    markers = {"all_slm": "s", "all_llm": "^", "pi_only": "o", "random_policy": "v", "rsd": "D"}
+    markers = {"all_slm": "s", "all_llm": "^", "pi_only": "o", "random_policy": "v", "rsd": "D", "pi_frontier": "."}
     for ax, d in zip(axes[0], datasets):
         for method in _unique(_select(results, dataset=d), "method"):
             sub = sorted(_select(results, dataset=d, method=method), key=lambda r: r["cost"])
