@@ -339,12 +339,13 @@ def test_make_figures_plot_only_from_results(tmp_path):
             f"--ckpt_dir={ckpt}", "--traces_dir=traces"])
         spec = sweep.spec_from_flags(fv, supported_policies=sweep.POLICIES)
         sweep.run_sweep(spec, str(results / name), run_point=FakeRunner())
-    for i, dataset in enumerate(("gsm8k", "gaokao2023en", "mmlu_stem")):
+    for i, dataset in enumerate(("gsm8k", "math500", "gaokao2023en", "mmlu_stem")):
         point = lambda acc, tf: {"accuracy": acc, "tflop_per_task": tf}  # noqa: E731
         su = {"all_slm": point(0.6 + i / 10, 1.0), "all_llm": point(0.8, 5.0), "pi_theta": point(0.75, 2.0),
               "random": point(0.65, 2.0), "rsd": [point(0.7, 2.5), point(0.72, 3.0)]}
         (ckpt / dataset).mkdir(parents=True)
-        (ckpt / dataset / "eval.json").write_text(json.dumps({"beta": 10.0, "single_user": su}))
+        frontier = [dict(point(0.7, 1.5), beta=30.0), dict(point(0.78, 3.0), beta=3.0)]
+        (ckpt / dataset / "eval.json").write_text(json.dumps({"beta": 10.0, "single_user": su, "frontier": frontier}))
     proc = subprocess.run(
         [sys.executable, "experiments/make_figures.py", "--plot_only", f"--results_dir={results}",
          f"--figures_dir={figs}", f"--ckpt_dir={ckpt}"],
