@@ -163,18 +163,33 @@ def run_dataset(dataset: str) -> dict:
 
 def main(argv):
     del argv
+    try:  # validate before any work starts
+        aux.AuxConfig(steps=FLAGS.aux_steps, lr=FLAGS.aux_lr)
+        [float(b) for b in FLAGS.frontier_betas]
+    except ValueError as exc:
+        raise app.UsageError(f"--aux_steps/--aux_lr/--frontier_betas: {exc}") from exc
+    if FLAGS.epochs < 1 or FLAGS.update_epochs < 1 or FLAGS.beta < 0:
+        raise app.UsageError("--epochs and --update_epochs must be >= 1 and --beta >= 0")
     t0 = time.time()
     results = {ds: run_dataset(ds) for ds in FLAGS.datasets}
-    summary = {
-        "wall_seconds": time.time() - t0,
-        "all_checks_pass": all(all(r["checks"].values()) for r in results.values()),
-        "results": results,
-    }
     os.makedirs(FLAGS.ckpt_dir, exist_ok=True)
-    with open(os.path.join(FLAGS.ckpt_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
     path = os.path.join(FLAGS.ckpt_dir, "summary.json")
-    logging.info("all datasets done in %.0fs -> %s", summary["wall_seconds"], path)
+    # Merge into the existing summary: a run over some datasets must not drop the others' entries.
+    previous = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            previous = json.load(f).get("results", {})
+    merged = {**previous, **results}
+    summary = {
+        "wall_seconds_last_run": time.time() - t0,
+        "datasets_last_run": list(results),
+        "all_checks_pass": all(all(r["checks"].values()) for r in merged.values()),
+        "results": merged,
+    }
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
+    os.replace(path + ".tmp", path)
+    logging.info("datasets %s done in %.0fs -> %s", list(results), summary["wall_seconds_last_run"], path)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,13 @@ class AuxConfig:
     hidden: tuple = AUX_HIDDEN
     film_hidden: int = FILM_HIDDEN
 
+    def __post_init__(self):
+        if self.eval_every < 1 or self.steps < self.eval_every or self.steps % self.eval_every:
+            raise ValueError(f"AuxConfig: steps ({self.steps}, --aux_steps) must be a positive multiple of "
+                             f"eval_every ({self.eval_every})")
+        if self.batch_size < 1 or not 0.0 <= self.val_fraction < 1.0 or self.lr <= 0.0:
+            raise ValueError(f"AuxConfig: need batch_size >= 1, 0 <= val_fraction < 1, lr > 0; got {self}")
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
