@@ -61,17 +61,17 @@ def _progress(dataset: str, start: float):
     return log
 
 
-def _fit_errors(models, mdp_all, packed, adv_targets, heldout):
+def _fit_errors(models, mdp_all, packed, gap_targets, heldout):
     cfg = models.aux_config
     mask = np.asarray(mdp_all.step_mask) & heldout[:, None]
     pred = np.asarray(aux.predict_advantage(cfg, models.advantage, mdp_all.obs))[mask]
-    true = np.asarray(adv_targets)[mask]
+    true = np.asarray(gap_targets)[mask]
     secs = np.asarray(aux.predict_server_seconds(cfg, models.delay, M.reference_context(packed)))[mask]
     truth = np.asarray(aux.server_seconds_truth(packed))[mask]
     return {
-        "advantage_rmse": float(np.sqrt(np.mean((pred - true) ** 2))),
-        "advantage_target_std": float(np.std(true)),
-        "advantage_r2": float(1.0 - np.mean((pred - true) ** 2) / max(np.var(true), 1e-12)),
+        "value_gap_rmse": float(np.sqrt(np.mean((pred - true) ** 2))),
+        "value_gap_target_std": float(np.std(true)),
+        "value_gap_r2": float(1.0 - np.mean((pred - true) ** 2) / max(np.var(true), 1e-12)),
         "delay_mean_relative_error": float(np.mean(np.abs(secs / truth - 1.0))),
         "delay_max_relative_error": float(np.max(np.abs(secs / truth - 1.0))),
     }
@@ -112,8 +112,8 @@ def run_dataset(dataset: str) -> dict:
     main = jax.tree.map(lambda x: x[0], state)
     beta = jnp.float32(FLAGS.beta)
     aux_cfg = aux.AuxConfig(steps=FLAGS.aux_steps, lr=FLAGS.aux_lr)
-    adv_targets = aux.advantage_targets(config, main.policy, main.value, mdp_all, beta)
-    adv_model = jax.jit(lambda k: aux.fit_advantage(mdp_all, adv_targets, train, k, aux_cfg))(k_adv)
+    gap_targets = aux.value_gap_targets(config, main.value, mdp_all, beta)
+    adv_model = jax.jit(lambda k: aux.fit_advantage(mdp_all, gap_targets, train, k, aux_cfg))(k_adv)
     delay_model = jax.jit(lambda k: aux.fit_delay(packed, train, k, aux_cfg))(k_delay)
     models = tables.LearnedModels(
         main.policy, main.value, adv_model, delay_model, stats[0], stats[1], beta, config, aux_cfg
@@ -136,7 +136,7 @@ def run_dataset(dataset: str) -> dict:
         "evaluated_on": "held-out problems",
         "single_user": evaluate.single_user(held, greedy[0], k_eval),
         "frontier": [dict(beta=b, **evaluate.summarize(held, greedy[g])) for g, b in enumerate(betas)],
-        "fit_errors_heldout": _fit_errors(models, mdp_all, packed, adv_targets, heldout),
+        "fit_errors_heldout": _fit_errors(models, mdp_all, packed, gap_targets, heldout),
         "final_metrics": {k: float(v[0][-1]) for k, v in history.items()},
         "seconds": {"ppo": t_ppo, "aux": t_aux, "total": time.time() - t0},
         "config": config.to_dict(),

@@ -107,6 +107,20 @@ def test_policy_table_and_npz_round_trip(toy, tmp_path):
     np.testing.assert_allclose(table.nominate_prob, np.where(mask, prob, 0), rtol=1e-6)
     secs = aux.predict_server_seconds(acfg, dly, M.reference_context(packed))
     np.testing.assert_allclose(table.server_seconds, np.where(mask, secs, 0), rtol=1e-6)
+    # A_omega(x,1) = pi(0|x) g_omega(x): eq. 33 on the stored table returns the value-gap head exactly.
+    gap = aux.predict_advantage(acfg, adv, mdp.obs)
+    np.testing.assert_allclose(np.asarray(table.value_gap())[mask], np.asarray(gap)[mask], rtol=1e-4, atol=1e-6)
+    stored = np.asarray(table.nominate_prob)[mask]
+    assert stored.min() >= tables.POLICY_PROB_EPS and stored.max() <= 1.0 - tables.POLICY_PROB_EPS
+    # A policy certain in float32 (logits 0 vs 50: pi(0|x) = 0) still yields a finite gap equal to g_omega.
+    def certain(path, x):
+        if x.shape == (2,):
+            return jnp.asarray([0.0, 50.0], x.dtype)
+        return jnp.zeros_like(x)
+    sure = tables.policy_table(trace, models.replace(policy=jax.tree_util.tree_map_with_path(certain, st.policy)))
+    assert float(np.asarray(ppo.server_prob(pcfg, jax.tree_util.tree_map_with_path(certain, st.policy),
+                                            mdp.obs))[mask].min()) == 1.0
+    np.testing.assert_allclose(np.asarray(sure.value_gap())[mask], np.asarray(gap)[mask], rtol=1e-3, atol=1e-6)
     for f in tables.TABLE_FIELDS:
         assert np.all(np.asarray(getattr(table, f))[~mask] == 0)
     path = tables.save_table(str(tmp_path / "t.npz"), table)

@@ -93,6 +93,17 @@ def advantage_targets(ppo_config: ppo.PPOConfig, policy_params, value_params, md
     return server_advantage(q, ppo.server_prob(ppo_config, policy_params, mdp.obs), mdp.step_mask)
 
 
+def value_gap_targets(ppo_config: ppo.PPOConfig, value_params, mdp: M.StepMDP, beta):
+    """[N, K] Q(x, 1) - Q(x, 0) from the trained critic: the target of A_omega's value-gap head.
+
+    A_omega(x, 1) is parametrised as pi(0|x) g_omega(x) (eq. 33) and g_omega is regressed on the value gap.
+    Regressing A(x, 1) = pi(0|x) (Q1 - Q0) itself is ill-conditioned for a confident policy: where pi(0|x) -> 0
+    (the steps pi_theta most wants on the server) the target vanishes, and eq. 33 divides the fit's noise by it
+    (docs/learning.md)."""
+    q = action_values(ppo_config, value_params, mdp, beta)
+    return jnp.where(mdp.step_mask, q[..., 1] - q[..., 0], 0.0)
+
+
 def server_seconds_truth(packed: PackedTraces, flops_llm=C.FLOPS_LLM):
     """[N, K] server compute time of each reference step with a full prefill (the D_psi regression truth)."""
     ctx = M.reference_context(packed)

@@ -20,6 +20,8 @@ from prada_jax.learn import mdp as M
 from prada_jax.sim.policies import PolicyTable
 
 TABLE_FIELDS = ("nominate_prob", "advantage", "server_seconds")
+# Learned pi(1|x) is stored within [eps, 1 - eps]: greedy Stage 1 is unchanged, eq. 33 stays invertible.
+POLICY_PROB_EPS = 1e-3
 
 
 class TableError(ValueError):
@@ -50,8 +52,11 @@ def policy_table(trace, models: LearnedModels, flops_llm=C.FLOPS_LLM) -> PolicyT
 def _policy_table(packed, models: LearnedModels, flops_llm) -> PolicyTable:
     mdp = M.make_mdp(packed, stats=(models.feature_mean, models.feature_std), flops_llm=flops_llm)
     mask = mdp.step_mask
-    prob = ppo.server_prob(models.ppo_config, models.policy, mdp.obs)
-    adv = aux.predict_advantage(models.aux_config, models.advantage, mdp.obs)
+    # pi(1|x) is stored inside [eps, 1 - eps] (as for deterministic tables) so that eq. 33 stays invertible where
+    # the policy is certain in float32; A_omega(x, 1) = pi(0|x) g_omega(x), so eq. 33 returns g_omega exactly.
+    prob = jnp.clip(ppo.server_prob(models.ppo_config, models.policy, mdp.obs),
+                    POLICY_PROB_EPS, 1.0 - POLICY_PROB_EPS)
+    adv = (1.0 - prob) * aux.predict_advantage(models.aux_config, models.advantage, mdp.obs)
     secs = aux.predict_server_seconds(models.aux_config, models.delay, M.reference_context(packed))
     z = lambda x: jnp.where(mask, x, 0.0).astype(jnp.float32)  # noqa: E731
     return PolicyTable(nominate_prob=z(prob), advantage=z(adv), server_seconds=z(secs))
