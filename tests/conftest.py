@@ -15,6 +15,20 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+def unit_test_metadata(dataset: str, seed: int, notes: str) -> dict:
+    """Valid trace metadata for traces that tests build in memory."""
+    return {
+        "dataset": dataset,
+        "slm": C.SLM_ARCH.to_dict(),
+        "llm": C.LLM_ARCH.to_dict(),
+        "prm": C.PRM_TEACHER_ARCH.to_dict(),
+        "provenance": "synthetic",
+        "generator_seed": seed,
+        "calibration_targets": None,
+        "notes": notes,
+    }
+
+
 def make_tiny_trace(num_problems: int = 6, max_steps: int = 4, feature_dim: int = 3, seed: int = 0) -> TraceData:
     """A small valid trace with varied step counts; values are random but within the format's ranges."""
     rng = np.random.default_rng(seed)
@@ -31,16 +45,7 @@ def make_tiny_trace(num_problems: int = 6, max_steps: int = 4, feature_dim: int 
     slm = probs(0.6)
     llm = np.where(mask, np.maximum(slm, probs(0.8)), 0.0).astype(np.float32)
     features = np.where(mask[..., None], rng.normal(size=mask.shape + (feature_dim,)), 0.0).astype(np.float32)
-    meta = {
-        "dataset": "tiny",
-        "slm": C.SLM_ARCH.to_dict(),
-        "llm": C.LLM_ARCH.to_dict(),
-        "prm": C.PRM_TEACHER_ARCH.to_dict(),
-        "provenance": "synthetic",
-        "generator_seed": seed,
-        "calibration_targets": None,
-        "notes": "unit-test trace",
-    }
+    meta = unit_test_metadata("tiny", seed, "unit-test trace")
     return TraceData(
         query_tokens=rng.integers(20, 200, size=num_problems).astype(np.int32),
         num_steps=num_steps,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from prada_jax import constants as C
+from conftest import unit_test_metadata
 from prada_jax.traces import TraceData, validate_trace
 
 
@@ -41,16 +41,7 @@ def make_toy_trace(num_problems=48, max_steps=5, feature_dim=4, seed=0, feature_
         prm_after_slm=f32(prm_context * p_s),
         prm_after_llm=f32(prm_context * p_l),
         features=f32(features),
-        metadata={
-            "dataset": "toy",
-            "slm": C.SLM_ARCH.to_dict(),
-            "llm": C.LLM_ARCH.to_dict(),
-            "prm": C.PRM_TEACHER_ARCH.to_dict(),
-            "provenance": "synthetic",
-            "generator_seed": seed,
-            "calibration_targets": None,
-            "notes": "learning unit-test trace",
-        },
+        metadata=unit_test_metadata("toy", seed, "learning unit-test trace"),
     )
     return validate_trace(trace, "toy")
 
