@@ -68,6 +68,26 @@ def sweep_rows(name: str) -> tuple[dict, list[dict], str]:
     return config, rows, out_dir
 
 
+# Sweep -> the (plot, file, title) it draws, all on gsm8k (title None: the plot's default).
+SWEEP_FIGURES = {
+    "capacity": (
+        (plots.plot_performance, "fig5_capacity_performance.png",
+         "Fig. 5: performance vs server parallel capacity M (gsm8k)"),
+        (plots.plot_delay_decomposition, "fig6_capacity_delays.png", "Fig. 6: delay decomposition vs M (gsm8k)"),
+    ),
+    "bandwidth": (
+        (plots.plot_delay_decomposition, "fig7_bandwidth_delays.png",
+         "Fig. 7: delay decomposition vs total bandwidth B (gsm8k, M=9)"),
+        (plots.plot_performance, "fig8_bandwidth_performance.png",
+         "Fig. 8: performance vs total bandwidth B (gsm8k, M=9)"),
+    ),
+    "arrival": (
+        (plots.plot_performance, "arrival_performance.png", None),
+        (plots.plot_delay_decomposition, "arrival_delays.png", None),
+    ),
+}
+
+
 def fig4_rows() -> tuple[list[dict], list[str]]:
     """Fig. 4 rows from <ckpt_dir>/<dataset>/eval.json (trained on first use at the Table-3 beta)."""
     rows, sources = [], []
@@ -138,22 +158,10 @@ def main(argv):
                 made.append(path)
                 made.append(plots.plot_bars(rows, os.path.join(fig, "table2_bars.png"), title="Table 2 policies"))
                 provenance["table2.md"] = provenance["table2_bars.png"] = prov
-            elif name == "capacity":
-                made.append(plots.plot_performance(rows, "gsm8k", os.path.join(fig, "fig5_capacity_performance.png"),
-                                                   title="Fig. 5: performance vs server parallel capacity M (gsm8k)"))
-                made.append(plots.plot_delay_decomposition(rows, "gsm8k", os.path.join(fig, "fig6_capacity_delays.png"),
-                                                           title="Fig. 6: delay decomposition vs M (gsm8k)"))
-                provenance["fig5_capacity_performance.png"] = provenance["fig6_capacity_delays.png"] = prov
-            elif name == "bandwidth":
-                made.append(plots.plot_delay_decomposition(rows, "gsm8k", os.path.join(fig, "fig7_bandwidth_delays.png"),
-                                                           title="Fig. 7: delay decomposition vs total bandwidth B (gsm8k, M=9)"))
-                made.append(plots.plot_performance(rows, "gsm8k", os.path.join(fig, "fig8_bandwidth_performance.png"),
-                                                   title="Fig. 8: performance vs total bandwidth B (gsm8k, M=9)"))
-                provenance["fig7_bandwidth_delays.png"] = provenance["fig8_bandwidth_performance.png"] = prov
-            elif name == "arrival":
-                made.append(plots.plot_performance(rows, "gsm8k", os.path.join(fig, "arrival_performance.png")))
-                made.append(plots.plot_delay_decomposition(rows, "gsm8k", os.path.join(fig, "arrival_delays.png")))
-                provenance["arrival_performance.png"] = provenance["arrival_delays.png"] = prov
+            elif name in SWEEP_FIGURES:
+                for plot, filename, title in SWEEP_FIGURES[name]:
+                    made.append(plot(rows, "gsm8k", os.path.join(fig, filename), title=title))
+                    provenance[filename] = prov
             elif name == "beta":
                 made.append(plots.plot_frontier(rows, "gsm8k", os.path.join(fig, "beta_frontier.png")))
                 made.append(plots.plot_performance(rows, "gsm8k", os.path.join(fig, "beta_performance.png")))
