@@ -135,16 +135,21 @@ def _save(fig, path: str) -> str:
     return path
 
 
+def _policy_lines(axes, rows: Sequence[dict], metrics: Sequence[str]) -> None:
+    """One error-bar line per policy on each axis: metric i vs the swept value on axes[i]."""
+    for policy in _unique(rows, "policy"):
+        sub = _select(rows, policy=policy)
+        for ax, metric in zip(axes, metrics):
+            x, y, e = _series(sub, metric)
+            ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=label(policy))
+
+
 def plot_performance(rows: Sequence[dict], dataset: str, path: str, title: str | None = None) -> str:
     """Accuracy (a) and end-to-end delay (b) vs the swept parameter, one line per policy (Figs. 5 and 8)."""
     rows = _select(rows, dataset=dataset)
     param = _require_sweep(rows)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for policy in _unique(rows, "policy"):
-        sub = _select(rows, policy=policy)
-        for ax, metric in zip(axes, ("accuracy", "end_to_end_ms")):
-            x, y, e = _series(sub, metric)
-            ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=label(policy))
+    _policy_lines(axes, rows, ("accuracy", "end_to_end_ms"))
     _axis(axes[0], param, "Accuracy (%)")
     _axis(axes[1], param, "End-to-end delay (ms/task)")
     axes[0].set_title("(a) accuracy")
@@ -159,11 +164,7 @@ def plot_delay_decomposition(rows: Sequence[dict], dataset: str, path: str, titl
     rows = _select(rows, dataset=dataset)
     param = _require_sweep(rows)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for policy in _unique(rows, "policy"):
-        sub = _select(rows, policy=policy)
-        for ax, (metric, _) in zip(axes, DELAYS):
-            x, y, e = _series(sub, metric)
-            ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=label(policy))
+    _policy_lines(axes, rows, [metric for metric, _ in DELAYS])
     for ax, (letter, (_, name)) in zip(axes, zip("abc", DELAYS)):
         _axis(ax, param, f"{name} delay (ms/task)")
         ax.set_title(f"({letter}) {name.lower()}")
