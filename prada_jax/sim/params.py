@@ -114,7 +114,7 @@ class SimConfig:
     warmup_slots: int = 200
     max_users: int = 128  # U: concurrent user slots
     max_servers: int = 16  # static upper bound on SimParams.server_capacity
-    max_arrivals_per_slot: int = 12  # A_max
+    max_arrivals_per_slot: int | None = None  # A_max; None: the smallest with P(N > A_max) <= 1e-9 (resolved)
     max_candidates: int = 32  # C: Stage 2 considers at most C candidates per slot (oldest first)
     scheduler: str = "prada"
     stage1_sampling: bool = False  # False: nominate iff pi(1|x) > 0.5; True: nominate iff u < pi(1|x)
@@ -125,8 +125,9 @@ class SimConfig:
     slot_seconds: float = C.SLOT_SECONDS
 
     def __post_init__(self):
-        ints = ("num_slots", "max_users", "max_servers", "max_arrivals_per_slot", "max_candidates",
-                "bisection_iters", "tq_max_iters")
+        ints = ("num_slots", "max_users", "max_servers", "max_candidates", "bisection_iters", "tq_max_iters")
+        if self.max_arrivals_per_slot is not None:
+            ints = ints + ("max_arrivals_per_slot",)
         for name in ints:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
@@ -165,12 +166,17 @@ def validate_params(params: SimParams, config: SimConfig) -> SimParams:
         value = arr(name)
         if not ok(value):
             raise SimParamsError(f"SimParams.{name} {what}; got {value}")
-    support = 4 * config.max_arrivals_per_slot + 16  # draws.poisson_support
-    if np.any(arr("arrival_rate") > support / 2):
-        raise SimParamsError(
-            f"SimParams.arrival_rate {arr('arrival_rate')} is too large for max_arrivals_per_slot="
-            f"{config.max_arrivals_per_slot} (arrival counts are drawn up to {support}); raise max_arrivals_per_slot"
-        )
+    from prada_jax.sim.draws import ARRIVAL_TAIL_TOLERANCE, arrival_tail_mass, required_max_arrivals
+
+    if config.max_arrivals_per_slot is not None:
+        tail = arrival_tail_mass(arr("arrival_rate"), config.max_arrivals_per_slot)
+        if tail > ARRIVAL_TAIL_TOLERANCE:
+            need = required_max_arrivals(arr("arrival_rate"))
+            raise SimParamsError(
+                f"SimConfig.max_arrivals_per_slot={config.max_arrivals_per_slot} is too small for arrival_rate "
+                f"{np.max(arr('arrival_rate')):g}: P(more arrivals in a slot) = {tail:.2g}; use >= {need} "
+                "(or None: chosen automatically)"
+            )
     m = arr("server_capacity")
     if np.any(m < 1):
         raise SimParamsError(f"SimParams.server_capacity (M) must be >= 1; got {m}")
@@ -183,6 +189,15 @@ def validate_params(params: SimParams, config: SimConfig) -> SimParams:
     if len(shapes) != 1 or len(next(iter(shapes))) > 1:
         raise SimParamsError(f"SimParams leaves must all be scalars or all [G]; got shapes {shapes}")
     return params
+
+
+def resolve_config(params: SimParams, config: SimConfig) -> SimConfig:
+    """`config` with max_arrivals_per_slot chosen for the largest arrival rate in `params` when it is None."""
+    if config.max_arrivals_per_slot is not None:
+        return config
+    from prada_jax.sim.draws import required_max_arrivals
+
+    return dataclasses.replace(config, max_arrivals_per_slot=required_max_arrivals(np.asarray(params.arrival_rate)))
 
 
 def params_from_mapping(values: Mapping) -> SimParams:

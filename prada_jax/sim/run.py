@@ -10,7 +10,7 @@ from flax import struct
 
 from prada_jax.sim.draws import slot_draws
 from prada_jax.sim.metrics import EpisodeMetrics, finalize
-from prada_jax.sim.params import SimConfig, SimParams, validate_params
+from prada_jax.sim.params import SimConfig, SimParams, resolve_config, validate_params
 from prada_jax.sim.policies import PolicyTable, check_table
 from prada_jax.sim.state import FREE, LOCAL, QUEUED, SERVE, UPLOAD, SimState, init_state, Totals
 from prada_jax.sim.step import step_slot
@@ -69,20 +69,23 @@ def _simulate_grid(packed, table, params_grid, config, keys):
     return jax.vmap(lambda p: jax.vmap(lambda key: one(p, key))(keys))(params_grid)
 
 
-def _check(packed, table, params, config):
+def _check(packed, table, params, config) -> SimConfig:
+    """Validate everything; return the config with max_arrivals_per_slot resolved (see resolve_config)."""
+    config = resolve_config(params, config)
     validate_params(params, config)
     check_table(table, packed.slm_step_tokens.shape[0], packed.slm_step_tokens.shape[1])
+    return config
 
 
 def simulate(packed, table: PolicyTable, params: SimParams, config: SimConfig, key) -> EpisodeMetrics:
     """One episode with scalar params; `key` is the episode key (draws of slot t use fold_in(key, t))."""
-    _check(packed, table, params, config)
+    config = _check(packed, table, params, config)
     return _simulate(packed, table, params, config, key)
 
 
 def simulate_recorded(packed, table: PolicyTable, params: SimParams, config: SimConfig, key):
     """One episode plus a SlotRecord per slot (leaves [T]); for invariant tests and debugging."""
-    _check(packed, table, params, config)
+    config = _check(packed, table, params, config)
     return _simulate_recorded(packed, table, params, config, key)
 
 
@@ -95,7 +98,7 @@ def simulate_grid(packed, table: PolicyTable, params_grid: SimParams, config: Si
                   seed: int) -> EpisodeMetrics:
     """vmap over grid points (params leaves [G]) and episodes; result leaves are [G, E]. One compile per
     (config, trace shape, G, E)."""
-    _check(packed, table, params_grid, config)
+    config = _check(packed, table, params_grid, config)
     if jnp.ndim(params_grid.bandwidth_bps) != 1:
         raise ValueError("simulate_grid needs params with a leading grid axis [G]; use param_grid/stack_params")
     return _simulate_grid(packed, table, params_grid, config, episode_keys(episodes, seed))
