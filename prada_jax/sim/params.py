@@ -110,8 +110,9 @@ def grid_size(params: SimParams) -> int:
 class SimConfig:
     """Static simulator configuration (shapes, horizon, algorithm). Hashable: a `jit` static argument."""
 
-    num_slots: int = 2000
+    num_slots: int = 2000  # arrivals happen in slots [0, num_slots) (the horizon)
     warmup_slots: int = 200
+    drain_slots: int = 1000  # after the horizon: no arrivals, run until counted tasks finish or this many slots
     max_users: int = 128  # U: concurrent user slots
     max_servers: int = 16  # static upper bound on SimParams.server_capacity
     max_arrivals_per_slot: int | None = None  # A_max; None: the smallest with P(N > A_max) <= 1e-9 (resolved)
@@ -136,6 +137,8 @@ class SimConfig:
             raise SimParamsError(
                 f"SimConfig.warmup_slots must be in [0, num_slots={self.num_slots}), got {self.warmup_slots!r}"
             )
+        if not isinstance(self.drain_slots, (int, np.integer)) or self.drain_slots < 0:
+            raise SimParamsError(f"SimConfig.drain_slots must be an integer >= 0, got {self.drain_slots!r}")
         if self.scheduler not in SCHEDULERS:
             raise SimParamsError(f"SimConfig.scheduler {self.scheduler!r} is not one of {SCHEDULERS}")
         lo, hi = self.mu_log10_range
