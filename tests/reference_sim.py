@@ -16,7 +16,7 @@ import numpy as np
 
 from prada_jax import constants as C
 from prada_jax import costs
-from prada_jax.sim.draws import episode_draws
+from prada_jax.sim.draws import episode_draws, required_max_arrivals
 
 FREE, READY, LOCAL, UPLOAD, SERVE, QUEUED = 0, 1, 2, 3, 4, 5
 MIN_BANDWIDTH_FRACTION = 1e-6
@@ -59,6 +59,7 @@ def sorted_desc(keys):
 
 def prada_schedule(cands, users, gamma, feasible, table, p, config, free_slots, available, total_cands, inflight_left,
                    stats=None):
+    # (channel-infeasible candidates wait at least dt / P(feasible) for a usable slot; see below)
     """Theorem 2 on the compacted candidate list `cands` (user indices). Returns {user: (decision, bw)}."""
     beta = float(p["beta"])
     beta_e = max(beta, 1e-12)
@@ -122,6 +123,11 @@ def prada_schedule(cands, users, gamma, feasible, table, p, config, free_slots, 
     if stats is not None:
         stats["tq_cycles"] = stats.get("tq_cycles", 0) + int(not converged)
     tq = [tq_cf[rank[j]] for j in range(n)]
+    gamma_th = db_to_linear(float(p["snr_threshold_db"]))
+    for j, i in enumerate(cands):
+        if not feas[j]:
+            p_ok = math.exp(-gamma_th / max(users[i].mean_snr, 1e-30))
+            tq[j] = max(tq[j], config.slot_seconds / p_ok if p_ok > 0 else math.inf)
 
     cc = [C.BITS_PER_TOKEN * ctx[j] / math.log2(1.0 + snr[j]) for j in range(n)]
 
@@ -166,7 +172,7 @@ def prada_schedule(cands, users, gamma, feasible, table, p, config, free_slots, 
         if admitted[j]:
             out[i] = (2, bstar[j])
         elif case == 2 or not feas[j]:
-            out[i] = (1 if w0[j] >= beta * tq[j] else 0, 0.0)
+            out[i] = (1 if math.isfinite(tq[j]) and w0[j] >= beta * tq[j] else 0, 0.0)
         elif case == 1 and w[j] >= wbar[j]:
             out[i] = (1, 0.0)
         else:
@@ -181,21 +187,27 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
     p = {k: np.asarray(getattr(params, k)).item() for k in params.__dataclass_fields__}
     N, K = trace.slm_step_tokens.shape
     U, dt, T, W = config.max_users, config.slot_seconds, config.num_slots, config.warmup_slots
-    d = jax.tree.map(np.asarray, episode_draws(key, T, params.arrival_rate, N, K, U, config.max_arrivals_per_slot))
+    a_max = config.max_arrivals_per_slot or required_max_arrivals(float(p["arrival_rate"]))
+    d = jax.tree.map(np.asarray, episode_draws(key, T + config.drain_slots, params.arrival_rate, N, K, U, a_max))
     gamma_th = db_to_linear(p["snr_threshold_db"])
     M, B = int(p["server_capacity"]), float(p["bandwidth_bps"])
     rsd = config.scheduler == "rsd"
     users = [User() for _ in range(U)]
     tot = dict(arrived=0, dropped=0, completed=0, correct=0, processing_s=0.0, communication_s=0.0, queuing_s=0.0,
-               end_to_end_s=0.0, sojourn_s=0.0, offloaded_steps=0, total_steps=0, server_busy_s=0.0,
-               server_compute_s=0.0, bandwidth_bit=0.0)
+               sojourn_s=0.0, offloaded_steps=0, executed_steps=0, server_work_s=0.0, server_compute_s=0.0,
+               bandwidth_used_bit=0.0, server_slot_busy_s=0.0, bandwidth_reserved_bit=0.0)
 
-    for t in range(T):
-        # Arrivals: lowest-index free slots, at most A_max per slot.
-        n_arr = int(d.num_arrivals[t])
+    def counted_open():
+        return any(u.phase != FREE and u.arrival >= W for u in users)
+
+    t = 0
+    while t < T or (t < T + config.drain_slots and counted_open()):
+        window = W <= t < T
+        # Arrivals (none after the horizon): lowest-index free slots.
+        n_arr = int(d.num_arrivals[t]) if t < T else 0
         a = 0
         for i, u in enumerate(users):
-            if a >= min(n_arr, config.max_arrivals_per_slot):
+            if a >= n_arr:
                 break
             if u.phase != FREE:
                 continue
@@ -211,7 +223,7 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
             u.mean_snr = db_to_linear(
                 p["snr_db"] - 10.0 * p["path_loss_exponent"] * math.log10(max(dist, C.MIN_DISTANCE) / C.MEDIAN_DISTANCE))
             a += 1
-        if t >= W:
+        if window:
             tot["arrived"] += n_arr
             tot["dropped"] += n_arr - a
 
@@ -250,7 +262,11 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
             if stats is not None and len(ordered) > config.max_candidates:
                 stats["overflow"] = stats.get("overflow", 0) + 1
         elif config.scheduler in ("fifo", "rsd"):
-            eligible = sorted([i for i in cands if feasible[i] and available >= min_bw], key=lambda i: (users[i].entry, i))
+            # FIFO by the slot the current request entered the queue; a fresh nominee enters now.
+            def entered(i):
+                return users[i].entry if users[i].phase == QUEUED else t
+
+            eligible = sorted([i for i in cands if feasible[i] and available >= min_bw], key=lambda i: (entered(i), i))
             admitted = eligible[:free_slots]
             for i in cands:
                 decisions[i] = (2, available / len(admitted)) if i in admitted else (1, 0.0)
@@ -296,9 +312,10 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
                 u.busy, u.upload = slots_for(tc + tl, dt), slots_for(tc, dt)
                 u.proc += tl
                 u.comm += tc
-                u.offloaded += int(on_llm)
-                if t >= W:
+                if window:
                     tot["server_compute_s"] += tl
+                    tot["server_work_s"] += tc + tl
+                    tot["bandwidth_used_bit"] += bw * tc
             else:
                 if u.phase != QUEUED:
                     u.entry = t
@@ -306,9 +323,9 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
                 u.wait += 1
                 u.queue += dt
 
-        if t >= W:
-            tot["server_busy_s"] += sum(u.phase in (UPLOAD, SERVE) for u in users) * dt
-            tot["bandwidth_bit"] += sum(u.bw for u in users if u.phase == UPLOAD) * dt
+        if window:
+            tot["server_slot_busy_s"] += sum(u.phase in (UPLOAD, SERVE) for u in users) * dt
+            tot["bandwidth_reserved_bit"] += sum(u.bw for u in users if u.phase == UPLOAD) * dt
 
         # Progress by one slot.
         for u in users:
@@ -325,6 +342,7 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
                 u.phase, u.entry, u.wait = QUEUED, t + 1, 0  # the drafted step waits for the PRM check
                 continue
             k = u.step
+            u.offloaded += int(u.on_server)
             if u.on_server:
                 ok = u.uniforms[k] < trace.llm_step_success[u.problem, k]
                 new_ctx = u.context + int(trace.llm_step_tokens[u.problem, k])
@@ -345,14 +363,24 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
                     tot["processing_s"] += u.proc
                     tot["communication_s"] += u.comm
                     tot["queuing_s"] += u.queue
-                    tot["end_to_end_s"] += u.proc + u.comm + u.queue
                     tot["sojourn_s"] += (t + 1 - u.arrival) * dt
                     tot["offloaded_steps"] += u.offloaded
-                    tot["total_steps"] += int(trace.num_steps[u.problem])
+                    tot["executed_steps"] += int(trace.num_steps[u.problem])
             else:
                 u.phase = READY
         if hook is not None:
             hook(t, users)
+        t += 1
 
-    tot["in_system"] = sum(u.phase != FREE and u.arrival >= W for u in users)
+    # Censoring: counted tasks still in the system add what they accumulated and their elapsed time.
+    open_users = [u for u in users if u.phase != FREE and u.arrival >= W]
+    tot["unfinished"] = len(open_users)
+    for u in open_users:
+        tot["processing_s"] += u.proc
+        tot["communication_s"] += u.comm
+        tot["queuing_s"] += u.queue
+        tot["sojourn_s"] += (t - u.arrival) * dt
+        tot["offloaded_steps"] += u.offloaded
+        tot["executed_steps"] += u.step
+    tot["drain_s"] = (t - T) * dt
     return tot

@@ -17,7 +17,7 @@ TABLE = mixed_table(TRACE, seed=3)
 
 
 def _config(scheduler):
-    return sim.SimConfig(num_slots=200, warmup_slots=20, max_users=10, max_servers=4, max_arrivals_per_slot=3,
+    return sim.SimConfig(num_slots=200, warmup_slots=20, max_users=10, max_servers=4, drain_slots=100,
                          max_candidates=6, scheduler=scheduler)
 
 
@@ -31,9 +31,9 @@ def check_invariants(params, config, seed):
     np.testing.assert_array_equal(t.arrived, t.completed + rec.in_system + t.dropped)
     assert np.all(t.correct <= t.completed)
     assert np.all(rec.min_latency >= 0.0)
-    for name in ("arrived", "completed", "processing_s", "communication_s", "queuing_s", "server_busy_s"):
+    for name in ("arrived", "completed", "processing_s", "communication_s", "queuing_s", "server_slot_busy_s"):
         assert np.all(np.diff(getattr(t, name)) >= 0), name
-    assert np.all(t.offloaded_steps <= t.total_steps)
+    assert np.all(t.offloaded_steps <= t.executed_steps)
     assert np.all(rec.queued + rec.local + rec.inflight <= config.max_users)
     return rec
 

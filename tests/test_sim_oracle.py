@@ -12,9 +12,9 @@ from prada_jax.traces import pack_traces
 from reference_sim import simulate_reference
 from sim_helpers import metrics_dict, mixed_table, tiny
 
-INT_FIELDS = ("arrived", "completed", "correct", "in_system", "dropped", "offloaded_steps", "total_steps")
-FLOAT_FIELDS = ("processing_s", "communication_s", "queuing_s", "end_to_end_s", "sojourn_s", "server_busy_s",
-                "server_compute_s", "bandwidth_bit")
+INT_FIELDS = ("arrived", "completed", "correct", "unfinished", "dropped", "offloaded_steps", "executed_steps")
+FLOAT_FIELDS = ("processing_s", "communication_s", "queuing_s", "sojourn_s", "server_work_s", "server_compute_s",
+                "bandwidth_used_bit", "server_slot_busy_s", "bandwidth_reserved_bit", "drain_s")
 
 CASES = {  # shared config per scheduler so that one compile serves several cases
     # name: (scheduler, table kind, params overrides, config overrides)
@@ -35,7 +35,7 @@ def _run(name, seed):
     trace = tiny(seed=seed)
     table = {"mixed": lambda: mixed_table(trace, seed), "all_llm": lambda: policies.all_llm_table(trace),
              "prm": lambda: policies.prm_threshold_table(trace, 0.7)}[kind]()
-    cfg = dict(num_slots=300, warmup_slots=40, max_users=12, max_servers=4, max_arrivals_per_slot=4,
+    cfg = dict(num_slots=300, warmup_slots=40, max_users=12, max_servers=4, drain_slots=200,
                max_candidates=8, scheduler=scheduler)
     cfg.update(cfg_over)
     config = sim.SimConfig(**cfg)

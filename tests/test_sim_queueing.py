@@ -12,7 +12,7 @@ from sim_helpers import tiny
 TRACE = tiny(seed=7)
 PACKED = pack_traces(TRACE)
 TABLE = policies.all_llm_table(TRACE)
-CONFIG = sim.SimConfig(num_slots=400, warmup_slots=50, max_users=16, max_servers=4, max_arrivals_per_slot=3,
+CONFIG = sim.SimConfig(num_slots=400, warmup_slots=50, max_users=16, max_servers=4, drain_slots=100,
                        scheduler="fifo")
 
 
@@ -29,9 +29,11 @@ def test_light_and_heavy_load():
     assert s["server_utilisation"][0][light] < 0.5
     assert s["dropped"][0][light] == 0
     # Heavy load: the single server is always busy, the queue fills the user slots and arrivals are dropped.
-    assert s["server_utilisation"][0][heavy] > 0.97
+    assert s["server_slot_occupancy"][0][heavy] > 0.97
     assert s["queuing_ms"][0][heavy] > 5 * s["processing_ms"][0][heavy]
     assert s["dropped"][0][heavy] > 0.5 * s["arrived"][0][heavy]
-    assert s["in_system"][0][heavy] >= CONFIG.max_users - 1
-    # Compute time is part of the occupancy (which also counts upload and slot rounding).
+    assert s["unfinished"][0][heavy] > 0 and abs(s["drain_ms"][0][heavy] - 100.0) < 1e-3  # censored after the drain limit
+    assert s["overloaded"][0][heavy] == 1.0 and s["overloaded"][0][light] == 0.0
+    # Compute time is part of the work (compute + upload), which is part of the occupancy (+ slot rounding).
     assert np.all(s["server_compute_utilisation"][0] <= s["server_utilisation"][0] + 1e-6)
+    assert np.all(s["server_utilisation"][0] <= s["server_slot_occupancy"][0] + 1e-6)

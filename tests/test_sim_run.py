@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from sim_helpers import metrics_dict, mixed_table, tiny
 TRACE = tiny(seed=5)
 PACKED = pack_traces(TRACE)
 TABLE = mixed_table(TRACE, seed=5)
-CONFIG = sim.SimConfig(num_slots=150, warmup_slots=10, max_users=8, max_servers=4, max_arrivals_per_slot=3,
+CONFIG = sim.SimConfig(num_slots=150, warmup_slots=10, max_users=8, max_servers=4, drain_slots=100,
                        max_candidates=6)
 
 
@@ -39,7 +41,7 @@ def test_grid_matches_single_runs_and_summary_shapes():
             np.testing.assert_allclose(np.asarray(getattr(m, name))[g, 2], value, rtol=1e-5)
     summary = sim.summarize(m)
     for name in ("accuracy", "processing_ms", "communication_ms", "queuing_ms", "end_to_end_ms", "offload_fraction",
-                 "arrived", "completed", "in_system", "dropped", "server_utilisation", "bandwidth_utilisation",
+                 "arrived", "completed", "unfinished", "dropped", "overloaded", "sojourn_ms", "alignment_ms", "server_utilisation", "bandwidth_utilisation",
                  "utility"):
         mean, half = summary[name]
         assert mean.shape == (4,) and half.shape == (4,), name
@@ -50,7 +52,7 @@ def test_grid_matches_single_runs_and_summary_shapes():
 def test_all_slm_never_offloads_and_processing_matches_cost_model():
     # One user slot at a time, one arrival at most: every task runs alone, so the processing time of each
     # task is the sum of its local step times from the cost model.
-    config = sim.SimConfig(num_slots=120, warmup_slots=0, max_users=1, max_servers=1, max_arrivals_per_slot=1)
+    config = sim.SimConfig(num_slots=120, warmup_slots=0, max_users=1, max_servers=1, drain_slots=100)
     table = policies.all_slm_table(TRACE)
     params = sim.make_params(arrival_rate=0.3, server_capacity=1)
     m = metrics_dict(sim.simulate(PACKED, table, params, config, jax.random.PRNGKey(0)))
@@ -81,8 +83,9 @@ def test_all_slm_never_offloads_and_processing_matches_cost_model():
     ],
 )
 def test_parameter_validation(overrides, match):
+    config = dataclasses.replace(CONFIG, max_arrivals_per_slot=3)  # an explicit A_max is checked against lambda
     with pytest.raises(sim.SimParamsError, match=match):
-        sim.validate_params(sim.make_params(**{"server_capacity": 2, **overrides}), CONFIG)
+        sim.validate_params(sim.make_params(**{"server_capacity": 2, "arrival_rate": 0.01, **overrides}), config)
 
 
 @pytest.mark.parametrize(

@@ -1,98 +1,138 @@
-"""Per-episode metrics and their summary over episodes (mean and 95% confidence half-width)."""
+"""Per-episode metrics and their summary over episodes (mean and Student-t 95 % confidence half-width).
+
+Accounting (docs/simulator.md "Accounting"): every task that arrives in the measurement window
+[warmup, horizon) is *counted* and ends as exactly one of completed, unfinished (still in the system when the
+drain ends: censored) or dropped (no free user slot). Per-task averages run over completed + unfinished tasks;
+an unfinished task is never correct and contributes the delays it has accumulated so far (lower bounds).
+"""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from scipy import stats
 
 from prada_jax.sim.params import SimConfig, SimParams
 from prada_jax.sim.state import FREE, SimState
 
-CI_Z = 1.96
+CI_LEVEL = 0.95
 
 
 @struct.dataclass
 class EpisodeMetrics:
-    """Totals of one episode. Task counts and latency sums cover tasks that arrived at or after the
-    warm-up; time-based sums cover slots at or after the warm-up (`measured_s` seconds)."""
+    """Totals of one episode over counted tasks (arrived in [warmup, horizon)) and the measurement window."""
 
     arrived: jnp.ndarray
     completed: jnp.ndarray
+    unfinished: jnp.ndarray  # counted tasks still in the system when the drain ended (censored)
+    dropped: jnp.ndarray  # counted arrivals that found no free user slot
     correct: jnp.ndarray
-    in_system: jnp.ndarray  # counted tasks still in the system at the horizon
-    dropped: jnp.ndarray  # arrivals with no free user slot or beyond max_arrivals_per_slot
-    processing_s: jnp.ndarray
+    processing_s: jnp.ndarray  # sums over completed + unfinished tasks
     communication_s: jnp.ndarray
     queuing_s: jnp.ndarray
-    end_to_end_s: jnp.ndarray
     sojourn_s: jnp.ndarray
     offloaded_steps: jnp.ndarray
-    total_steps: jnp.ndarray
-    server_busy_s: jnp.ndarray
+    executed_steps: jnp.ndarray
+    server_work_s: jnp.ndarray
     server_compute_s: jnp.ndarray
-    bandwidth_bit: jnp.ndarray
-    measured_s: jnp.ndarray
+    bandwidth_used_bit: jnp.ndarray
+    server_slot_busy_s: jnp.ndarray
+    bandwidth_reserved_bit: jnp.ndarray
+    measured_s: jnp.ndarray  # length of the measurement window (s)
+    drain_s: jnp.ndarray  # how long the drain ran (s)
     server_capacity: jnp.ndarray
     bandwidth_bps: jnp.ndarray
     beta: jnp.ndarray
 
 
-def finalize(state: SimState, params: SimParams, config: SimConfig) -> EpisodeMetrics:
-    """Turn the final state into EpisodeMetrics."""
-    t = state.totals
-    users = state.users
-    in_system = jnp.sum((users.phase != FREE) & (users.arrival_slot >= config.warmup_slots))
+def finalize(state: SimState, t_end, params: SimParams, config: SimConfig) -> EpisodeMetrics:
+    """EpisodeMetrics of the final state; `t_end` is the first slot not simulated. Unfinished counted tasks
+    are added with their accumulated delays and their elapsed wall-clock time (censored, never correct)."""
+    t, u = state.totals, state.users
+    open_ = (u.phase != FREE) & (u.arrival_slot >= config.warmup_slots)
+    dt = config.slot_seconds
+
+    def add(total, per_user):
+        return total + jnp.sum(jnp.where(open_, per_user, 0))
+
+    elapsed = (t_end - u.arrival_slot).astype(jnp.float32) * dt
     return EpisodeMetrics(
-        arrived=t.arrived, completed=t.completed, correct=t.correct, in_system=in_system.astype(jnp.int32),
-        dropped=t.dropped, processing_s=t.processing_s, communication_s=t.communication_s,
-        queuing_s=t.queuing_s, end_to_end_s=t.end_to_end_s, sojourn_s=t.sojourn_s,
-        offloaded_steps=t.offloaded_steps, total_steps=t.total_steps, server_busy_s=t.server_busy_s,
-        server_compute_s=t.server_compute_s, bandwidth_bit=t.bandwidth_bit,
-        measured_s=jnp.float32((config.num_slots - config.warmup_slots) * config.slot_seconds),
+        arrived=t.arrived, completed=t.completed, unfinished=jnp.sum(open_).astype(jnp.int32),
+        dropped=t.dropped, correct=t.correct,
+        processing_s=add(t.processing_s, u.proc_s), communication_s=add(t.communication_s, u.comm_s),
+        queuing_s=add(t.queuing_s, u.queue_s), sojourn_s=add(t.sojourn_s, elapsed),
+        offloaded_steps=add(t.offloaded_steps, u.offloaded), executed_steps=add(t.executed_steps, u.step),
+        server_work_s=t.server_work_s, server_compute_s=t.server_compute_s,
+        bandwidth_used_bit=t.bandwidth_used_bit, server_slot_busy_s=t.server_slot_busy_s,
+        bandwidth_reserved_bit=t.bandwidth_reserved_bit,
+        measured_s=jnp.float32((config.num_slots - config.warmup_slots) * dt),
+        drain_s=(t_end - config.num_slots).astype(jnp.float32) * dt,
         server_capacity=params.server_capacity, bandwidth_bps=params.bandwidth_bps, beta=params.beta,
     )
 
 
 def per_episode(m: EpisodeMetrics) -> dict[str, np.ndarray]:
-    """Named per-episode values (NaN where undefined, e.g. per-task means with no completed task)."""
+    """Named per-episode values (NaN where undefined, e.g. per-task means when no task entered the system).
+
+    Delay columns (ms per task; time bases in docs/simulator.md "Time"): processing and communication are exact
+    durations of the work, queuing is whole slots spent waiting, alignment is the task's own rounding up to slot
+    boundaries, and processing + communication + queuing + alignment = sojourn (wall-clock in the system).
+    end_to_end is the paper's sum processing + communication + queuing.
+    """
     g = {k: np.asarray(getattr(m, k), np.float64) for k in m.__dataclass_fields__}
-    done = np.where(g["completed"] > 0, g["completed"], np.nan)
-    e2e = g["end_to_end_s"] / done
-    acc = g["correct"] / done
+    entered = g["completed"] + g["unfinished"]
+    per_task = np.where(entered > 0, entered, np.nan)
+    ms = {name: 1e3 * g[f"{name}_s"] / per_task for name in ("processing", "communication", "queuing", "sojourn")}
+    e2e = ms["processing"] + ms["communication"] + ms["queuing"]
+    acc = g["correct"] / per_task
+    window = g["measured_s"]
     return {
         "accuracy": acc,
-        "processing_ms": 1e3 * g["processing_s"] / done,
-        "communication_ms": 1e3 * g["communication_s"] / done,
-        "queuing_ms": 1e3 * g["queuing_s"] / done,
-        "end_to_end_ms": 1e3 * e2e,
-        "sojourn_ms": 1e3 * g["sojourn_s"] / done,
-        "offload_fraction": g["offloaded_steps"] / np.where(g["total_steps"] > 0, g["total_steps"], np.nan),
+        "accuracy_of_arrivals": g["correct"] / np.where(g["arrived"] > 0, g["arrived"], np.nan),
+        "processing_ms": ms["processing"],
+        "communication_ms": ms["communication"],
+        "queuing_ms": ms["queuing"],
+        "alignment_ms": ms["sojourn"] - e2e,
+        "end_to_end_ms": e2e,
+        "sojourn_ms": ms["sojourn"],
+        "offload_fraction": g["offloaded_steps"] / np.where(g["executed_steps"] > 0, g["executed_steps"], np.nan),
         "arrived": g["arrived"],
         "completed": g["completed"],
-        "in_system": g["in_system"],
+        "unfinished": g["unfinished"],
         "dropped": g["dropped"],
-        "server_utilisation": g["server_busy_s"] / (g["server_capacity"] * g["measured_s"]),
-        "server_compute_utilisation": g["server_compute_s"] / (g["server_capacity"] * g["measured_s"]),
-        "bandwidth_utilisation": g["bandwidth_bit"] / (g["bandwidth_bps"] * g["measured_s"]),
-        "utility": acc - g["beta"] * e2e,
+        "overloaded": ((g["dropped"] > 0) | (g["unfinished"] > 0)).astype(np.float64),
+        "drain_ms": 1e3 * g["drain_s"],
+        "server_utilisation": g["server_work_s"] / (g["server_capacity"] * window),
+        "server_compute_utilisation": g["server_compute_s"] / (g["server_capacity"] * window),
+        "bandwidth_utilisation": g["bandwidth_used_bit"] / (g["bandwidth_bps"] * window),
+        "server_slot_occupancy": g["server_slot_busy_s"] / (g["server_capacity"] * window),
+        "bandwidth_reservation": g["bandwidth_reserved_bit"] / (g["bandwidth_bps"] * window),
+        "utility": acc - g["beta"] * 1e-3 * e2e,
     }
 
 
-def summarize(m: EpisodeMetrics) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """name -> (mean over episodes, 95% CI half-width), reduced over the last (episode) axis.
+def t_half_width(std, n, level: float = CI_LEVEL):
+    """Half-width of the two-sided Student-t interval for a mean of n samples with sample std `std`."""
+    n = np.asarray(n, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = stats.t.ppf(0.5 + level / 2.0, np.maximum(n - 1.0, 1.0))
+        return np.where(n > 1, q * std / np.sqrt(np.maximum(n, 1.0)), np.nan)
 
-    For grid results ([G, E] leaves) both arrays are [G]. Episodes where a metric is undefined (NaN)
-    are left out of that metric's mean.
+
+def summarize(m: EpisodeMetrics) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (mean over episodes, Student-t 95 % CI half-width), reduced over the last (episode) axis.
+
+    For grid results ([G, E] leaves) both arrays are [G]. Episodes where a metric is undefined (NaN: no task
+    entered the system) are left out of that metric's mean and its n.
     """
     out = {}
     for name, value in per_episode(m).items():
         finite = np.isfinite(value)
         n = finite.sum(axis=-1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(n > 0, np.nansum(value, axis=-1) / np.maximum(n, 1), np.nan)
-            dev = np.where(finite, value - mean[..., None] if value.ndim > 1 else value - mean, 0.0)
-            var = np.sum(dev * dev, axis=-1) / np.maximum(n - 1, 1)
-            half = np.where(n > 1, CI_Z * np.sqrt(var / np.maximum(n, 1)), np.nan)
-        out[name] = (mean, half)
+            mean = np.where(n > 0, np.nansum(np.where(finite, value, 0.0), axis=-1) / np.maximum(n, 1), np.nan)
+            dev = np.where(finite, value - np.expand_dims(mean, -1), 0.0)
+            std = np.sqrt(np.sum(dev * dev, axis=-1) / np.maximum(n - 1, 1))
+        out[name] = (mean, t_half_width(std, n))
     return out

@@ -169,17 +169,6 @@ def validate_params(params: SimParams, config: SimConfig) -> SimParams:
         value = arr(name)
         if not ok(value):
             raise SimParamsError(f"SimParams.{name} {what}; got {value}")
-    from prada_jax.sim.draws import ARRIVAL_TAIL_TOLERANCE, arrival_tail_mass, required_max_arrivals
-
-    if config.max_arrivals_per_slot is not None:
-        tail = arrival_tail_mass(arr("arrival_rate"), config.max_arrivals_per_slot)
-        if tail > ARRIVAL_TAIL_TOLERANCE:
-            need = required_max_arrivals(arr("arrival_rate"))
-            raise SimParamsError(
-                f"SimConfig.max_arrivals_per_slot={config.max_arrivals_per_slot} is too small for arrival_rate "
-                f"{np.max(arr('arrival_rate')):g}: P(more arrivals in a slot) = {tail:.2g}; use >= {need} "
-                "(or None: chosen automatically)"
-            )
     m = arr("server_capacity")
     if np.any(m < 1):
         raise SimParamsError(f"SimParams.server_capacity (M) must be >= 1; got {m}")
@@ -191,6 +180,17 @@ def validate_params(params: SimParams, config: SimConfig) -> SimParams:
     shapes = {np.shape(arr(n)) for n in PARAM_FIELDS}
     if len(shapes) != 1 or len(next(iter(shapes))) > 1:
         raise SimParamsError(f"SimParams leaves must all be scalars or all [G]; got shapes {shapes}")
+    from prada_jax.sim.draws import ARRIVAL_TAIL_TOLERANCE, arrival_tail_mass, required_max_arrivals
+
+    if config.max_arrivals_per_slot is not None:
+        tail = arrival_tail_mass(arr("arrival_rate"), config.max_arrivals_per_slot)
+        if tail > ARRIVAL_TAIL_TOLERANCE:
+            need = required_max_arrivals(arr("arrival_rate"))
+            raise SimParamsError(
+                f"SimConfig.max_arrivals_per_slot={config.max_arrivals_per_slot} is too small for arrival_rate "
+                f"{np.max(arr('arrival_rate')):g}: P(more arrivals in a slot) = {tail:.2g}; use >= {need} "
+                "(or None: chosen automatically)"
+            )
     return params
 
 

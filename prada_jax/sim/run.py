@@ -12,7 +12,7 @@ from prada_jax.sim.draws import slot_draws
 from prada_jax.sim.metrics import EpisodeMetrics, finalize
 from prada_jax.sim.params import SimConfig, SimParams, resolve_config, validate_params
 from prada_jax.sim.policies import PolicyTable, check_table
-from prada_jax.sim.state import FREE, LOCAL, QUEUED, SERVE, UPLOAD, SimState, init_state, Totals
+from prada_jax.sim.state import FREE, LOCAL, QUEUED, SERVE, UPLOAD, SimState, Totals, init_state
 from prada_jax.sim.step import step_slot
 
 
@@ -27,30 +27,55 @@ class SlotRecord:
     in_system: jnp.ndarray  # int32 counted tasks not FREE
     totals: Totals
     min_latency: jnp.ndarray  # float32: smallest per-user latency accumulator
+    active: jnp.ndarray  # bool: the slot was simulated (False: after the drain ended early, state frozen)
+
+
+def counted_in_system(state: SimState, config: SimConfig):
+    """Counted tasks (arrived in [warmup, horizon)) still in the system."""
+    u = state.users
+    return (u.phase != FREE) & (u.arrival_slot >= config.warmup_slots)
 
 
 def _rollout(packed, table, params, config: SimConfig, key, record: bool):
+    """Horizon: `num_slots` slots with arrivals. Drain: up to `drain_slots` more without arrivals, until every
+    counted task has finished (tasks still in the system then are censored, see metrics.finalize)."""
     n, k = packed.slm_step_tokens.shape
 
-    def body(state: SimState, t):
+    def step(state: SimState, t):
         draws = slot_draws(key, t, params.arrival_rate, n, k, config.max_users, config.max_arrivals_per_slot)
-        state = step_slot(state, t, draws, packed, table, params, config)
-        if not record:
-            return state, None
+        return step_slot(state, t, draws, packed, table, params, config)
+
+    def draining(state: SimState, t):
+        return (t < config.num_slots) | ((t < config.num_slots + config.drain_slots)
+                                         & jnp.any(counted_in_system(state, config)))
+
+    init = (init_state(config.max_users, k), jnp.int32(0))
+    if not record:
+        state, _ = jax.lax.scan(lambda s, t: (step(s, t), None), init[0], jnp.arange(config.num_slots))
+        state, t_end = jax.lax.while_loop(lambda c: draining(*c), lambda c: (step(*c), c[1] + 1),
+                                          (state, jnp.int32(config.num_slots)))
+        return finalize(state, t_end, params, config), None
+
+    def body(carry, t):
+        state, t_end = carry
+        active = draining(state, t)
+        new = step(state, t)
+        state = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state)
         u = state.users
         rec = SlotRecord(
             inflight=jnp.sum((u.phase == UPLOAD) | (u.phase == SERVE)).astype(jnp.int32),
             held_bandwidth=jnp.sum(jnp.where(u.phase == UPLOAD, u.bandwidth, 0.0)),
             queued=jnp.sum(u.phase == QUEUED).astype(jnp.int32),
             local=jnp.sum(u.phase == LOCAL).astype(jnp.int32),
-            in_system=jnp.sum((u.phase != FREE) & (u.arrival_slot >= config.warmup_slots)).astype(jnp.int32),
+            in_system=jnp.sum(counted_in_system(state, config)).astype(jnp.int32),
             totals=state.totals,
             min_latency=jnp.minimum(jnp.min(u.proc_s), jnp.minimum(jnp.min(u.comm_s), jnp.min(u.queue_s))),
+            active=active,
         )
-        return state, rec
+        return (state, jnp.where(active, t + 1, t_end)), rec
 
-    state, recs = jax.lax.scan(body, init_state(config.max_users, k), jnp.arange(config.num_slots))
-    return finalize(state, params, config), recs
+    (state, t_end), recs = jax.lax.scan(body, init, jnp.arange(config.num_slots + config.drain_slots))
+    return finalize(state, t_end, params, config), recs
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

@@ -45,7 +45,9 @@ def rank_desc(key, valid):
 def server_free_times(inflight_seconds, free_slots, server_capacity, max_servers: int):
     """Free time of each of the max_servers server slots: 0 for the F free ones, the in-flight requests'
     remaining times (ascending) next, +inf for slots >= M. `inflight_seconds` is [U], +inf if not in flight."""
-    smallest = -jax.lax.top_k(-inflight_seconds, max_servers)[0]  # ascending
+    k = min(max_servers, inflight_seconds.shape[0])  # fewer user slots than server slots: pad with +inf
+    smallest = -jax.lax.top_k(-inflight_seconds, k)[0]  # ascending
+    smallest = jnp.concatenate([smallest, jnp.full((max_servers - k,), jnp.inf, smallest.dtype)])
     m = jnp.arange(max_servers)
     g = jnp.where(m < free_slots, 0.0, smallest[jnp.clip(m - free_slots, 0, max_servers - 1)])
     return jnp.where(m < server_capacity, g, jnp.inf)
@@ -59,7 +61,7 @@ def queue_position_delays(free_times, mean_duration, num_positions: int):
 
 
 def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, inflight_seconds, num_candidates,
-                 free_slots, server_capacity, available_bw, total_bw, beta, *, max_servers: int,
+                 free_slots, server_capacity, available_bw, total_bw, beta, channel_wait=None, *, max_servers: int,
                  bisection_iters: int, tq_max_iters: int, mu_log10_range=(-30.0, 10.0),
                  queue_pays_price: bool = True) -> Stage2Out:
     """Theorem 2 over C compacted candidates.
@@ -67,6 +69,8 @@ def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, infli
     valid/feasible/value_gap/server_seconds/context/snr: [C] (snr = faded SNR, or the mean SNR for
     candidates whose channel is below the threshold; those cannot be admitted this slot).
     inflight_seconds: [U] remaining seconds of in-flight requests (+inf elsewhere).
+    channel_wait: [C] expected seconds until the channel clears gamma_th (step.channel_wait_seconds; +inf when it
+    never does); a candidate infeasible now cannot be served before it, so its queueing estimate is at least that.
     num_candidates: |O_t| (may exceed C); free_slots: F = M - |M_t|; available_bw: B - held bandwidth.
     queue_pays_price: a queued request pays the same bandwidth price mu B* when it is admitted later, so
     w_bar = beta TQ (default). False: eq. 32 literally, w_bar = beta TQ - mu B*, under which queueing is free of
@@ -112,6 +116,8 @@ def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, infli
     # then the initial order (Remark 2's gain) is used.
     rank = jnp.where(converged, rank, rank0)
     tq = tq_cf[rank]
+    if channel_wait is not None:
+        tq = jnp.where(feasible, tq, jnp.maximum(tq, channel_wait))
 
     def at_price(log_mu):
         mu = jnp.power(f32(10.0), log_mu)
@@ -152,7 +158,9 @@ def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, infli
     lo, hi, admitted, bstar, _, _ = jax.lax.while_loop(
         keep_going, bisect_until_fixed, init + (jnp.int32(0), jnp.bool_(True)))
     _, _, w, wbar = at_price(hi)
-    queue_full = w0 >= beta * tq  # Remark 2 (and channel-infeasible candidates)
+    # Remark 2 (and channel-infeasible candidates). A request whose channel never clears (tq = +inf) goes local,
+    # also at beta = 0 (where beta * inf would be NaN).
+    queue_full = (w0 >= beta * tq) & jnp.isfinite(tq)
     queue = valid & ~admitted & jnp.where(case_full | ~feasible, queue_full, case_comp & (w >= wbar))
     decision = jnp.where(admitted, IMMEDIATE_D, jnp.where(queue, QUEUE_D, LOCAL_D)).astype(jnp.int32)
     return Stage2Out(decision=decision, bandwidth=jnp.where(admitted, bstar, 0.0).astype(f32), log10_mu=hi,

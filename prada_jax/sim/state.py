@@ -27,11 +27,11 @@ class Users:
     upload_slots: jnp.ndarray  # int32 [U] slots left of the upload (bandwidth held while > 0)
     bandwidth: jnp.ndarray  # float32 [U] bit/s held during UPLOAD
     wait_slots: jnp.ndarray  # int32 [U] tau in slots (time spent QUEUED for the current step)
-    queue_entry: jnp.ndarray  # int32 [U] slot at which the current step entered the queue
+    queue_entry: jnp.ndarray  # int32 [U] slot at which the current request entered the queue (valid while QUEUED)
     proc_s: jnp.ndarray  # float32 [U] processing seconds of the current task
     comm_s: jnp.ndarray  # float32 [U]
     queue_s: jnp.ndarray  # float32 [U]
-    offloaded: jnp.ndarray  # int32 [U] steps run on the server
+    offloaded: jnp.ndarray  # int32 [U] steps finished on the server
     arrival_slot: jnp.ndarray  # int32 [U]
     uniforms: jnp.ndarray  # float32 [U, K] per-step quality draws
     mean_snr: jnp.ndarray  # float32 [U] linear mean SNR
@@ -39,22 +39,25 @@ class Users:
 
 @struct.dataclass
 class Totals:
-    """Per-episode accumulators (tasks that arrived at or after the warm-up; time sums after the warm-up)."""
+    """Per-episode accumulators. Task counts and per-task sums cover *counted* tasks (arrived in
+    [warmup, horizon)); they are added when a task finishes (unfinished ones are added by `metrics.finalize`).
+    Resource sums cover work admitted, or slots, in the measurement window [warmup, horizon)."""
 
-    arrived: jnp.ndarray  # int32
-    dropped: jnp.ndarray  # int32
+    arrived: jnp.ndarray  # int32 counted arrivals (admitted + dropped)
+    dropped: jnp.ndarray  # int32 counted arrivals that found no free user slot
     completed: jnp.ndarray  # int32
     correct: jnp.ndarray  # int32
-    processing_s: jnp.ndarray  # float32 sums over completed tasks
+    processing_s: jnp.ndarray  # float32 sums over completed tasks (exact durations of the work)
     communication_s: jnp.ndarray
-    queuing_s: jnp.ndarray
-    end_to_end_s: jnp.ndarray  # processing + communication + queuing
+    queuing_s: jnp.ndarray  # whole slots spent QUEUED x slot length
     sojourn_s: jnp.ndarray  # wall-clock slots in the system x slot length
-    offloaded_steps: jnp.ndarray  # int32
-    total_steps: jnp.ndarray  # int32
-    server_busy_s: jnp.ndarray  # float32: sum over slots of occupied server slots x slot length
-    server_compute_s: jnp.ndarray  # float32: sum of LLM compute seconds admitted
-    bandwidth_bit: jnp.ndarray  # float32: sum over slots of held bandwidth x slot length
+    offloaded_steps: jnp.ndarray  # int32 steps finished on the server LLM
+    executed_steps: jnp.ndarray  # int32 steps finished
+    server_work_s: jnp.ndarray  # float32: sum of upload + LLM compute seconds of admissions in the window
+    server_compute_s: jnp.ndarray  # float32: sum of LLM compute seconds of admissions in the window
+    bandwidth_used_bit: jnp.ndarray  # float32: sum of B_i x TC_i of uploads admitted in the window
+    server_slot_busy_s: jnp.ndarray  # float32: sum over window slots of reserved server slots x slot length
+    bandwidth_reserved_bit: jnp.ndarray  # float32: sum over window slots of held bandwidth x slot length
 
 
 @struct.dataclass
@@ -77,8 +80,8 @@ def init_state(num_users: int, max_steps: int) -> SimState:
     i0, f0 = jnp.int32(0), jnp.float32(0.0)
     totals = Totals(
         arrived=i0, dropped=i0, completed=i0, correct=i0, processing_s=f0, communication_s=f0,
-        queuing_s=f0, end_to_end_s=f0, sojourn_s=f0, offloaded_steps=i0, total_steps=i0,
-        server_busy_s=f0, server_compute_s=f0, bandwidth_bit=f0,
+        queuing_s=f0, sojourn_s=f0, offloaded_steps=i0, executed_steps=i0, server_work_s=f0,
+        server_compute_s=f0, bandwidth_used_bit=f0, server_slot_busy_s=f0, bandwidth_reserved_bit=f0,
     )
     state = SimState(users=users, totals=totals)
     chex.assert_shape(state.users.uniforms, (num_users, max_steps))

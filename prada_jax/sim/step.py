@@ -26,13 +26,14 @@ def slots_for(seconds, slot_seconds: float):
     return jnp.clip(jnp.ceil(seconds / slot_seconds), 1.0, 2.0**30).astype(jnp.int32)
 
 
-def _arrivals(users, draws: SlotDraws, packed, params: SimParams, t):
+def _arrivals(users, draws: SlotDraws, packed, params: SimParams, t, horizon: int):
+    """Admit this slot's arrivals into the lowest-index FREE user slots; none after the horizon (drain)."""
     free = users.phase == FREE
-    a_max = draws.problem.shape[0]
-    n_adm = jnp.minimum(jnp.minimum(draws.num_arrivals, a_max), jnp.sum(free))
+    num_arrivals = jnp.where(t < horizon, draws.num_arrivals, 0)
+    n_adm = jnp.minimum(num_arrivals, jnp.sum(free))
     free_rank = jnp.cumsum(free) - 1
     new = free & (free_rank < n_adm)
-    a = jnp.clip(free_rank, 0, a_max - 1)
+    a = jnp.clip(free_rank, 0, draws.problem.shape[0] - 1)
     prob = draws.problem[a]
     mean_snr = costs.mean_snr_linear(costs.user_distance(draws.distance_u[a]), params.snr_db,
                                      params.path_loss_exponent)
@@ -51,7 +52,7 @@ def _arrivals(users, draws: SlotDraws, packed, params: SimParams, t):
         queue_s=put(users.queue_s, 0.0), offloaded=put(users.offloaded, 0), arrival_slot=put(users.arrival_slot, t),
         uniforms=put(users.uniforms, draws.step_uniforms[a]), mean_snr=put(users.mean_snr, mean_snr),
     )
-    return users, draws.num_arrivals, draws.num_arrivals - n_adm
+    return users, num_arrivals, num_arrivals - n_adm
 
 
 def _compact(cand, wait_slots, num: int, num_slots: int):
@@ -68,8 +69,20 @@ def _compact(cand, wait_slots, num: int, num_slots: int):
     return idx, cand[idx]
 
 
+def channel_wait_seconds(mean_snr, params: SimParams, slot_seconds: float):
+    """Expected wait for a slot whose faded SNR clears gamma_th: slot length / P(feasible), with
+    P(feasible) = exp(-gamma_th / mean SNR) under Rayleigh block fading (+inf when it is 0)."""
+    p_feasible = jnp.exp(-costs.db_to_linear(params.snr_threshold_db) / jnp.maximum(mean_snr, 1e-30))
+    return jnp.where(p_feasible > 0, slot_seconds / jnp.maximum(p_feasible, 1e-30), jnp.inf)
+
+
+def fifo_queue_key(users, t):
+    """FIFO order: the slot at which the *current* request entered the queue; a fresh nominee enters now."""
+    return jnp.where(users.phase == QUEUED, users.queue_entry, t)
+
+
 def schedule(users, cand, gamma, feasible, draws: SlotDraws, table: PolicyTable, params: SimParams,
-             config: SimConfig):
+             config: SimConfig, t):
     """Stage 2 for this slot. Returns (decision [U] int32, bandwidth [U] float32)."""
     u_count = cand.shape[0]
     inflight = (users.phase == UPLOAD) | (users.phase == SERVE)
@@ -87,6 +100,7 @@ def schedule(users, cand, gamma, feasible, draws: SlotDraws, table: PolicyTable,
             value_gap=costs.value_gap(table.advantage[p, k], table.nominate_prob[p, k]),
             server_seconds=table.server_seconds[p, k], context=users.context[idx], snr=snr,
             inflight_seconds=jnp.where(inflight, users.busy_slots * config.slot_seconds, jnp.inf),
+            channel_wait=channel_wait_seconds(users.mean_snr[idx], params, config.slot_seconds),
             num_candidates=jnp.sum(cand), free_slots=free_slots, server_capacity=params.server_capacity,
             available_bw=available, total_bw=params.bandwidth_bps, beta=params.beta,
             max_servers=config.max_servers, bisection_iters=config.bisection_iters,
@@ -100,7 +114,7 @@ def schedule(users, cand, gamma, feasible, draws: SlotDraws, table: PolicyTable,
         bandwidth = jnp.zeros((u_count,), jnp.float32).at[idx].set(jnp.where(valid, out.bandwidth, 0.0))
         return decision, bandwidth
     if config.scheduler in ("fifo", "rsd"):
-        return S2.fifo_stage2(cand, feasible, users.queue_entry, free_slots, available, min_bw)
+        return S2.fifo_stage2(cand, feasible, fifo_queue_key(users, t), free_slots, available, min_bw)
     if config.scheduler == "random":
         return S2.random_stage2(cand, feasible, draws.sched_u, free_slots, available, min_bw)
     raise ValueError(f"unknown scheduler {config.scheduler!r}")
@@ -112,10 +126,10 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
     users, totals = state.users, state.totals
     dt = config.slot_seconds
     u_count = users.phase.shape[0]
-    after_warmup = t >= config.warmup_slots
+    in_window = (t >= config.warmup_slots) & (t < config.num_slots)  # measurement window
     rsd = config.scheduler == "rsd"
 
-    users, n_arrived, n_dropped = _arrivals(users, draws, packed, params, t)
+    users, n_arrived, n_dropped = _arrivals(users, draws, packed, params, t, config.num_slots)
     chex.assert_shape(users.phase, (u_count,))
 
     gamma = costs.faded_snr(users.mean_snr, draws.fading)
@@ -131,7 +145,7 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
         nominate = ready & nominated(table, p, k, draws.stage1_u, config.stage1_sampling)
         go_local = ready & ~nominate
         cand = nominate | (users.phase == QUEUED)
-    decision, bw = schedule(users, cand, gamma, feasible, draws, table, params, config)
+    decision, bw = schedule(users, cand, gamma, feasible, draws, table, params, config, t)
 
     # Apply decisions.
     slm_tok = packed.slm_step_tokens[p, k]
@@ -170,19 +184,20 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
         proc_s=users.proc_s + ts + tl,
         comm_s=users.comm_s + tc,
         queue_s=users.queue_s + jnp.where(queued, dt, 0.0),
-        offloaded=users.offloaded + (immediate & serve_on_llm),
     )
 
-    # Time-based accounting of this slot (after the warm-up).
+    # Resource accounting of this slot (work admitted in, and slots of, the measurement window).
     occupied = (users.phase == UPLOAD) | (users.phase == SERVE)
     held_bw = jnp.sum(jnp.where(users.phase == UPLOAD, users.bandwidth, 0.0))
-    w = jnp.where(after_warmup, 1.0, 0.0)
+    w = jnp.where(in_window, 1.0, 0.0)
     totals = totals.replace(
-        arrived=totals.arrived + jnp.where(after_warmup, n_arrived, 0),
-        dropped=totals.dropped + jnp.where(after_warmup, n_dropped, 0),
-        server_busy_s=totals.server_busy_s + w * jnp.sum(occupied) * dt,
+        arrived=totals.arrived + jnp.where(in_window, n_arrived, 0),
+        dropped=totals.dropped + jnp.where(in_window, n_dropped, 0),
+        server_work_s=totals.server_work_s + w * jnp.sum(tc + tl),
         server_compute_s=totals.server_compute_s + w * jnp.sum(tl),
-        bandwidth_bit=totals.bandwidth_bit + w * held_bw * dt,
+        bandwidth_used_bit=totals.bandwidth_used_bit + w * jnp.sum(jnp.where(immediate, bw * tc, 0.0)),
+        server_slot_busy_s=totals.server_slot_busy_s + w * jnp.sum(occupied) * dt,
+        bandwidth_reserved_bit=totals.bandwidth_reserved_bit + w * held_bw * dt,
     )
 
     # Progress by one slot.
@@ -206,9 +221,9 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
     # in RSD a rejected draft leaves only the old context valid in the SLM's cache.
     slm_after_llm = users.context if rsd else users.slm_cached
     on_track = jnp.where(done, users.on_track & step_ok, users.on_track)
+    offloaded = users.offloaded + (done & on_llm)
     finished = done & (k + 1 >= packed.num_steps[p])
     counted = finished & (users.arrival_slot >= config.warmup_slots)
-    e2e = users.proc_s + users.comm_s + users.queue_s
     sojourn = (t + 1 - users.arrival_slot).astype(jnp.float32) * dt
 
     def total(x):
@@ -220,10 +235,9 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
         processing_s=totals.processing_s + total(users.proc_s),
         communication_s=totals.communication_s + total(users.comm_s),
         queuing_s=totals.queuing_s + total(users.queue_s),
-        end_to_end_s=totals.end_to_end_s + total(e2e),
         sojourn_s=totals.sojourn_s + total(sojourn),
-        offloaded_steps=totals.offloaded_steps + total(users.offloaded),
-        total_steps=totals.total_steps + total(packed.num_steps[p]),
+        offloaded_steps=totals.offloaded_steps + total(offloaded),
+        executed_steps=totals.executed_steps + total(packed.num_steps[p]),
     )
     next_phase = jnp.where(finished, FREE, READY)
     if rsd:
@@ -237,6 +251,7 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
         upload_slots=upload_slots,
         bandwidth=bandwidth,
         on_track=on_track,
+        offloaded=offloaded,
         step=jnp.where(done, k + 1, k),
         context=jnp.where(done, new_ctx, users.context),
         slm_cached=jnp.where(done, jnp.where(on_llm, slm_after_llm, new_ctx), users.slm_cached),
