@@ -72,9 +72,10 @@ BENCH_POLICIES = {
     "all_slm": ("all_slm", "prada", False, "nothing nominated"),
     "rsd": ("prm_threshold", "rsd", False, "reward-guided speculative decoding"),
 }
-ORACLE_INT_FIELDS = ("arrived", "completed", "correct", "in_system", "dropped", "offloaded_steps", "total_steps")
-ORACLE_FLOAT_FIELDS = ("processing_s", "communication_s", "queuing_s", "end_to_end_s", "server_busy_s",
-                       "bandwidth_bit")
+ORACLE_INT_FIELDS = ("arrived", "completed", "correct", "unfinished", "dropped", "offloaded_steps",
+                     "executed_steps")
+ORACLE_FLOAT_FIELDS = ("processing_s", "communication_s", "queuing_s", "sojourn_s", "server_work_s",
+                       "bandwidth_used_bit", "server_slot_busy_s", "bandwidth_reserved_bit")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def prepare_sharded(packed, table: PolicyTable, params_grid: SimParams, config: 
         raise ShardingError(f"episodes must be a positive integer, got {episodes!r}")
     if jnp.ndim(params_grid.bandwidth_bps) != 1:
         raise ShardingError("simulate_grid_sharded needs params with a leading grid axis [G]; use param_grid")
-    sim_run._check(packed, table, params_grid, config)
+    config = sim_run._check(packed, table, params_grid, config)
     grid_size = int(np.shape(params_grid.bandwidth_bps)[0])
     mesh = make_mesh(grid_size, episodes) if mesh is None else mesh
     if tuple(mesh.axis_names) != (GRID_AXIS, EPISODE_AXIS):

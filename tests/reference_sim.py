@@ -57,6 +57,11 @@ def sorted_desc(keys):
     return sorted(range(len(keys)), key=lambda i: (-keys[i], i))
 
 
+def fifo_order(cands, users, t):
+    """FIFO by the slot the current request entered the queue (a fresh nominee enters now), then user index."""
+    return sorted(cands, key=lambda i: (users[i].entry if users[i].phase == QUEUED else t, i))
+
+
 def prada_schedule(cands, users, gamma, feasible, table, p, config, free_slots, available, total_cands, inflight_left,
                    stats=None):
     # (channel-infeasible candidates wait at least dt / P(feasible) for a usable slot; see below)
@@ -216,7 +221,7 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
             u.context, u.slm_cached, u.server_cached = int(trace.query_tokens[prob]), 0, 0
             u.on_track, u.on_server = True, False
             u.busy, u.upload, u.bw, u.wait, u.entry = 0, 0, 0.0, 0, t
-            u.proc = u.comm = u.queue = 0.0
+            u.proc = u.comm = u.queue = u.step_proc = u.step_comm = 0.0
             u.offloaded, u.arrival = 0, t
             u.uniforms = d.step_uniforms[t, a].astype(np.float64)
             dist = C.CELL_RADIUS * math.sqrt(float(d.distance_u[t, a]))
@@ -262,11 +267,7 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
             if stats is not None and len(ordered) > config.max_candidates:
                 stats["overflow"] = stats.get("overflow", 0) + 1
         elif config.scheduler in ("fifo", "rsd"):
-            # FIFO by the slot the current request entered the queue; a fresh nominee enters now.
-            def entered(i):
-                return users[i].entry if users[i].phase == QUEUED else t
-
-            eligible = sorted([i for i in cands if feasible[i] and available >= min_bw], key=lambda i: (entered(i), i))
+            eligible = fifo_order([i for i in cands if feasible[i] and available >= min_bw], users, t)
             admitted = eligible[:free_slots]
             for i in cands:
                 decisions[i] = (2, available / len(admitted)) if i in admitted else (1, 0.0)
@@ -295,7 +296,7 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
             if dec == 0:
                 ts = local_seconds(u.context, u.slm_cached, slm_tok, p["flops_slm"])
                 u.phase, u.on_server, u.busy, u.wait = LOCAL, False, slots_for(ts, dt), 0
-                u.proc += ts
+                u.step_proc, u.step_comm = ts, 0.0  # booked when the step ends
             elif dec == 2:
                 if rsd:
                     reject = tb["nominate_prob"][u.problem, u.step] >= 0.5
@@ -310,8 +311,7 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
                     on_llm = True
                 u.phase, u.on_server, u.bw, u.wait = UPLOAD, on_llm, bw, 0
                 u.busy, u.upload = slots_for(tc + tl, dt), slots_for(tc, dt)
-                u.proc += tl
-                u.comm += tc
+                u.step_proc, u.step_comm = tl, tc
                 if window:
                     tot["server_compute_s"] += tl
                     tot["server_work_s"] += tc + tl
@@ -338,6 +338,8 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
                     u.phase, u.bw = SERVE, 0.0
             if u.busy > 0:
                 continue
+            u.proc += u.step_proc
+            u.comm += u.step_comm
             if rsd and u.phase == LOCAL:
                 u.phase, u.entry, u.wait = QUEUED, t + 1, 0  # the drafted step waits for the PRM check
                 continue

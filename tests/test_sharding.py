@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
 
     trace = tiny(seed=0)
     packed, table = pack_traces(trace), mixed_table(trace, 0)
-    config = SimConfig(num_slots=150, warmup_slots=20, max_users=12, max_servers=4, max_arrivals_per_slot=4,
+    config = SimConfig(num_slots=150, warmup_slots=20, max_users=12, max_servers=4, drain_slots=100,
                        max_candidates=8)
     grid = param_grid(bandwidth_bps=[1e5, 1e6, 4e7], arrival_rate=[0.5], server_capacity=[2])
     episodes, seed = 7, 3  # neither 3 nor 7 divides 4 devices: both axes get padded and trimmed
@@ -87,7 +87,7 @@ def test_rejects_bad_arguments(tiny_trace):
     from prada_jax.traces import pack_traces
 
     packed, table = pack_traces(tiny_trace), policies.all_llm_table(tiny_trace)
-    config = SimConfig(num_slots=60, warmup_slots=10, max_users=6, max_servers=3, scheduler="fifo")
+    config = SimConfig(num_slots=60, warmup_slots=10, max_users=6, max_servers=3, drain_slots=50, scheduler="fifo")
     grid = param_grid(bandwidth_bps=[1e6, 4e7], server_capacity=[2])
     with pytest.raises(sharding.ShardingError, match="episodes"):
         sharding.simulate_grid_sharded(packed, table, grid, config, 0, 0)

@@ -28,8 +28,10 @@ class Users:
     bandwidth: jnp.ndarray  # float32 [U] bit/s held during UPLOAD
     wait_slots: jnp.ndarray  # int32 [U] tau in slots (time spent QUEUED for the current step)
     queue_entry: jnp.ndarray  # int32 [U] slot at which the current request entered the queue (valid while QUEUED)
-    proc_s: jnp.ndarray  # float32 [U] processing seconds of the current task
-    comm_s: jnp.ndarray  # float32 [U]
+    proc_s: jnp.ndarray  # float32 [U] processing seconds of the task's finished steps
+    comm_s: jnp.ndarray  # float32 [U] communication seconds of the task's finished steps
+    step_proc_s: jnp.ndarray  # float32 [U] processing seconds of the step in progress (added when it ends)
+    step_comm_s: jnp.ndarray  # float32 [U] communication seconds of the step in progress
     queue_s: jnp.ndarray  # float32 [U]
     offloaded: jnp.ndarray  # int32 [U] steps finished on the server
     arrival_slot: jnp.ndarray  # int32 [U]
@@ -74,7 +76,7 @@ def init_state(num_users: int, max_steps: int) -> SimState:
         phase=zi, problem=zi, step=zi, context=zi, slm_cached=zi, server_cached=zi,
         on_track=jnp.zeros((num_users,), bool), on_server=jnp.zeros((num_users,), bool),
         busy_slots=zi, upload_slots=zi, bandwidth=zf, wait_slots=zi, queue_entry=zi,
-        proc_s=zf, comm_s=zf, queue_s=zf, offloaded=zi, arrival_slot=zi,
+        proc_s=zf, comm_s=zf, step_proc_s=zf, step_comm_s=zf, queue_s=zf, offloaded=zi, arrival_slot=zi,
         uniforms=jnp.zeros((num_users, max_steps), jnp.float32), mean_snr=zf,
     )
     i0, f0 = jnp.int32(0), jnp.float32(0.0)

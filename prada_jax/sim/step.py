@@ -48,7 +48,8 @@ def _arrivals(users, draws: SlotDraws, packed, params: SimParams, t, horizon: in
         on_server=put(users.on_server, False), busy_slots=put(users.busy_slots, 0),
         upload_slots=put(users.upload_slots, 0), bandwidth=put(users.bandwidth, 0.0),
         wait_slots=put(users.wait_slots, 0), queue_entry=put(users.queue_entry, t),
-        proc_s=put(users.proc_s, 0.0), comm_s=put(users.comm_s, 0.0),
+        proc_s=put(users.proc_s, 0.0), comm_s=put(users.comm_s, 0.0), step_proc_s=put(users.step_proc_s, 0.0),
+        step_comm_s=put(users.step_comm_s, 0.0),
         queue_s=put(users.queue_s, 0.0), offloaded=put(users.offloaded, 0), arrival_slot=put(users.arrival_slot, t),
         uniforms=put(users.uniforms, draws.step_uniforms[a]), mean_snr=put(users.mean_snr, mean_snr),
     )
@@ -181,8 +182,10 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
         bandwidth=jnp.where(immediate, bw, users.bandwidth),
         wait_slots=jnp.where(queued, users.wait_slots + 1, jnp.where(local | immediate, 0, users.wait_slots)),
         queue_entry=jnp.where(newly_queued, t, users.queue_entry),
-        proc_s=users.proc_s + ts + tl,
-        comm_s=users.comm_s + tc,
+        # The work of a step is booked when the step ends, so a censored task holds only finished work
+        # (its delays are then lower bounds of the final ones, like its elapsed time).
+        step_proc_s=jnp.where(local | immediate, ts + tl, users.step_proc_s),
+        step_comm_s=jnp.where(local | immediate, tc, users.step_comm_s),
         queue_s=users.queue_s + jnp.where(queued, dt, 0.0),
     )
 
@@ -222,6 +225,9 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
     slm_after_llm = users.context if rsd else users.slm_cached
     on_track = jnp.where(done, users.on_track & step_ok, users.on_track)
     offloaded = users.offloaded + (done & on_llm)
+    ended = (done | draft_done) if rsd else done  # a step (or an RSD draft) ended: book its work
+    proc_s = users.proc_s + jnp.where(ended, users.step_proc_s, 0.0)
+    comm_s = users.comm_s + jnp.where(ended, users.step_comm_s, 0.0)
     finished = done & (k + 1 >= packed.num_steps[p])
     counted = finished & (users.arrival_slot >= config.warmup_slots)
     sojourn = (t + 1 - users.arrival_slot).astype(jnp.float32) * dt
@@ -232,8 +238,8 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
     totals = totals.replace(
         completed=totals.completed + jnp.sum(counted),
         correct=totals.correct + jnp.sum(counted & on_track),
-        processing_s=totals.processing_s + total(users.proc_s),
-        communication_s=totals.communication_s + total(users.comm_s),
+        processing_s=totals.processing_s + total(proc_s),
+        communication_s=totals.communication_s + total(comm_s),
         queuing_s=totals.queuing_s + total(users.queue_s),
         sojourn_s=totals.sojourn_s + total(sojourn),
         offloaded_steps=totals.offloaded_steps + total(offloaded),
@@ -252,6 +258,8 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
         bandwidth=bandwidth,
         on_track=on_track,
         offloaded=offloaded,
+        proc_s=proc_s,
+        comm_s=comm_s,
         step=jnp.where(done, k + 1, k),
         context=jnp.where(done, new_ctx, users.context),
         slm_cached=jnp.where(done, jnp.where(on_llm, slm_after_llm, new_ctx), users.slm_cached),
