@@ -119,10 +119,14 @@ def setup(dataset: str, policy: str):
 
 
 def make_config(horizon: int, warmup: int, max_users: int, scheduler: str, sampling: bool):
+    """Benchmark config: Table-3 arrival cap, no drain phase (throughput of the slot step over the horizon)."""
+    from prada_jax import constants as C
     from prada_jax.sim import SimConfig
+    from prada_jax.sim.draws import required_max_arrivals
 
     return SimConfig(num_slots=horizon, warmup_slots=warmup, max_users=max_users, scheduler=scheduler,
-                     stage1_sampling=sampling)
+                     stage1_sampling=sampling, drain_slots=0,
+                     max_arrivals_per_slot=required_max_arrivals(C.DEFAULT_ARRIVAL_RATE))
 
 
 def default_grid(**axes):
