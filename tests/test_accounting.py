@@ -133,3 +133,19 @@ def test_utilisations_measure_use_not_reservation():
                                         config, episodes=2, seed=0))
     assert 0 < s["bandwidth_utilisation"][0][0] < s["bandwidth_reservation"][0][0]
     assert 0 < s["server_compute_utilisation"][0][0] <= s["server_utilisation"][0][0] <= s["server_slot_occupancy"][0][0]
+
+
+def test_littles_law_for_the_sojourn_time():
+    """Sum of sojourn times = area under the number-in-system curve (each task's last slot is counted at
+    arrival-inclusive, departure-inclusive), for a fully drained run without warm-up."""
+    config = dataclasses.replace(CONFIG, scheduler="prada", warmup_slots=0)
+    m, rec = sim.simulate_recorded(PACKED, TABLE, sim.make_params(arrival_rate=0.4, server_capacity=2), config,
+                                   jax.random.PRNGKey(9))
+    m, rec = jax.device_get((m, rec))
+    assert int(m.unfinished) == 0 and int(m.completed) > 20
+    area = float(np.sum(rec.in_system[rec.active])) + int(m.completed)  # slots in system, departure slot included
+    np.testing.assert_allclose(float(m.sojourn_s), area * config.slot_seconds, rtol=1e-5)
+    s = sim.summarize(jax.tree.map(lambda x: np.asarray(x)[None], m))
+    total = s["processing_ms"][0] + s["communication_ms"][0] + s["queuing_ms"][0] + s["alignment_ms"][0]
+    np.testing.assert_allclose(total, s["sojourn_ms"][0], rtol=1e-9)
+    assert s["alignment_ms"][0] >= 0
