@@ -12,7 +12,8 @@ from prada_jax import constants as C
 from prada_jax.traces import TraceData
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# The real benchmark data (not part of the repository); PRADA_SHARED_DATA overrides the default location.
+SHARED_DATA = pathlib.Path(os.environ.get("PRADA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
 def unit_test_metadata(dataset: str, seed: int, notes: str) -> dict:
@@ -70,5 +71,5 @@ def tiny_trace() -> TraceData:
 def shared_data() -> pathlib.Path:
     """Path of ../shared/data; skips the test when it is absent (a user's clone has no ../shared)."""
     if not SHARED_DATA.is_dir() or os.environ.get("PRADA_NO_SHARED_DATA"):
-        pytest.skip("../shared/data is not present")
+        pytest.skip(f"{SHARED_DATA} is not present (set PRADA_SHARED_DATA to point at the shared data)")
     return SHARED_DATA
