@@ -60,34 +60,16 @@ def queue_position_delays(free_times, mean_duration, num_positions: int):
     return -jax.lax.top_k(-entries.reshape(-1), num_positions)[0]
 
 
-def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, inflight_seconds, num_candidates,
-                 free_slots, server_capacity, available_bw, total_bw, beta, channel_wait=None, *, max_servers: int,
-                 bisection_iters: int, tq_max_iters: int, mu_log10_range=(-30.0, 10.0),
-                 queue_pays_price: bool = True) -> Stage2Out:
-    """Theorem 2 over C compacted candidates.
+def queue_delay_estimate(valid, feasible, value_gap, server_seconds, context, snr, inflight_seconds, free_slots,
+                         server_capacity, total_bw, beta, channel_wait=None, *, max_servers: int, tq_max_iters: int):
+    """TQ_i, the queueing delay candidate i would see if it queued (section 4.2.5), and the iterations used.
 
-    valid/feasible/value_gap/server_seconds/context/snr: [C] (snr = faded SNR, or the mean SNR for
-    candidates whose channel is below the threshold; those cannot be admitted this slot).
-    inflight_seconds: [U] remaining seconds of in-flight requests (+inf elsewhere).
-    channel_wait: [C] expected seconds until the channel clears gamma_th (step.channel_wait_seconds; +inf when it
-    never does); a candidate infeasible now cannot be served before it, so its queueing estimate is at least that.
-    num_candidates: |O_t| (may exceed C); free_slots: F = M - |M_t|; available_bw: B - held bandwidth.
-    queue_pays_price: a queued request pays the same bandwidth price mu B* when it is admitted later, so
-    w_bar = beta TQ (default). False: eq. 32 literally, w_bar = beta TQ - mu B*, under which queueing is free of
-    the bandwidth price and, when TQ < TC(B*), beats immediate admission forever (docs/simulator.md).
+    List scheduling of the candidates on the server slots, in a self-consistent priority order (docs/simulator.md,
+    Stage 2 item 4); channel-infeasible candidates wait at least `channel_wait`. Shared by the paper's rule
+    (`prada_stage2`) and the exact solver (`stage2_exact`), so both see the same estimate.
     """
     n_c = valid.shape[0]
-    chex.assert_shape([feasible, value_gap, server_seconds, context, snr], (n_c,))
-    f32 = jnp.float32
-    beta = jnp.asarray(beta, f32)
-    beta_e = jnp.maximum(beta, _BETA_FLOOR)
-    elig = valid & feasible
-    case_full = free_slots <= 0
-    case_abundant = (~case_full) & (num_candidates <= free_slots)
-    case_comp = (~case_full) & (~case_abundant)
-    case = jnp.where(case_full, CASE_FULL, jnp.where(case_abundant, CASE_ABUNDANT, CASE_COMPETITIVE))
-
-    # Remark 2's zero-price gain at the reference bandwidth B: priorities of the TQ fixed point.
+    beta = jnp.asarray(beta, jnp.float32)
     tc_ref = costs.upload_seconds(context, total_bw, snr)
     w0 = value_gap - beta * tc_ref
     n_valid = jnp.maximum(jnp.sum(valid), 1)
@@ -118,6 +100,42 @@ def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, infli
     tq = tq_cf[rank]
     if channel_wait is not None:
         tq = jnp.where(feasible, tq, jnp.maximum(tq, channel_wait))
+
+    return tq, tq_iters
+
+
+def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, inflight_seconds, num_candidates,
+                 free_slots, server_capacity, available_bw, total_bw, beta, channel_wait=None, *, max_servers: int,
+                 bisection_iters: int, tq_max_iters: int, mu_log10_range=(-30.0, 10.0),
+                 queue_pays_price: bool = True) -> Stage2Out:
+    """Theorem 2 over C compacted candidates.
+
+    valid/feasible/value_gap/server_seconds/context/snr: [C] (snr = faded SNR, or the mean SNR for
+    candidates whose channel is below the threshold; those cannot be admitted this slot).
+    inflight_seconds: [U] remaining seconds of in-flight requests (+inf elsewhere).
+    channel_wait: [C] expected seconds until the channel clears gamma_th (step.channel_wait_seconds; +inf when it
+    never does); a candidate infeasible now cannot be served before it, so its queueing estimate is at least that.
+    num_candidates: |O_t| (may exceed C); free_slots: F = M - |M_t|; available_bw: B - held bandwidth.
+    queue_pays_price: a queued request pays the same bandwidth price mu B* when it is admitted later, so
+    w_bar = beta TQ (default). False: eq. 32 literally, w_bar = beta TQ - mu B*, under which queueing is free of
+    the bandwidth price and, when TQ < TC(B*), beats immediate admission forever (docs/simulator.md).
+    """
+    n_c = valid.shape[0]
+    chex.assert_shape([feasible, value_gap, server_seconds, context, snr], (n_c,))
+    f32 = jnp.float32
+    beta = jnp.asarray(beta, f32)
+    beta_e = jnp.maximum(beta, _BETA_FLOOR)
+    elig = valid & feasible
+    case_full = free_slots <= 0
+    case_abundant = (~case_full) & (num_candidates <= free_slots)
+    case_comp = (~case_full) & (~case_abundant)
+    case = jnp.where(case_full, CASE_FULL, jnp.where(case_abundant, CASE_ABUNDANT, CASE_COMPETITIVE))
+
+    tc_ref = costs.upload_seconds(context, total_bw, snr)
+    w0 = value_gap - beta * tc_ref  # Remark 2's zero-price gain at the reference bandwidth B
+    tq, tq_iters = queue_delay_estimate(valid, feasible, value_gap, server_seconds, context, snr, inflight_seconds,
+                                        free_slots, server_capacity, total_bw, beta, channel_wait,
+                                        max_servers=max_servers, tq_max_iters=tq_max_iters)
 
     def at_price(log_mu):
         mu = jnp.power(f32(10.0), log_mu)
