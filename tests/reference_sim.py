@@ -185,6 +185,60 @@ def prada_schedule(cands, users, gamma, feasible, table, p, config, free_slots, 
     return out
 
 
+class SlotInputs:
+    """What an oracle Stage-2 scheduler sees in one slot."""
+
+    def __init__(self, cands, users, gamma, feasible, tb, p, config, free_slots, available, min_bw, t, sched_u,
+                 inflight_left, stats):
+        self.cands, self.users, self.gamma, self.feasible, self.tb, self.p = cands, users, gamma, feasible, tb, p
+        self.config, self.free_slots, self.available, self.min_bw, self.t = config, free_slots, available, min_bw, t
+        self.sched_u, self.inflight_left, self.stats = sched_u, inflight_left, stats
+
+
+def oracle_prada(s: SlotInputs) -> dict:
+    users, config, stats = s.users, s.config, s.stats
+    decisions = {}
+    ordered = sorted(s.cands, key=lambda i: (-users[i].wait, i))
+    considered = ordered[: config.max_candidates]
+    for i in ordered[config.max_candidates:]:
+        decisions[i] = (1 if users[i].phase == QUEUED else 0, 0.0)
+    decisions.update(prada_schedule(considered, users, s.gamma, s.feasible, s.tb, s.p, config, s.free_slots,
+                                    s.available, len(s.cands), s.inflight_left, stats))
+    if stats is not None and len(ordered) > config.max_candidates:
+        stats["overflow"] = stats.get("overflow", 0) + 1
+    return decisions
+
+
+def oracle_fifo(s: SlotInputs) -> dict:
+    eligible = fifo_order([i for i in s.cands if s.feasible[i] and s.available >= s.min_bw], s.users, s.t)
+    admitted = eligible[: s.free_slots]
+    return {i: ((2, s.available / len(admitted)) if i in admitted else (1, 0.0)) for i in s.cands}
+
+
+def oracle_random(s: SlotInputs) -> dict:
+    decisions, admitted = {}, []
+    for i in s.cands:
+        choice = min(int(math.floor(float(s.sched_u[i]) * 3.0)), 2)
+        if choice == 2 and s.feasible[i] and s.available >= s.min_bw and len(admitted) < s.free_slots:
+            admitted.append(i)
+        decisions[i] = (choice, 0.0)
+    for i in s.cands:
+        if decisions[i][0] == 2 and i not in admitted:
+            decisions[i] = (1, 0.0)
+        elif i in admitted:
+            decisions[i] = (2, s.available / len(admitted))
+    return decisions
+
+
+# The oracle twin of every registered scheduler (prada_jax.sim.schedulers.SCHEDULERS): name -> (decide, protocol).
+ORACLE_SCHEDULERS = {
+    "prada": (oracle_prada, "offload"),
+    "fifo": (oracle_fifo, "offload"),
+    "random": (oracle_random, "offload"),
+    "rsd": (oracle_fifo, "draft_verify"),
+}
+
+
 def simulate_reference(trace, table, params, config, key, stats=None, hook=None) -> dict:
     """One episode; returns the EpisodeMetrics fields as Python numbers. `trace` is a TraceData,
     `table` a PolicyTable, `params` scalar SimParams, `config` a SimConfig, `key` the episode key."""
@@ -196,7 +250,7 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
     d = jax.tree.map(np.asarray, episode_draws(key, T + config.drain_slots, params.arrival_rate, N, K, U, a_max))
     gamma_th = db_to_linear(p["snr_threshold_db"])
     M, B = int(p["server_capacity"]), float(p["bandwidth_bps"])
-    rsd = config.scheduler == "rsd"
+    rsd = ORACLE_SCHEDULERS[config.scheduler][1] == "draft_verify"
     users = [User() for _ in range(U)]
     tot = dict(arrived=0, dropped=0, completed=0, correct=0, processing_s=0.0, communication_s=0.0, queuing_s=0.0,
                sojourn_s=0.0, offloaded_steps=0, executed_steps=0, server_work_s=0.0, server_compute_s=0.0,
@@ -257,32 +311,9 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
         free_slots = max(M - len(inflight), 0)
         available = max(B - sum(u.bw for u in users if u.phase == UPLOAD), 0.0)
         min_bw = MIN_BANDWIDTH_FRACTION * B
-        if config.scheduler == "prada":
-            ordered = sorted(cands, key=lambda i: (-users[i].wait, i))
-            considered = ordered[: config.max_candidates]
-            for i in ordered[config.max_candidates:]:
-                decisions[i] = (1 if users[i].phase == QUEUED else 0, 0.0)
-            decisions.update(prada_schedule(considered, users, gamma, feasible, tb, p, config, free_slots, available,
-                                            len(cands), [u.busy * dt for u in inflight], stats))
-            if stats is not None and len(ordered) > config.max_candidates:
-                stats["overflow"] = stats.get("overflow", 0) + 1
-        elif config.scheduler in ("fifo", "rsd"):
-            eligible = fifo_order([i for i in cands if feasible[i] and available >= min_bw], users, t)
-            admitted = eligible[:free_slots]
-            for i in cands:
-                decisions[i] = (2, available / len(admitted)) if i in admitted else (1, 0.0)
-        else:  # random
-            admitted = []
-            for i in cands:
-                choice = min(int(math.floor(float(d.sched_u[t, i]) * 3.0)), 2)
-                if choice == 2 and feasible[i] and available >= min_bw and len(admitted) < free_slots:
-                    admitted.append(i)
-                decisions[i] = (choice, 0.0)
-            for i in cands:
-                if decisions[i][0] == 2 and i not in admitted:
-                    decisions[i] = (1, 0.0)
-                elif i in admitted:
-                    decisions[i] = (2, available / len(admitted))
+        slot = SlotInputs(cands, users, gamma, feasible, tb, p, config, free_slots, available, min_bw, t,
+                          d.sched_u[t], [u.busy * dt for u in inflight], stats)
+        decisions.update(ORACLE_SCHEDULERS[config.scheduler][0](slot))
 
         # Apply decisions.
         if stats is not None:

@@ -15,7 +15,7 @@ from prada_jax.sim import draws as D
 from prada_jax.sim import metrics as MET
 from prada_jax.sim import policies
 from prada_jax.sim import stage2 as S2
-from prada_jax.sim import step as STEP
+from prada_jax.sim import schedulers as SCHED
 from prada_jax.sim.state import QUEUED, READY, init_state
 from prada_jax.traces import pack_traces
 from reference_sim import QUEUED as O_QUEUED
@@ -77,7 +77,7 @@ def test_fifo_orders_by_the_current_request_entry_jax_and_oracle():
         mean_snr=jnp.ones(3, jnp.float32) * 100.0,
     )
     cand = jnp.array([True, True, False])
-    key = STEP.fifo_queue_key(users, t)
+    key = SCHED.fifo_queue_key(users, t)
     decision, _ = S2.fifo_stage2(cand, jnp.ones(3, bool), key, 1, 1e7, 1.0)
     assert list(np.asarray(decision)) == [S2.IMMEDIATE_D, S2.QUEUE_D, S2.LOCAL_D]
     # The oracle's own FIFO rule agrees.
@@ -149,3 +149,11 @@ def test_littles_law_for_the_sojourn_time():
     total = s["processing_ms"][0] + s["communication_ms"][0] + s["queuing_ms"][0] + s["alignment_ms"][0]
     np.testing.assert_allclose(total, s["sojourn_ms"][0], rtol=1e-9)
     assert s["alignment_ms"][0] >= 0
+
+
+def test_every_registered_scheduler_has_an_oracle_twin_with_the_same_protocol():
+    from reference_sim import ORACLE_SCHEDULERS
+
+    assert set(ORACLE_SCHEDULERS) == set(sim.SCHEDULERS)
+    for name, scheduler in sim.SCHEDULERS.items():
+        assert ORACLE_SCHEDULERS[name][1] == scheduler.protocol, name

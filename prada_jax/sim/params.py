@@ -16,7 +16,6 @@ from flax import struct
 
 from prada_jax import constants as C
 
-SCHEDULERS = ("prada", "fifo", "random", "rsd")
 
 
 class SimParamsError(ValueError):
@@ -139,8 +138,10 @@ class SimConfig:
             )
         if not isinstance(self.drain_slots, (int, np.integer)) or self.drain_slots < 0:
             raise SimParamsError(f"SimConfig.drain_slots must be an integer >= 0, got {self.drain_slots!r}")
+        from prada_jax.sim.schedulers import SCHEDULERS  # the registry (imports this module)
+
         if self.scheduler not in SCHEDULERS:
-            raise SimParamsError(f"SimConfig.scheduler {self.scheduler!r} is not one of {SCHEDULERS}")
+            raise SimParamsError(f"SimConfig.scheduler {self.scheduler!r} is not one of {sorted(SCHEDULERS)}")
         lo, hi = self.mu_log10_range
         if not lo < hi:
             raise SimParamsError(f"SimConfig.mu_log10_range must be increasing, got {self.mu_log10_range}")

@@ -11,14 +11,12 @@ import jax
 import jax.numpy as jnp
 
 from prada_jax import costs
+from prada_jax.sim import schedulers
 from prada_jax.sim import stage2 as S2
 from prada_jax.sim.draws import SlotDraws
 from prada_jax.sim.params import SimConfig, SimParams
 from prada_jax.sim.policies import PolicyTable, nominated
 from prada_jax.sim.state import FREE, LOCAL, QUEUED, READY, SERVE, UPLOAD, SimState
-
-# Baseline schedulers admit only if at least this fraction of B is free (an equal share of ~0 would never end).
-MIN_BANDWIDTH_FRACTION = 1e-6
 
 
 def slots_for(seconds, slot_seconds: float):
@@ -56,69 +54,11 @@ def _arrivals(users, draws: SlotDraws, packed, params: SimParams, t, horizon: in
     return users, num_arrivals, num_arrivals - n_adm
 
 
-def _compact(cand, wait_slots, num: int, num_slots: int):
-    """Indices of at most `num` candidates, oldest (longest waiting) first, ties by lower user index.
-
-    The integer scores are ranked as float32 when that is exact (< 2**24): XLA:CPU lowers an int32 top_k to a
-    full sort but a float32 one to its fast TopK kernel (docs/performance.md); the indices are identical.
-    """
-    u = cand.shape[0]
-    score = jnp.where(cand, wait_slots * u + (u - 1 - jnp.arange(u, dtype=jnp.int32)), -1)
-    if (num_slots + 1) * u < 2**24:
-        score = score.astype(jnp.float32)
-    _, idx = jax.lax.top_k(score, num)
-    return idx, cand[idx]
-
-
-def channel_wait_seconds(mean_snr, params: SimParams, slot_seconds: float):
-    """Expected wait for a slot whose faded SNR clears gamma_th: slot length / P(feasible), with
-    P(feasible) = exp(-gamma_th / mean SNR) under Rayleigh block fading (+inf when it is 0)."""
-    p_feasible = jnp.exp(-costs.db_to_linear(params.snr_threshold_db) / jnp.maximum(mean_snr, 1e-30))
-    return jnp.where(p_feasible > 0, slot_seconds / jnp.maximum(p_feasible, 1e-30), jnp.inf)
-
-
-def fifo_queue_key(users, t):
-    """FIFO order: the slot at which the *current* request entered the queue; a fresh nominee enters now."""
-    return jnp.where(users.phase == QUEUED, users.queue_entry, t)
-
-
 def schedule(users, cand, gamma, feasible, draws: SlotDraws, table: PolicyTable, params: SimParams,
              config: SimConfig, t):
-    """Stage 2 for this slot. Returns (decision [U] int32, bandwidth [U] float32)."""
-    u_count = cand.shape[0]
-    inflight = (users.phase == UPLOAD) | (users.phase == SERVE)
-    free_slots = jnp.maximum(params.server_capacity - jnp.sum(inflight), 0)
-    held = jnp.sum(jnp.where(users.phase == UPLOAD, users.bandwidth, 0.0))
-    available = jnp.maximum(params.bandwidth_bps - held, 0.0)
-    min_bw = MIN_BANDWIDTH_FRACTION * params.bandwidth_bps
-
-    if config.scheduler == "prada":
-        idx, valid = _compact(cand, users.wait_slots, config.max_candidates, config.num_slots)
-        p, k = users.problem[idx], users.step[idx]
-        snr = jnp.where(feasible[idx], gamma[idx], users.mean_snr[idx])
-        out = S2.prada_stage2(
-            valid=valid, feasible=feasible[idx],
-            value_gap=costs.value_gap(table.advantage[p, k], table.nominate_prob[p, k]),
-            server_seconds=table.server_seconds[p, k], context=users.context[idx], snr=snr,
-            inflight_seconds=jnp.where(inflight, users.busy_slots * config.slot_seconds, jnp.inf),
-            channel_wait=channel_wait_seconds(users.mean_snr[idx], params, config.slot_seconds),
-            num_candidates=jnp.sum(cand), free_slots=free_slots, server_capacity=params.server_capacity,
-            available_bw=available, total_bw=params.bandwidth_bps, beta=params.beta,
-            max_servers=config.max_servers, bisection_iters=config.bisection_iters,
-            tq_max_iters=config.tq_max_iters, mu_log10_range=config.mu_log10_range,
-            queue_pays_price=config.queue_pays_price,
-        )
-        # Candidates beyond the C considered this slot: queued requests keep waiting; new nominees, which Stage 2
-        # could not consider, are returned for local execution (a nomination is no commitment, section 4.1.1).
-        decision = jnp.where(users.phase == QUEUED, S2.QUEUE_D, S2.LOCAL_D).astype(jnp.int32)
-        decision = decision.at[idx].set(jnp.where(valid, out.decision, decision[idx]))
-        bandwidth = jnp.zeros((u_count,), jnp.float32).at[idx].set(jnp.where(valid, out.bandwidth, 0.0))
-        return decision, bandwidth
-    if config.scheduler in ("fifo", "rsd"):
-        return S2.fifo_stage2(cand, feasible, fifo_queue_key(users, t), free_slots, available, min_bw)
-    if config.scheduler == "random":
-        return S2.random_stage2(cand, feasible, draws.sched_u, free_slots, available, min_bw)
-    raise ValueError(f"unknown scheduler {config.scheduler!r}")
+    """Stage 2 for this slot through the registered scheduler. Returns (decision [U] int32, bandwidth [U])."""
+    view = schedulers.make_view(users, cand, gamma, feasible, draws, table, params, t)
+    return schedulers.get(config.scheduler).decide(view, config)
 
 
 def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, params: SimParams,
@@ -128,7 +68,7 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
     dt = config.slot_seconds
     u_count = users.phase.shape[0]
     in_window = (t >= config.warmup_slots) & (t < config.num_slots)  # measurement window
-    rsd = config.scheduler == "rsd"
+    rsd = schedulers.get(config.scheduler).protocol == schedulers.DRAFT_VERIFY
 
     users, n_arrived, n_dropped = _arrivals(users, draws, packed, params, t, config.num_slots)
     chex.assert_shape(users.phase, (u_count,))
