@@ -62,37 +62,31 @@ def fifo_order(cands, users, t):
     return sorted(cands, key=lambda i: (users[i].entry if users[i].phase == QUEUED else t, i))
 
 
-def prada_schedule(cands, users, gamma, feasible, table, p, config, free_slots, available, total_cands, inflight_left,
-                   stats=None):
-    # (channel-infeasible candidates wait at least dt / P(feasible) for a usable slot; see below)
-    """Theorem 2 on the compacted candidate list `cands` (user indices). Returns {user: (decision, bw)}."""
-    beta = float(p["beta"])
-    beta_e = max(beta, 1e-12)
-    bw_total = float(p["bandwidth_bps"])
-    M = int(p["server_capacity"])
-    n = len(cands)
-    if n == 0:
-        return {}
+def candidate_inputs(cands, users, gamma, feasible, table):
+    """Per considered candidate: SNR used (faded, or mean when infeasible), feasibility, context, eq. 33 gap, D_psi."""
     snr = [gamma[i] if feasible[i] else users[i].mean_snr for i in cands]
     feas = [feasible[i] for i in cands]
     ctx = [users[i].context for i in cands]
     gap, dur = [], []
-    for j, i in enumerate(cands):
+    for i in cands:
         u = users[i]
         adv = float(table["advantage"][u.problem, u.step])
         pi1 = float(table["nominate_prob"][u.problem, u.step])
         gap.append(adv / max(1.0 - pi1, 1e-6))
         dur.append(float(table["server_seconds"][u.problem, u.step]))
+    return snr, feas, ctx, gap, dur
+
+
+def queue_delays(cands, users, snr, feas, ctx, gap, dur, p, config, free_slots, inflight_left, stats=None):
+    """TQ per candidate: list scheduling on a heap of server free times, the self-consistent priority order
+    (falling back to Remark 2's order when it cycles), and the channel wait of infeasible candidates."""
+    beta = float(p["beta"])
+    bw_total = float(p["bandwidth_bps"])
+    M = int(p["server_capacity"])
+    n = len(cands)
     tc_ref = [upload_seconds(ctx[j], bw_total, snr[j]) for j in range(n)]
     w0 = [gap[j] - beta * tc_ref[j] for j in range(n)]
     mean_dur = sum(dur[j] + tc_ref[j] for j in range(n)) / n
-
-    if free_slots <= 0:
-        case = 2
-    elif total_cands <= free_slots:
-        case = 3
-    else:
-        case = 1
 
     # List scheduling of equal jobs on M server slots (a heap of free times).
     n_pos = config.max_candidates
@@ -130,9 +124,28 @@ def prada_schedule(cands, users, gamma, feasible, table, p, config, free_slots, 
     tq = [tq_cf[rank[j]] for j in range(n)]
     gamma_th = db_to_linear(float(p["snr_threshold_db"]))
     for j, i in enumerate(cands):
-        if not feas[j]:
+        if not feas[j]:  # cannot be served before the channel clears: dt / P(feasible)
             p_ok = math.exp(-gamma_th / max(users[i].mean_snr, 1e-30))
             tq[j] = max(tq[j], config.slot_seconds / p_ok if p_ok > 0 else math.inf)
+    return tq, w0
+
+
+def prada_schedule(cands, users, gamma, feasible, table, p, config, free_slots, available, total_cands, inflight_left,
+                   stats=None):
+    """Theorem 2 on the compacted candidate list `cands` (user indices). Returns {user: (decision, bw)}."""
+    beta = float(p["beta"])
+    beta_e = max(beta, 1e-12)
+    n = len(cands)
+    if n == 0:
+        return {}
+    snr, feas, ctx, gap, dur = candidate_inputs(cands, users, gamma, feasible, table)
+    if free_slots <= 0:
+        case = 2
+    elif total_cands <= free_slots:
+        case = 3
+    else:
+        case = 1
+    tq, w0 = queue_delays(cands, users, snr, feas, ctx, gap, dur, p, config, free_slots, inflight_left, stats)
 
     cc = [C.BITS_PER_TOKEN * ctx[j] / math.log2(1.0 + snr[j]) for j in range(n)]
 
