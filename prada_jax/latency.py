@@ -249,3 +249,72 @@ def step_seconds(context, cached, new_tokens, arch: TransformerArch, hw: Hardwar
     n = jnp.maximum(_f32(new_tokens), 1.0)
     decode = decode_tokens_seconds(m + 1.0, n - 1.0, arch, hw, other_requests, other_context_tokens)
     return prefill_seconds(m, c, arch, hw) + decode
+
+
+# ---- fit of effective rates to a measured table (float64 NumPy + SciPy, outside jit) ----
+
+@struct.dataclass
+class LatencyFit:
+    """Effective FLOP/s and bytes/s (and per-pass overhead) fitted to measured times, with residuals."""
+
+    effective_flops: float
+    effective_bandwidth: float
+    overhead_seconds: float
+    log_residuals: object  # log(model / measured) per point, table order (prefill rows then decode rows)
+    rms_log_residual: float
+
+
+def table_work(table: dict, arch: TransformerArch):
+    """(FLOPs, bytes, measured seconds) float64 arrays of a measure_latency.py table: prefill rows then decode."""
+    import numpy as np
+
+    flops, bytes_moved, seconds = [], [], []
+    for row in table["prefill"]:
+        f, b = prefill_work(row["context"], 0, arch)
+        flops.append(float(f)), bytes_moved.append(float(b)), seconds.append(row["seconds_median"])
+    for row in table["decode"]:
+        f, b = batched_decode_work(row["batch"], row["context"], arch)
+        flops.append(float(f)), bytes_moved.append(float(b)), seconds.append(row["seconds_median"])
+    return np.asarray(flops), np.asarray(bytes_moved), np.asarray(seconds)
+
+
+def fit_effective_rates(flops, bytes_moved, seconds, fit_overhead: bool = True) -> LatencyFit:
+    """Least squares on log time of t = overhead + max(flops / F_eff, bytes / B_eff) over F_eff, B_eff
+    (and overhead >= 0 when fit_overhead). Started from the pure-roofline bounds F >= max(flops / t)."""
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    flops, bytes_moved, seconds = (np.asarray(x, np.float64) for x in (flops, bytes_moved, seconds))
+    if np.any(seconds <= 0) or flops.shape != seconds.shape or bytes_moved.shape != seconds.shape:
+        raise ValueError("prada_jax/latency.py: fit_effective_rates needs positive times, one per (flops, bytes) row")
+
+    def model(x):
+        overhead = np.exp(x[2]) if fit_overhead else 0.0
+        return overhead + np.maximum(flops / np.exp(x[0]), bytes_moved / np.exp(x[1]))
+
+    def residuals(x):
+        return np.log(model(x)) - np.log(seconds)
+
+    start = [np.log(np.max(flops / seconds)), np.log(np.max(bytes_moved / seconds))]
+    if fit_overhead:
+        start.append(np.log(0.1 * np.min(seconds)))
+    best = None
+    for shift in (0.0, -1.0, -2.0):  # a few starts: max() makes the objective piecewise smooth
+        result = least_squares(residuals, np.asarray(start) + np.r_[shift, shift, [0.0] * fit_overhead], method="lm")
+        if best is None or result.cost < best.cost:
+            best = result
+    res = residuals(best.x)
+    return LatencyFit(
+        effective_flops=float(np.exp(best.x[0])), effective_bandwidth=float(np.exp(best.x[1])),
+        overhead_seconds=float(np.exp(best.x[2])) if fit_overhead else 0.0,
+        log_residuals=res, rms_log_residual=float(np.sqrt(np.mean(res ** 2))),
+    )
+
+
+def fitted_hardware(fit: LatencyFit, peaks: Hardware) -> Hardware:
+    """`peaks` with the efficiencies and overhead implied by `fit` (efficiency = effective / peak)."""
+    return peaks.replace(
+        compute_efficiency=fit.effective_flops / peaks.peak_flops,
+        bandwidth_efficiency=fit.effective_bandwidth / peaks.memory_bandwidth,
+        overhead_seconds=fit.overhead_seconds,
+    )

@@ -168,3 +168,61 @@ def test_arch_from_hf_config():
     config = {"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
               "intermediate_size": 18944, "vocab_size": 152064, "tie_word_embeddings": False}
     assert L.parameter_count(L.arch_from_hf_config(config)) == L.parameter_count(L.QWEN25_MATH_7B)
+
+
+@pytest.mark.parametrize("fit_overhead", [False, True])
+def test_fit_recovers_known_rates_from_a_synthetic_table(fit_overhead):
+    # Points on both sides of the ridge for a 1.5B shape on an "L4 at 55% compute, 80% bandwidth".
+    arch = L.QWEN25_MATH_1_5B
+    truth = H.hardware_preset("l4").replace(compute_efficiency=0.55, bandwidth_efficiency=0.8,
+                                            overhead_seconds=3e-3 if fit_overhead else 0.0)
+    table = {"prefill": [{"context": m, "seconds_median": 0.0} for m in (8, 32, 128, 512, 2048)],
+             "decode": [{"context": m, "batch": b, "seconds_median": 0.0} for m in (64, 1024) for b in (1, 8, 64, 512)]}
+    flops, bytes_moved, _ = L.table_work(table, arch)
+    rng = np.random.default_rng(1)
+    exact = truth.overhead_seconds + np.maximum(flops / float(truth.effective_flops), bytes_moved / float(truth.effective_bandwidth))
+    noisy = exact * np.exp(rng.normal(0.0, 0.01, exact.shape))
+    fit = L.fit_effective_rates(flops, bytes_moved, noisy, fit_overhead)
+    hw = L.fitted_hardware(fit, H.hardware_preset("l4"))
+    assert float(hw.compute_efficiency) == pytest.approx(0.55, rel=0.03)
+    assert float(hw.bandwidth_efficiency) == pytest.approx(0.8, rel=0.03)
+    if fit_overhead:
+        assert fit.overhead_seconds == pytest.approx(3e-3, rel=0.1)
+    assert fit.rms_log_residual < 0.02
+
+
+def test_fit_rejects_non_positive_times():
+    with pytest.raises(ValueError, match="positive times"):
+        L.fit_effective_rates([1.0, 2.0], [1.0, 2.0], [0.0, 1.0])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None,
+                    reason="torch/transformers not installed")
+def test_tiny_measurement_end_to_end(tmp_path):
+    from experiments import fit_latency, measure_latency
+
+    table = measure_latency.run_measurement("tiny", "float32", "cpu", [4, 16], [8], [1, 2], warmup=1, repeats=2)
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(table))
+    loaded = json.loads(path.read_text())
+    prov = loaded["provenance"]
+    assert prov["device"] == "cpu" and prov["dtype"] == "float32" and prov["torch"] and prov["transformers"]
+    assert [r["context"] for r in loaded["prefill"]] == [4, 16]
+    assert [(r["context"], r["batch"]) for r in loaded["decode"]] == [(8, 1), (8, 2)]
+    assert all(r["seconds_median"] > 0 and len(r["seconds_all"]) == 2 for r in loaded["prefill"] + loaded["decode"])
+    fit = fit_latency.fit_table(loaded, "", fit_overhead=False)
+    assert fit["effective_flops"] > 0 and len(fit["points"]) == 4
+
+
+def test_shipped_tables_load_and_name_their_device():
+    import pathlib
+
+    from experiments import fit_latency
+
+    tables = sorted(pathlib.Path(L.__file__).parent.joinpath("calibration").glob("latency_*.json"))
+    for path in tables:
+        table = json.loads(path.read_text())
+        if "provenance" not in table:  # a fit file, not a table
+            continue
+        assert table["provenance"]["device_name"] and table["provenance"]["date_utc"]
+        assert fit_latency.fit_table(table)["rms_log_residual"] >= 0
