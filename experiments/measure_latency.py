@@ -50,6 +50,7 @@ def define_flags():
     flags.DEFINE_list("decode_batches", ["1", "4"], "Requests decoded together.")
     flags.DEFINE_integer("warmup", 2, "Untimed runs per point.")
     flags.DEFINE_integer("repeats", 5, "Timed runs per point; the median is reported.")
+    flags.DEFINE_integer("threads", 0, "torch CPU threads (0: torch's default); 1 avoids spin contention on a shared CPU.")
     flags.DEFINE_integer("seed", 0, "Seed of the random weights and token ids.")
     flags.DEFINE_string("output", "", "JSON table to write (required).")
 
@@ -140,11 +141,13 @@ def _point(seconds: list[float], **keys) -> dict:
 
 
 def run_measurement(preset: str, dtype: str, device: str, prefill_contexts, decode_contexts, decode_batches,
-                    warmup: int, repeats: int, seed: int = 0, num_layers: int = 0) -> dict:
+                    warmup: int, repeats: int, seed: int = 0, num_layers: int = 0, threads: int = 0) -> dict:
     """Measure every point and return the table (a JSON-ready dict with provenance)."""
     import torch
     import transformers
 
+    if threads:
+        torch.set_num_threads(threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     config_kwargs = dict(ARCH_CONFIGS[preset])
@@ -194,7 +197,7 @@ def main(argv):
     except ValueError as exc:
         sys.exit(f"measure_latency: --prefill_contexts/--decode_contexts/--decode_batches must be integers: {exc}")
     table = run_measurement(FLAGS.preset, FLAGS.dtype, FLAGS.device, ints["prefill_contexts"], ints["decode_contexts"],
-                            ints["decode_batches"], FLAGS.warmup, FLAGS.repeats, FLAGS.seed, FLAGS.num_layers)
+                            ints["decode_batches"], FLAGS.warmup, FLAGS.repeats, FLAGS.seed, FLAGS.num_layers, FLAGS.threads)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     with open(FLAGS.output, "w") as f:
         json.dump(table, f, indent=1)

@@ -201,7 +201,8 @@ def test_fit_rejects_non_positive_times():
 def test_tiny_measurement_end_to_end(tmp_path):
     from experiments import fit_latency, measure_latency
 
-    table = measure_latency.run_measurement("tiny", "float32", "cpu", [4, 16], [8], [1, 2], warmup=1, repeats=2)
+    table = measure_latency.run_measurement("tiny", "float32", "cpu", [4, 16], [8], [1, 2], warmup=1, repeats=2,
+                                               threads=1)
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(table))
     loaded = json.loads(path.read_text())
