@@ -140,7 +140,7 @@ def prefill_work(context, cached, arch: TransformerArch):
         + float(lm_head_flops(arch)) * (new > 0)
         + 0.5 * float(attention_flops_per_key(arch)) * (m * (m + 1.0) - c * (c + 1.0))
     )
-    bytes_moved = float(weight_bytes_per_forward(arch)) * (new > 0) + float(kv_bytes_per_token(arch)) * m * (new > 0)
+    bytes_moved = (float(weight_bytes_per_forward(arch)) + float(kv_bytes_per_token(arch)) * m) * (new > 0)
     return flops, bytes_moved
 
 
@@ -152,7 +152,8 @@ def decode_iteration_work(contexts, active, arch: TransformerArch):
     """
     keys = _f32(contexts) + 1.0
     on = jnp.asarray(active, bool)
-    per_request_flops = float(matmul_flops_per_token(arch)) + float(lm_head_flops(arch)) + float(attention_flops_per_key(arch)) * keys
+    per_token = float(matmul_flops_per_token(arch)) + float(lm_head_flops(arch))
+    per_request_flops = per_token + float(attention_flops_per_key(arch)) * keys
     flops = jnp.sum(jnp.where(on, per_request_flops, 0.0), axis=-1)
     kv = jnp.sum(jnp.where(on, float(kv_bytes_per_token(arch)) * keys, 0.0), axis=-1)
     bytes_moved = jnp.where(jnp.any(on, axis=-1), float(weight_bytes_per_forward(arch)) + kv, 0.0)
@@ -162,8 +163,10 @@ def decode_iteration_work(contexts, active, arch: TransformerArch):
 def batched_decode_work(batch_size, context, arch: TransformerArch):
     """(FLOPs, bytes) of one decode iteration with `batch_size` requests all at `context` cached tokens."""
     b, keys = _f32(batch_size), _f32(context) + 1.0
-    flops = b * (float(matmul_flops_per_token(arch)) + float(lm_head_flops(arch)) + float(attention_flops_per_key(arch)) * keys)
-    bytes_moved = jnp.where(b > 0, float(weight_bytes_per_forward(arch)) + b * float(kv_bytes_per_token(arch)) * keys, 0.0)
+    per_token = float(matmul_flops_per_token(arch)) + float(lm_head_flops(arch))
+    flops = b * (per_token + float(attention_flops_per_key(arch)) * keys)
+    kv = b * float(kv_bytes_per_token(arch)) * keys
+    bytes_moved = jnp.where(b > 0, float(weight_bytes_per_forward(arch)) + kv, 0.0)
     return flops, bytes_moved
 
 
@@ -180,7 +183,8 @@ def memory_seconds(bytes_moved, hw: Hardware):
 def roofline_seconds(flops, bytes_moved, hw: Hardware):
     """One forward pass: overhead + max(compute time, memory time); zero when there is no work."""
     busy = (flops > 0) | (bytes_moved > 0)
-    return jnp.where(busy, hw.overhead_seconds + jnp.maximum(compute_seconds(flops, hw), memory_seconds(bytes_moved, hw)), 0.0)
+    bound = jnp.maximum(compute_seconds(flops, hw), memory_seconds(bytes_moved, hw))
+    return jnp.where(busy, hw.overhead_seconds + bound, 0.0)
 
 
 def prefill_seconds(context, cached, arch: TransformerArch, hw: Hardware):
