@@ -61,6 +61,9 @@ flags.DEFINE_integer("sweep_full_horizon_ms", 10000,
 flags.DEFINE_float("sweep_target_s", 300.0, "Target wall time of --sweep_check (issue 6: 5 minutes).")
 flags.DEFINE_bool("quick", False, "Small sizes everywhere (smoke test): overrides the size flags.")
 flags.DEFINE_string("out", os.path.join("results", "bench.json"), "JSON output path.")
+flags.DEFINE_string("reference_rev", None,
+                    "A git revision (e.g. a commit before an optimisation) to time in the same run, in a temporary "
+                    "worktree with its own code: prints this code's throughput / the reference's per episode count.")
 
 # Policies that need no trained checkpoint: (table builder, scheduler, stage1_sampling, description).
 # "prada" stands in for the learned table with a PRM-gain table: same Stage 2 code path and inputs.
@@ -517,6 +520,31 @@ def positive_ints(flag: str, items) -> list[int]:
     return values
 
 
+def time_reference(rev: str, episodes_list) -> dict:
+    """Episode-table throughput of git revision `rev` (its own bench.py in a temporary worktree), same sizes."""
+    import subprocess
+
+    tmp = tempfile.mkdtemp(prefix="prada-bench-ref-")
+    subprocess.run(["git", "-C", REPO_ROOT, "worktree", "add", "--detach", tmp, rev], check=True,
+                   capture_output=True, text=True)
+    try:
+        out = os.path.join(tmp, "reference_bench.json")
+        cmd = [sys.executable, os.path.join(tmp, "experiments", "bench.py"),
+               "--episodes_list=" + ",".join(str(e) for e in episodes_list), f"--max_users_list={FLAGS.max_users}",
+               f"--max_users={FLAGS.max_users}", "--users_episodes=1", "--oracle_episodes=0", "--noprofile",
+               "--nosharded", f"--horizon_ms={FLAGS.horizon_ms}", f"--warmup_ms={FLAGS.warmup_ms}",
+               f"--dataset={FLAGS.dataset}", f"--policy={FLAGS.policy}", f"--repeats={FLAGS.repeats}",
+               f"--seed={FLAGS.seed}", f"--out={out}"]
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=tmp))
+        if proc.returncode != 0:
+            raise RuntimeError(f"reference bench at {rev} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        with open(out, encoding="utf-8") as handle:
+            ref = json.load(handle)
+        return {"rev": rev, "episodes_table": ref["episodes_table"]}
+    finally:
+        subprocess.run(["git", "-C", REPO_ROOT, "worktree", "remove", "--force", tmp], capture_output=True)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments {argv[1:]}")
@@ -597,6 +625,18 @@ def main(argv):
         if "oracle_check" in result:
             print(f"oracle agreement on {FLAGS.oracle_episodes} episode(s): {result['oracle_check']['agrees']} "
                   f"(max rel diff {result['oracle_check']['max_rel_diff']:.2e})")
+
+    if FLAGS.reference_rev:
+        ref = time_reference(FLAGS.reference_rev, episodes_list)
+        by_e = {r["episodes"]: r["user_slots_per_s"] for r in ref["episodes_table"]}
+        ref["ratios"] = {r["episodes"]: r["user_slots_per_s"] / by_e[r["episodes"]] for r in records
+                         if r["episodes"] in by_e}
+        result["reference"] = ref
+        print(f"\nreference {FLAGS.reference_rev} (same sizes, same machine, this run):")
+        for r in records:
+            if r["episodes"] in by_e:
+                print(f"  E={r['episodes']}: {fmt_rate(r['user_slots_per_s'])} vs {fmt_rate(by_e[r['episodes']])} "
+                      f"user-slots/s = {ref['ratios'][r['episodes']]:.2f}x")
 
     if FLAGS.sharded and jax.device_count() > 1:
         result["sharded"] = time_sharded(packed, table, grid, config, max(episodes_list), FLAGS.seed)
