@@ -43,6 +43,18 @@ def upload_seconds(tokens, bw, snr):
     return C.BITS_PER_TOKEN * tokens / (bw * math.log2(1.0 + snr))
 
 
+def step_uniform_np(seed: int, k: int) -> float:
+    """The per-step quality uniform of a task (draws.step_uniform), in plain Python integers mod 2**32."""
+    m = 0xFFFFFFFF
+    x = (seed + k * 0x9E3779B9) & m
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & m
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & m
+    x ^= x >> 16
+    return (x >> 8) * 2.0**-24
+
+
 def slots_for(seconds, dt):
     return int(min(max(math.ceil(seconds / dt), 1), 2 ** 30))
 
@@ -290,7 +302,7 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
             u.busy, u.upload, u.bw, u.wait, u.entry = 0, 0, 0.0, 0, t
             u.proc = u.comm = u.queue = u.step_proc = u.step_comm = 0.0
             u.offloaded, u.arrival = 0, t
-            u.uniforms = d.step_uniforms[t, a].astype(np.float64)
+            u.seed = int(d.task_seed[t, a])
             dist = C.CELL_RADIUS * math.sqrt(float(d.distance_u[t, a]))
             u.mean_snr = db_to_linear(
                 p["snr_db"] - 10.0 * p["path_loss_exponent"] * math.log10(max(dist, C.MIN_DISTANCE) / C.MEDIAN_DISTANCE))
@@ -390,13 +402,13 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
             k = u.step
             u.offloaded += int(u.on_server)
             if u.on_server:
-                ok = u.uniforms[k] < trace.llm_step_success[u.problem, k]
+                ok = step_uniform_np(u.seed, k) < trace.llm_step_success[u.problem, k]
                 new_ctx = u.context + int(trace.llm_step_tokens[u.problem, k])
                 if rsd:
                     u.slm_cached = u.context
                 u.server_cached = new_ctx
             else:
-                ok = u.uniforms[k] < trace.slm_step_success[u.problem, k]
+                ok = step_uniform_np(u.seed, k) < trace.slm_step_success[u.problem, k]
                 new_ctx = u.context + int(trace.slm_step_tokens[u.problem, k])
                 u.slm_cached = new_ctx
             u.on_track = u.on_track and bool(ok)

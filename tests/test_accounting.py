@@ -157,3 +157,18 @@ def test_every_registered_scheduler_has_an_oracle_twin_with_the_same_protocol():
     assert set(ORACLE_SCHEDULERS) == set(sim.SCHEDULERS)
     for name, scheduler in sim.SCHEDULERS.items():
         assert ORACLE_SCHEDULERS[name][1] == scheduler.protocol, name
+
+
+def test_step_uniforms_from_task_seeds_are_uniform_and_match_the_oracle_twin():
+    from reference_sim import step_uniform_np
+
+    seeds = jax.random.bits(jax.random.PRNGKey(0), (4000,), jnp.uint32)
+    u = np.asarray(jax.vmap(lambda s: jax.vmap(lambda k: D.step_uniform(s, k))(jnp.arange(8)))(seeds))
+    assert u.min() >= 0.0 and u.max() < 1.0
+    from scipy.stats import kstest
+
+    assert kstest(u.reshape(-1), "uniform").pvalue > 1e-3  # 32,000 draws
+    assert abs(np.corrcoef(u[:, 0], u[:, 1])[0, 1]) < 0.05  # steps of a task are not correlated
+    for s in np.asarray(seeds[:20]):
+        for k in range(8):
+            assert float(D.step_uniform(jnp.uint32(s), k)) == step_uniform_np(int(s), k)

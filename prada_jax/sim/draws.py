@@ -19,7 +19,7 @@ class SlotDraws:
     num_arrivals: jnp.ndarray  # int32 (); Poisson(lambda) truncated at A_max (renormalised), by inversion
     problem: jnp.ndarray  # int32 [A] problem index of the a-th arrival
     distance_u: jnp.ndarray  # float32 [A] U(0,1) -> distance over the disk
-    step_uniforms: jnp.ndarray  # float32 [A, K] quality-model draws, one per step
+    task_seed: jnp.ndarray  # uint32 [A] seed of the a-th arrival's per-step quality draws (see step_uniform)
     fading: jnp.ndarray  # float32 [U] |h|^2 ~ Exp(1), block fading of this slot
     stage1_u: jnp.ndarray  # float32 [U] Stage 1 sampling draws (stage1_sampling=True)
     sched_u: jnp.ndarray  # float32 [U] scheduler draws (scheduler="random")
@@ -65,20 +65,44 @@ def poisson_inverse_cdf(uniform, rate, max_count: int):
     return jnp.sum(uniform > cdf).astype(jnp.int32)
 
 
+def bits_to_uniform(bits):
+    """uint32 -> float32 uniform in [0, 1) from the top 24 bits (exactly representable, never 1)."""
+    return (bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
+
+
+def step_uniform(task_seed, step):
+    """The quality-model uniform of step `step` of the task with `task_seed`: a 32-bit integer hash
+    ("lowbias32", C. Wellons) of seed + step x golden-ratio constant, then its top 24 bits. Cheap, stateless, and
+    computed identically (in uint32 arithmetic) by the oracle."""
+    x = jnp.asarray(task_seed, jnp.uint32) + jnp.asarray(step, jnp.uint32) * jnp.uint32(0x9E3779B9)
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    x = x ^ (x >> 16)
+    return bits_to_uniform(x)
+
+
 def slot_draws(episode_key, t, arrival_rate, num_problems: int, max_steps: int, max_users: int,
                max_arrivals: int) -> SlotDraws:
-    """All random numbers slot t needs. Shapes are static; `arrival_rate` may be traced."""
-    # One uniform vector per slot, sliced into the named draws (a single threefry call keeps compiles short).
-    a, k, u = max_arrivals, max_steps, max_users
-    sizes = (1, a, a, a * k, u, u, u)
-    flat = jax.random.uniform(jax.random.fold_in(episode_key, t), (sum(sizes),), jnp.float32)
-    parts = jnp.split(flat, list(itertools.accumulate(sizes))[:-1])
-    n_u, p_u, d_u, s_u, f_u, s1_u, sc_u = parts
+    """All random numbers slot t needs. Shapes are static; `arrival_rate` may be traced.
+
+    One threefry call of random bits per slot, sliced into the named draws. An arrival's K per-step quality draws
+    are not drawn here (most of the A_max arrival rows are unused): each arrival gets one 32-bit seed and its
+    step-k uniform is `step_uniform(seed, k)`, computed when the step ends.
+    """
+    del max_steps  # the per-step draws come from task_seed
+    a, u = max_arrivals, max_users
+    sizes = (1, a, a, a, u, u, u)
+    bits = jax.random.bits(jax.random.fold_in(episode_key, t), (sum(sizes),), jnp.uint32)
+    parts = jnp.split(bits, list(itertools.accumulate(sizes))[:-1])
+    n_b, p_b, d_b, seed_b, f_b, s1_b, sc_b = parts
+    n_u, p_u, d_u, f_u, s1_u, sc_u = (bits_to_uniform(x) for x in (n_b, p_b, d_b, f_b, s1_b, sc_b))
     return SlotDraws(
         num_arrivals=poisson_inverse_cdf(n_u[0], arrival_rate, max_arrivals),
         problem=jnp.minimum(jnp.floor(p_u * num_problems), num_problems - 1).astype(jnp.int32),
         distance_u=d_u,
-        step_uniforms=s_u.reshape(a, k),
+        task_seed=seed_b,
         fading=-jnp.log1p(-f_u),  # Exp(1) by inversion; u < 1 so it is finite
         stage1_u=s1_u,
         sched_u=sc_u,

@@ -35,7 +35,7 @@ class Users:
     queue_s: jnp.ndarray  # float32 [U]
     offloaded: jnp.ndarray  # int32 [U] steps finished on the server
     arrival_slot: jnp.ndarray  # int32 [U]
-    uniforms: jnp.ndarray  # float32 [U, K] per-step quality draws
+    task_seed: jnp.ndarray  # uint32 [U] seed of the task's per-step quality draws (draws.step_uniform)
     mean_snr: jnp.ndarray  # float32 [U] linear mean SNR
 
 
@@ -77,7 +77,7 @@ def init_state(num_users: int, max_steps: int) -> SimState:
         on_track=jnp.zeros((num_users,), bool), on_server=jnp.zeros((num_users,), bool),
         busy_slots=zi, upload_slots=zi, bandwidth=zf, wait_slots=zi, queue_entry=zi,
         proc_s=zf, comm_s=zf, step_proc_s=zf, step_comm_s=zf, queue_s=zf, offloaded=zi, arrival_slot=zi,
-        uniforms=jnp.zeros((num_users, max_steps), jnp.float32), mean_snr=zf,
+        task_seed=jnp.zeros((num_users,), jnp.uint32), mean_snr=zf,
     )
     i0, f0 = jnp.int32(0), jnp.float32(0.0)
     totals = Totals(
@@ -86,5 +86,5 @@ def init_state(num_users: int, max_steps: int) -> SimState:
         server_compute_s=f0, bandwidth_used_bit=f0, server_slot_busy_s=f0, bandwidth_reserved_bit=f0,
     )
     state = SimState(users=users, totals=totals)
-    chex.assert_shape(state.users.uniforms, (num_users, max_steps))
+    chex.assert_shape(state.users.task_seed, (num_users,))
     return state

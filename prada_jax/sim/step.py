@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from prada_jax import costs
 from prada_jax.sim import schedulers
 from prada_jax.sim import stage2 as S2
-from prada_jax.sim.draws import SlotDraws
+from prada_jax.sim.draws import SlotDraws, step_uniform
 from prada_jax.sim.params import SimConfig, SimParams
 from prada_jax.sim.policies import PolicyTable, nominated
 from prada_jax.sim.state import FREE, LOCAL, QUEUED, READY, SERVE, UPLOAD, SimState
@@ -49,7 +49,7 @@ def _arrivals(users, draws: SlotDraws, packed, params: SimParams, t, horizon: in
         proc_s=put(users.proc_s, 0.0), comm_s=put(users.comm_s, 0.0), step_proc_s=put(users.step_proc_s, 0.0),
         step_comm_s=put(users.step_comm_s, 0.0),
         queue_s=put(users.queue_s, 0.0), offloaded=put(users.offloaded, 0), arrival_slot=put(users.arrival_slot, t),
-        uniforms=put(users.uniforms, draws.step_uniforms[a]), mean_snr=put(users.mean_snr, mean_snr),
+        task_seed=put(users.task_seed, draws.task_seed[a]), mean_snr=put(users.mean_snr, mean_snr),
     )
     return users, num_arrivals, num_arrivals - n_adm
 
@@ -157,7 +157,7 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
         done = done & ~draft_done
     on_llm = users.on_server
     p_ok = jnp.where(on_llm, packed.llm_step_success[p, k], packed.slm_step_success[p, k])
-    u_k = jnp.take_along_axis(users.uniforms, k[:, None], axis=1)[:, 0]
+    u_k = step_uniform(users.task_seed, k)
     step_ok = u_k < p_ok
     new_ctx = users.context + jnp.where(on_llm, llm_tok, slm_tok)
     # After an LLM step the SLM keeps its old cache (it ingests the LLM tokens on its next local step);
