@@ -28,6 +28,21 @@ POLICY_LABELS = {
     "pi_frontier": r"$\pi_\theta$ over $\beta$ (3, 10, 30)",
 }
 TEXT_LABELS = dict(POLICY_LABELS, pi_only="π_θ only")  # plain-text labels (markdown)
+POLICY_LABELS.setdefault("prada_exact", "PRADA, exact Stage 2")
+# One colour and marker per policy (and Fig. 4 method), the same in every figure.
+POLICY_STYLES: dict[str, tuple[str, str]] = {
+    "all_slm": ("#7f7f7f", "s"),
+    "all_llm": ("#8c564b", "^"),
+    "pi_only": ("#9467bd", "D"),
+    "prada": ("#1f77b4", "o"),
+    "prada_exact": ("#17becf", "*"),
+    "random_policy": ("#ff7f0e", "v"),
+    "random_scheduler": ("#2ca02c", "P"),
+    "router": ("#e377c2", "X"),
+    "rsd": ("#d62728", "d"),
+    "pi_frontier": ("#9467bd", "."),
+}
+OVERLOAD_NOTE = "hollow marker: overloaded (arrivals dropped or tasks unfinished)"
 PARAM_LABELS = {
     "bandwidth_bps": "Total bandwidth B (bit/s)",
     "server_capacity": "Server parallel capacity M",
@@ -71,13 +86,34 @@ TABLE2_METRICS = (
     ("processing_ms", "Avg. processing delay (ms/task)"),
     ("communication_ms", "Avg. communication delay (ms/task)"),
     ("queuing_ms", "Avg. queuing delay (ms/task)"),
+    ("sojourn_ms", "Sojourn time, wall clock (ms/task)"),
     ("offload_fraction", "Offloaded steps (%)"),
+    ("unfinished", "Unfinished tasks (per episode; 0 in a stable run)"),
     ("dropped", "Arrivals dropped (per episode; 0 in a stable run)"),
 )
+OVERLOAD_FLAG = "⚠"
 
 
 def label(policy: str) -> str:
     return POLICY_LABELS.get(policy, policy)
+
+
+def policy_style(policy: str) -> dict:
+    """matplotlib colour and marker of a policy (grey 'x' for names without a registered style)."""
+    color, marker = POLICY_STYLES.get(policy, ("#333333", "x"))
+    return {"color": color, "marker": marker}
+
+
+def ci_label(rows: Iterable[dict]) -> str:
+    """What the error bars are: '95 % CI (Student t) over N episodes' (N from the rows)."""
+    counts = sorted({int(r["episodes"]) for r in rows if r.get("episodes") is not None})
+    n = "?" if not counts else (str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}")
+    return f"error bars: 95 % CI (Student t) over {n} episodes"
+
+
+def _overloaded(row: dict) -> bool:
+    value = row.get("overloaded_mean")
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and value > 0
 
 
 def _scale(metric: str) -> float:
@@ -127,74 +163,102 @@ def _require_sweep(rows: list[dict]) -> str:
     return params[0]
 
 
-def _save(fig, path: str) -> str:
+def _save(fig, path: str, bottom: float = 0.0) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
 
 
-def _policy_lines(axes, rows: Sequence[dict], metrics: Sequence[str]) -> None:
-    """One error-bar line per policy on each axis: metric i vs the swept value on axes[i]."""
+def _policy_lines(axes, rows: Sequence[dict], metrics: Sequence[str]) -> bool:
+    """One error-bar line per policy on each axis (metric i vs the swept value on axes[i]), in the policy's fixed
+    style; overloaded points get a hollow marker. Returns whether any point was overloaded."""
+    any_over = False
     for policy in _unique(rows, "policy"):
-        sub = _select(rows, policy=policy)
+        sub = sorted(_select(rows, policy=policy), key=lambda r: r["sweep_value"])
+        style = policy_style(policy)
+        over = [_overloaded(r) for r in sub]
+        any_over |= any(over)
         for ax, metric in zip(axes, metrics):
             x, y, e = _series(sub, metric)
-            ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=label(policy))
+            ax.errorbar(x, y, yerr=e, ms=4, capsize=2, label=label(policy), **style)
+            hollow = [(xi, yi) for xi, yi, o in zip(x, y, over) if o]
+            if hollow:
+                ax.plot(*zip(*hollow), linestyle="none", marker=style["marker"], ms=8, mfc="white",
+                        mec=style["color"], mew=1.2, zorder=5)
+    return any_over
+
+
+def _figure_legend(fig, axes, rows, any_over: bool) -> None:
+    """One legend below the axes (never over data) whose title says what the error bars are."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    if any_over:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], linestyle="none", marker="o", mfc="white", mec="black"))
+        labels.append(OVERLOAD_NOTE)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False,
+               title=ci_label(rows), title_fontsize=8, bbox_to_anchor=(0.5, 0.0))
 
 
 def plot_performance(rows: Sequence[dict], dataset: str, path: str, title: str | None = None) -> str:
     """Accuracy (a) and end-to-end delay (b) vs the swept parameter, one line per policy (Figs. 5 and 8)."""
     rows = _select(rows, dataset=dataset)
     param = _require_sweep(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    _policy_lines(axes, rows, ("accuracy", "end_to_end_ms"))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    any_over = _policy_lines(axes, rows, ("accuracy", "end_to_end_ms"))
     _axis(axes[0], param, "Accuracy (%)")
     _axis(axes[1], param, "End-to-end delay (ms/task)")
     axes[0].set_title("(a) accuracy")
     axes[1].set_title("(b) total delay")
-    axes[0].legend(fontsize=8)
+    _figure_legend(fig, axes, rows, any_over)
     fig.suptitle(title or f"{dataset}: performance vs {PARAM_LABELS.get(param, param)}", fontsize=10)
-    return _save(fig, path)
+    return _save(fig, path, bottom=0.15)
 
 
 def plot_delay_decomposition(rows: Sequence[dict], dataset: str, path: str, title: str | None = None) -> str:
     """Processing / communication / queuing delay vs the swept parameter, one line per policy (Figs. 6 and 7)."""
     rows = _select(rows, dataset=dataset)
     param = _require_sweep(rows)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    _policy_lines(axes, rows, [metric for metric, _ in DELAYS])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    any_over = _policy_lines(axes, rows, [metric for metric, _ in DELAYS])
     for ax, (letter, (_, name)) in zip(axes, zip("abc", DELAYS)):
         _axis(ax, param, f"{name} delay (ms/task)")
         ax.set_title(f"({letter}) {name.lower()}")
-    axes[0].legend(fontsize=8)
+    _figure_legend(fig, axes, rows, any_over)
     fig.suptitle(title or f"{dataset}: delay decomposition vs {PARAM_LABELS.get(param, param)}", fontsize=10)
-    return _save(fig, path)
+    return _save(fig, path, bottom=0.15)
 
 
 def plot_frontier(rows: Sequence[dict], dataset: str, path: str) -> str:
     """Accuracy vs end-to-end delay traced by the swept parameter (the beta frontier), one curve per policy."""
     rows = _select(rows, dataset=dataset)
     param = _require_sweep(rows)
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for policy in _unique(rows, "policy"):
+    fig, ax = plt.subplots(figsize=(6, 4.8))
+    symbol = {"beta": "β"}.get(param, param)
+    for i, policy in enumerate(_unique(rows, "policy")):
         sub = sorted(_select(rows, policy=policy), key=lambda r: r["sweep_value"])
         x = [r["end_to_end_ms_mean"] for r in sub]
         y = [r["accuracy_mean"] * 100 for r in sub]
         ax.errorbar(
             x, y, xerr=[_nan0(r["end_to_end_ms_ci95"]) for r in sub],
-            yerr=[_nan0(r["accuracy_ci95"]) * 100 for r in sub], marker="o", ms=3, capsize=2, label=label(policy),
+            yerr=[_nan0(r["accuracy_ci95"]) * 100 for r in sub], ms=4, capsize=2, label=label(policy),
+            **policy_style(policy),
         )
-        if len(sub) > 1:
-            for end in (sub[0], sub[-1]):
-                ax.annotate(f"{param}={end['sweep_value']:g}", (end["end_to_end_ms_mean"], end["accuracy_mean"] * 100), fontsize=7)
+        if len(sub) > 1:  # label the two ends, offset apart so that labels of different curves do not overprint
+            for end, (dx, dy) in ((sub[0], (6, 6 + 10 * i)), (sub[-1], (6, -12 - 10 * i))):
+                ax.annotate(f"{symbol} = {end['sweep_value']:g}", (end["end_to_end_ms_mean"], end["accuracy_mean"] * 100),
+                            xytext=(dx, dy), textcoords="offset points", fontsize=7, color=policy_style(policy)["color"],
+                            arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
     ax.set_xlabel("End-to-end delay (ms/task)")
     ax.set_ylabel("Accuracy (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"{dataset}: accuracy-delay frontier over {param}", fontsize=10)
-    return _save(fig, path)
+    ax.margins(x=0.15, y=0.15)
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False,
+               title=ci_label(rows), title_fontsize=8)
+    ax.set_title(f"{dataset}: accuracy-delay frontier over {symbol}", fontsize=10)
+    return _save(fig, path, bottom=0.16)
 
 
 def plot_bars(rows: Sequence[dict], path: str, title: str | None = None) -> str:
@@ -214,16 +278,28 @@ def plot_bars(rows: Sequence[dict], path: str, title: str | None = None) -> str:
                 ys.append(match[0][f"{metric}_mean"] * _scale(metric))
                 es.append(_nan0(match[0][f"{metric}_ci95"]) * _scale(metric))
             xs = [j + (i - (len(policies) - 1) / 2) * width for j in range(len(datasets))]
-            ax.bar(xs, ys, width, yerr=es, capsize=2, label=label(policy))
+            over = [_overloaded(_select(rows, dataset=d, policy=policy)[0]) for d in datasets]
+            ax.bar(xs, ys, width, yerr=es, capsize=2, label=label(policy), color=policy_style(policy)["color"],
+                   hatch=None, edgecolor="black", linewidth=0.3)
+            for xb, yb, o in zip(xs, ys, over):
+                if o:  # overloaded: hatched overlay
+                    ax.bar([xb], [yb], width, fill=False, hatch="///", edgecolor="black", linewidth=0.0)
     for ax, (_, name) in zip(axes, metrics):
         ax.set_xticks(range(len(datasets)))
         ax.set_xticklabels(datasets, fontsize=8)
         ax.set_ylabel(name)
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles, labels_ = axes[0].get_legend_handles_labels()
+    if any(_overloaded(r) for r in rows):
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(fill=False, hatch="///"))
+        labels_.append("hatched: overloaded (arrivals dropped or tasks unfinished)")
+    fig.legend(handles, labels_, loc="lower center", ncol=min(len(labels_), 4), fontsize=8, frameon=False,
+               title=ci_label(rows), title_fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return _save(fig, path, bottom=0.2)
 
 
 def sweep_figures(rows: Sequence[dict], out_dir: str, prefix: str = "fig_") -> list[str]:
@@ -262,6 +338,7 @@ def table2_markdown(rows: Sequence[dict], policies: Sequence[str] = ("all_slm", 
         name = TEXT_LABELS.get(p, p)
         head += [f"{name} (ours)", f"{name} (paper)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    flagged = False
     for d in datasets:
         for metric, name in TABLE2_METRICS:
             cells = [d, name]
@@ -271,9 +348,22 @@ def table2_markdown(rows: Sequence[dict], policies: Sequence[str] = ("all_slm", 
                     raise ValueError(f"Table 2 needs one row for {d}/{p}, got {len(match)}")
                 s = _scale(metric)
                 digits = 2 if metric.endswith("_ms") else 1
-                cells.append(_fmt(match[0][f"{metric}_mean"] * s, _nan0(match[0][f"{metric}_ci95"]) * s, digits))
+                row = match[0]
+                if f"{metric}_mean" not in row:  # results written before this column existed
+                    cells += ["n/a", _fmt(PAPER_TABLE2.get(metric, {}).get(d, {}).get(p))]
+                    continue
+                text = _fmt(row[f"{metric}_mean"] * s, _nan0(row[f"{metric}_ci95"]) * s, digits)
+                if _overloaded(row):
+                    text = f"{OVERLOAD_FLAG} {text}"
+                    flagged = True
+                cells.append(text)
                 cells.append(_fmt(PAPER_TABLE2.get(metric, {}).get(d, {}).get(p)))
             lines.append("| " + " | ".join(cells) + " |")
+    if flagged:
+        lines.append("")
+        lines.append(f"{OVERLOAD_FLAG} overloaded run: arrivals were dropped for lack of user slots or tasks were still "
+                     "unfinished when the drain ended. Its delays are bounded by the user-slot cap (and include "
+                     "censored tasks as lower bounds), so read them as \"does not keep up\", not as a delay.")
     return "\n".join(lines) + "\n"
 
 
@@ -291,17 +381,17 @@ def plot_single_user(results: Sequence[dict[str, Any]], path: str) -> str:
         raise ValueError(f"Fig. 4 rows must share one cost unit, got {units}")
     datasets = _unique(results, "dataset")
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.8), squeeze=False)
-    markers = {"all_slm": "s", "all_llm": "^", "pi_only": "o", "random_policy": "v", "rsd": "D", "pi_frontier": "."}
     for ax, d in zip(axes[0], datasets):
         for method in _unique(_select(results, dataset=d), "method"):
             sub = sorted(_select(results, dataset=d, method=method), key=lambda r: r["cost"])
             x = [r["cost"] for r in sub]
             y = [r["accuracy"] * 100 for r in sub]
             style = "-" if len(sub) > 1 else ""
-            ax.plot(x, y, style, marker=markers.get(method, "x"), ms=7, label=label(method))
+            ax.plot(x, y, style, ms=7, label=label(method), **policy_style(method))
         ax.set_title(d, fontsize=10)
         ax.set_xlabel(f"Computation cost ({units[0]})")
         ax.set_ylabel("Accuracy (%)")
         ax.grid(True, alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    return _save(fig, path)
+    handles, labels_ = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels_, loc="lower center", ncol=min(len(labels_), 6), fontsize=8, frameon=False)
+    return _save(fig, path, bottom=0.14)
