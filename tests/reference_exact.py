@@ -72,7 +72,7 @@ def lagrangian_bound(lam, data):
     return sum(sc for sc, _ in scores[: data["F"]] if sc > 0) + data["k"] * lam * lam + data["base"], chosen
 
 
-def twin_solve(data, rounds=8, bound_iters=40):
+def twin_solve(data, rounds=4, bound_iters=20):
     """The JAX solver's algorithm in float64: best of ratio prefixes and Lagrangian sets, local search,
     Lagrangian upper bound. Returns (admitted set, objective, upper bound)."""
     n, F = len(data["d"]), data["F"]

@@ -151,7 +151,8 @@ def test_optimum_off_the_lagrangian_hull():
     assert int((out.decision == 2).sum()) == 1
     np.testing.assert_allclose(out.objective, 0.2, rtol=1e-5)
     # U(t) = 2 max(0, 1.2 - 2t) + t^2 with t = k lam s, minimised at t = 0.6: 0.36.
-    np.testing.assert_allclose(out.upper_bound, 0.36, rtol=1e-4)
+    # 20 golden-section steps stop within ~1e-4 of the minimiser; the bound is never below the minimum.
+    assert 0.36 * (1 - 1e-6) <= float(out.upper_bound) <= 0.36 * (1 + 1e-3)
 
 
 def test_subset_sum_instance_found_by_search():

@@ -85,7 +85,7 @@ def _local_search(mask, gain, root_cost, k, admissible, free_slots, rounds: int)
 
 
 def exact_stage2(valid, feasible, value_gap, context, snr, tq, free_slots, available_bw, total_bw, beta, *,
-                 max_servers: int, local_search_rounds: int = 8, bound_iters: int = 40) -> ExactStage2Out:
+                 max_servers: int, local_search_rounds: int = 4, bound_iters: int = 20) -> ExactStage2Out:
     """Stage 2 over C compacted candidates with the optimal bandwidth split (B_i proportional to sqrt c_i).
 
     valid/feasible/value_gap/context/snr/tq: [C]; tq is the queueing-delay estimate (input, as in prada_stage2).
