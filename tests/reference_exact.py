@@ -72,6 +72,14 @@ def lagrangian_bound(lam, data):
     return sum(sc for sc, _ in scores[: data["F"]] if sc > 0) + data["k"] * lam * lam + data["base"], chosen
 
 
+def mixed_bound(theta, lam, data):
+    """Bound from k S^2 >= theta k sum_A s_i^2 + (1 - theta) k (2 lam S - lam^2), valid for binary sets."""
+    k = data["k"]
+    scores = sorted((data["d"][i] - theta * k * data["s"][i] ** 2 - (1 - theta) * 2 * k * lam * data["s"][i]
+                     for i, ok in enumerate(data["ok"]) if ok), reverse=True)
+    return sum(sc for sc in scores[: data["F"]] if sc > 0) + (1 - theta) * k * lam * lam + data["base"]
+
+
 def twin_solve(data, rounds=4, bound_iters=20):
     """The JAX solver's algorithm in float64: best of ratio prefixes and Lagrangian sets, local search,
     Lagrangian upper bound. Returns (admitted set, objective, upper bound)."""
@@ -106,7 +114,9 @@ def twin_solve(data, rounds=4, bound_iters=20):
         ua, ub = lagrangian_bound(a, data)[0], lagrangian_bound(b, data)[0]
         bound = min(bound, ua, ub)
         lo, hi = (lo, b) if ua <= ub else (a, hi)
-    return sorted(current), value_of(current, data), bound
+    for theta in (0.5, 1.0):
+        bound = min(bound, min(mixed_bound(theta, lam, data) for lam in tangents))
+    return sorted(current), value_of(current, data), max(bound, value_of(current, data))
 
 
 def decisions_for(admitted, data, available_bw):
