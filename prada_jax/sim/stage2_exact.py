@@ -5,7 +5,8 @@ For a fixed admitted set A the optimal split is B_i = B_av sqrt(c_i) / sum_A sqr
 with d_i = g_i - max(0, q_i), s_i = sqrt(c_i), c_i = 32 L_i / log2(1 + gamma_i), k = beta / B_av.
 That problem contains subset sum (docs/exact_stage2.md), so no polynomial method is exact for every input.
 `exact_stage2` returns the best of O(C) structured candidate sets improved by add/drop/swap local search, plus
-a Lagrangian upper bound min_lambda U(lambda) that certifies the result (`optimal`) whenever it closes the gap.
+an upper bound (tangent/Lagrangian bounds, strengthened with the binary diagonal) that certifies the result
+(`optimal`) whenever it closes the gap.
 Decisions: 0 local, 1 queue, 2 immediate (as in stage2.py). Pure, shape-static, jit- and vmap-friendly.
 """
 
