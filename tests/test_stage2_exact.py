@@ -231,3 +231,31 @@ def test_exact_never_worse_than_paper_rule_on_abundant_slots():
           f"worst {losses.max():.3f}; (sqrt-c split) mean {set_losses.mean():.3f} worst {set_losses.max():.3f}; "
           f"loses everything in {total_losses}/{len(losses)} slots with a positive optimum")
     assert same < n  # the rule's duality gap is real on these draws (issue 15)
+
+
+def test_c32_padding_with_up_to_twelve_scattered_candidates_matches_brute_force():
+    """The simulator's shapes (C = 32, max_servers = 16) with 4-12 valid candidates at random positions."""
+    rng = np.random.default_rng(32)
+    n, c32, m = 500, 32, 16
+    valid = np.zeros((n, c32), bool)
+    for i in range(n):
+        valid[i, rng.choice(c32, rng.integers(4, 13), replace=False)] = True
+    s = dict(valid=valid, feasible=rng.random((n, c32)) < 0.85, gap=rng.normal(0.3, 1.0, (n, c32)).astype(np.float32),
+             ctx=rng.integers(100, 1500, (n, c32)).astype(np.int32),
+             snr=(10 ** (rng.uniform(-5, 25, (n, c32)) / 10)).astype(np.float32),
+             tq=rng.exponential(0.02, (n, c32)).astype(np.float32), free=rng.integers(0, m + 1, n).astype(np.int32),
+             avail=(10 ** rng.uniform(3, 8, n)).astype(np.float32), beta=(10 ** rng.uniform(0, 2, n)).astype(np.float32))
+    solver = jax.jit(jax.vmap(functools.partial(exact_stage2, max_servers=m), in_axes=(0,) * 10))
+    out = jax.tree_util.tree_map(np.asarray, solver(s["valid"], s["feasible"], s["gap"], s["ctx"], s["snr"], s["tq"],
+                                                    s["free"], s["avail"], np.full(n, TOTAL_BW, np.float32), s["beta"]))
+    gaps = []
+    for i in range(n):
+        d = data_of(s, i)
+        best = R.brute_force(d)[0]
+        gaps.append(rel_gap(best, out.objective[i]))
+        assert out.upper_bound[i] >= best - 1e-5 * max(abs(best), 1e-9)
+    print(f"\nC=32: optimality rate {np.mean(np.array(gaps) <= 1e-5):.3f}, worst gap {max(gaps):.1e}, "
+          f"certified {out.optimal.mean():.3f}")
+    assert max(gaps) <= 1e-5
+    assert np.all(out.bandwidth.sum(1) <= s["avail"]) and np.all((out.decision == 2).sum(1) <= s["free"])
+    assert np.all(out.bandwidth[out.decision != 2] == 0.0) and np.all(out.decision[~valid] == 0)
