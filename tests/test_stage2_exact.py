@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -240,10 +239,12 @@ def test_c32_padding_with_up_to_twelve_scattered_candidates_matches_brute_force(
     valid = np.zeros((n, c32), bool)
     for i in range(n):
         valid[i, rng.choice(c32, rng.integers(4, 13), replace=False)] = True
-    s = dict(valid=valid, feasible=rng.random((n, c32)) < 0.85, gap=rng.normal(0.3, 1.0, (n, c32)).astype(np.float32),
+    s = dict(valid=valid, feasible=rng.random((n, c32)) < 0.85,
+             gap=rng.normal(0.3, 1.0, (n, c32)).astype(np.float32),
              ctx=rng.integers(100, 1500, (n, c32)).astype(np.int32),
              snr=(10 ** (rng.uniform(-5, 25, (n, c32)) / 10)).astype(np.float32),
-             tq=rng.exponential(0.02, (n, c32)).astype(np.float32), free=rng.integers(0, m + 1, n).astype(np.int32),
+             tq=rng.exponential(0.02, (n, c32)).astype(np.float32),
+             free=rng.integers(0, m + 1, n).astype(np.int32),
              avail=(10 ** rng.uniform(3, 8, n)).astype(np.float32), beta=(10 ** rng.uniform(0, 2, n)).astype(np.float32))
     solver = jax.jit(jax.vmap(functools.partial(exact_stage2, max_servers=m), in_axes=(0,) * 10))
     out = jax.tree_util.tree_map(np.asarray, solver(s["valid"], s["feasible"], s["gap"], s["ctx"], s["snr"], s["tq"],
