@@ -245,7 +245,8 @@ def test_c32_padding_with_up_to_twelve_scattered_candidates_matches_brute_force(
              snr=(10 ** (rng.uniform(-5, 25, (n, c32)) / 10)).astype(np.float32),
              tq=rng.exponential(0.02, (n, c32)).astype(np.float32),
              free=rng.integers(0, m + 1, n).astype(np.int32),
-             avail=(10 ** rng.uniform(3, 8, n)).astype(np.float32), beta=(10 ** rng.uniform(0, 2, n)).astype(np.float32))
+             avail=(10 ** rng.uniform(3, 8, n)).astype(np.float32),
+             beta=(10 ** rng.uniform(0, 2, n)).astype(np.float32))
     solver = jax.jit(jax.vmap(functools.partial(exact_stage2, max_servers=m), in_axes=(0,) * 10))
     out = jax.tree_util.tree_map(np.asarray, solver(s["valid"], s["feasible"], s["gap"], s["ctx"], s["snr"], s["tq"],
                                                     s["free"], s["avail"], np.full(n, TOTAL_BW, np.float32), s["beta"]))
