@@ -124,7 +124,9 @@ def run_dataset(dataset: str) -> dict:
 
         shutil.rmtree(models_dir)  # re-derived deterministically from the PPO checkpoint
     checkpoints.save(models_dir, 0, models, {"config": config.to_dict(), "aux_config": aux_cfg.to_dict(), **meta})
-    tables.save_table(os.path.join(out_dir, "policy_table.npz"), tables.policy_table(packed, models))
+    trace_path = os.path.join(FLAGS.trace_dir, f"{dataset}.npz")
+    tables.save_table(os.path.join(out_dir, "policy_table.npz"), tables.policy_table(packed, models),
+                      trace_sha256=tables.file_sha256(trace_path), dataset=dataset, beta=FLAGS.beta)
     t_aux = time.time() - t0 - t_ppo
 
     held = evaluate.subset(packed, heldout)

@@ -135,6 +135,7 @@ class SweepSpec:
     traces_dir: str
     ckpt_dir: str
     table_beta: float  # beta at which learned Stage-1 tables are trained/loaded
+    drain_ms: int = 1000  # after the horizon: no arrivals, run until counted tasks finish or this long
     router_llm_fraction: float = DEFAULT_ROUTER_LLM_FRACTION
     rsd_threshold: float = DEFAULT_RSD_THRESHOLD
 
@@ -163,6 +164,12 @@ class SweepSpec:
         config["policies"] = list(self.policies)
         config["sweep_values"] = list(self.sweep_values)
         config["trace_sha256"] = {d: file_sha256(self.trace_path(d)) for d in self.datasets}
+        # The learned tables the sweep reads (a different table between a kill and a restart must not mix results).
+        if any(POLICY_SPECS[p].table in ("learned", "random") for p in self.policies):
+            config["table_sha256"] = {
+                d: (file_sha256(path) if os.path.exists(path) else None)
+                for d in self.datasets for path in [learned_table_paths(self.ckpt_dir, d)[0]]
+            }
         return json.loads(json.dumps(config))
 
 
@@ -237,6 +244,7 @@ def make_spec(
     table_beta: float | None = None,
     router_llm_fraction: float = DEFAULT_ROUTER_LLM_FRACTION,
     rsd_threshold: float = DEFAULT_RSD_THRESHOLD,
+    drain_ms: int = 1000,
     explicitly_set: Iterable[str] = (),
     supported_policies: Sequence[str] = POLICIES,
 ) -> SweepSpec:
@@ -312,6 +320,8 @@ def make_spec(
         raise SweepConfigError("warmup_ms", f"must be < --horizon_ms ({horizon_ms}), got {warmup_ms}")
     if max_users < 1:
         raise SweepConfigError("max_users", f"must be >= 1, got {max_users}")
+    if drain_ms < 0:
+        raise SweepConfigError("drain_ms", f"must be >= 0, got {drain_ms}")
     if seed < 0:
         raise SweepConfigError("seed", f"must be >= 0, got {seed}")
     if table_beta is None:
@@ -327,6 +337,11 @@ def make_spec(
             raise SweepConfigError(
                 "policies", f"policy {p!r} cannot run in this build (see the warning above); runnable: {list(supported_policies)}"
             )
+    capacities = [v for v in values] if sweep_param == "server_capacity" else [full["server_capacity"]]
+    if max(capacities) > max_users:
+        flag = "sweep_values" if sweep_param == "server_capacity" else "server_capacity"
+        raise SweepConfigError(flag, f"server capacity M = {max(capacities)} exceeds --max_users={max_users} "
+                                     "(at most max_users requests can ever be in flight)")
     return SweepSpec(
         datasets=datasets,
         policies=policies,
@@ -343,6 +358,7 @@ def make_spec(
         table_beta=float(table_beta),
         router_llm_fraction=float(router_llm_fraction),
         rsd_threshold=float(rsd_threshold),
+        drain_ms=int(drain_ms),
     )
 
 
@@ -384,6 +400,8 @@ def define_flags(flag_values) -> None:
     flags.DEFINE_integer("episodes", DEFAULT_EPISODES, "Monte-Carlo episodes per grid point.", flag_values=fv)
     flags.DEFINE_integer("horizon_ms", DEFAULT_HORIZON_MS, "Episode length (ms = slots).", flag_values=fv)
     flags.DEFINE_integer("warmup_ms", DEFAULT_WARMUP_MS, "Warm-up excluded from averages (ms).", flag_values=fv)
+    flags.DEFINE_integer("drain_ms", 1000, "After the horizon: no arrivals; run until every counted task has finished "
+                         "or this long; tasks still in the system then are reported as unfinished.", flag_values=fv)
     flags.DEFINE_integer("max_users", DEFAULT_MAX_USERS, "User slots (static); arrivals finding none are dropped.", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Base seed of the episodes.", flag_values=fv)
     flags.DEFINE_string("out_dir", "results/sweep", "Output folder (results, metadata, figures).", flag_values=fv)
@@ -426,6 +444,7 @@ def spec_from_flags(fv, supported_policies: Sequence[str] | None = None) -> Swee
         table_beta=fv.table_beta,
         router_llm_fraction=fv.router_llm_fraction,
         rsd_threshold=fv.rsd_threshold,
+        drain_ms=fv.drain_ms,
         explicitly_set=explicitly,
         supported_policies=supported_policies,
     )
@@ -546,27 +565,60 @@ def format_value(value: Any) -> str:
 
 
 def parse_cell(column: str, text: str) -> Any:
+    """One CSV cell; ValueError naming the column for a cell that is not what the column holds."""
     if column in ("dataset", "policy", "sweep_param"):
         return text
-    if column == "episodes":
-        return int(text)
-    if text == "":
-        return None
-    return float(text)
+    try:
+        if column == "episodes":
+            return int(text)
+        if text == "":
+            return None
+        return float(text)
+    except ValueError:
+        raise ValueError(f"column {column!r}: {text[:40]!r} is not a number") from None
+
+
+LOCK_FILE = ".sweep.lock"
+
+
+def acquire_lock(out_dir: str):
+    """One writer per result directory: an exclusive `filelock` on <out_dir>/.sweep.lock, or SweepStateError at
+    once if another sweep holds it (its results stay intact)."""
+    import filelock
+
+    os.makedirs(out_dir, exist_ok=True)
+    lock = filelock.FileLock(os.path.join(out_dir, LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise SweepStateError(
+            f"{out_dir} is being written by another sweep (lock {os.path.join(out_dir, LOCK_FILE)} is held); "
+            "wait for it to finish or use another --out_dir"
+        ) from None
+    return lock
 
 
 class ResultStore:
     """results.csv (append + fsync, the source of truth), results.json (atomic rewrite) and run.json in out_dir."""
 
-    def __init__(self, out_dir: str, spec: SweepSpec, overwrite: bool = False, argv: Sequence[str] | None = None):
+    def __init__(self, out_dir: str, spec: SweepSpec, overwrite: bool = False, argv: Sequence[str] | None = None,
+                 lock: "filelock.FileLock | None" = None):
         self.out_dir = out_dir
         self.spec = spec
         self.csv_path = os.path.join(out_dir, RESULTS_CSV)
         self.json_path = os.path.join(out_dir, RESULTS_JSON)
         self.run_path = os.path.join(out_dir, RUN_JSON)
-        os.makedirs(out_dir, exist_ok=True)
+        self.lock = lock if lock is not None else acquire_lock(out_dir)
         config = spec.to_config()
-        existing = self._read_run()
+        try:
+            existing = self._read_run()
+        except SweepStateError:
+            if not overwrite:
+                raise
+            self._discard("run.json is corrupt and --overwrite is set")
+            existing = None
+        if existing is not None and not os.path.exists(self.csv_path):
+            existing = None  # only a failed run's metadata (no result rows): nothing to protect
         if existing is not None and existing.get("config") != config:
             if not overwrite:
                 diff = _config_diff(existing.get("config", {}), config)
@@ -592,6 +644,10 @@ class ResultStore:
 
     # -- reading ------------------------------------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Release the out_dir lock."""
+        self.lock.release()
+
     def _read_run(self) -> dict | None:
         if not os.path.exists(self.run_path):
             return None
@@ -614,7 +670,10 @@ class ResultStore:
             return
         with open(self.csv_path, "rb") as handle:
             raw = handle.read()
-        text = raw.decode("utf-8")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise SweepStateError(f"{self.csv_path}: not a text CSV ({err}); remove it or use --overwrite") from err
         keep_bytes = len(raw)
         if text and not text.endswith("\n"):
             # A kill mid-write leaves a partial last line: drop it (reported, then truncated below).
@@ -636,7 +695,10 @@ class ResultStore:
             cells = next(csv.reader([line]))
             if len(cells) != len(self.columns):
                 raise SweepStateError(f"{self.csv_path}: row {len(rows) + 1} has {len(cells)} cells, header {len(self.columns)}")
-            rows.append({c: parse_cell(c, v) for c, v in zip(self.columns, cells)})
+            try:
+                rows.append({c: parse_cell(c, v) for c, v in zip(self.columns, cells)})
+            except ValueError as err:
+                raise SweepStateError(f"{self.csv_path}: row {len(rows) + 1}: {err}; remove the file or use --overwrite") from err
             offsets.append(offsets[-1] + len(line.encode("utf-8")))
         # Group rows into points (contiguous blocks); only the last block may be incomplete.
         expected = self._expected_values()
@@ -809,6 +871,7 @@ def sim_config(spec: SweepSpec, scheduler: str, stage1_sampling: bool = False):
     return SimConfig(
         num_slots=spec.horizon_ms,
         warmup_slots=spec.warmup_ms,
+        drain_slots=spec.drain_ms,
         max_users=spec.max_users,
         max_servers=max(capacities),
         max_arrivals_per_slot=None,  # chosen by the simulator for the largest rate (P(N > A_max) <= 1e-9)
@@ -895,14 +958,21 @@ def learned_table(spec: SweepSpec, dataset: str, trace):
         train_policy_table(dataset, spec.table_beta, spec.traces_dir, spec.ckpt_dir, spec.seed)
     if not os.path.exists(eval_path):
         raise PolicyTableError(f"{eval_path} not found: cannot tell which beta {table_path} was trained for")
-    with open(eval_path, encoding="utf-8") as handle:
-        trained_beta = float(json.load(handle)["beta"])
+    try:
+        with open(eval_path, encoding="utf-8") as handle:
+            trained_beta = float(json.load(handle)["beta"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise PolicyTableError(f"{eval_path}: unreadable training record ({type(err).__name__}: {err})") from err
     if not math.isclose(trained_beta, spec.table_beta, rel_tol=1e-6):
         raise PolicyTableError(
             f"{table_path} was trained for beta={trained_beta:g}, this sweep needs --table_beta={spec.table_beta:g}; "
             "use another --ckpt_dir (trained on first use) or set --table_beta"
         )
-    return learn_tables.load_table(table_path, shape=(trace.num_problems, trace.max_steps))
+    try:
+        return learn_tables.load_table(table_path, shape=(trace.num_problems, trace.max_steps), trace=trace,
+                                       trace_path=spec.trace_path(dataset))
+    except learn_tables.TableError as err:
+        raise PolicyTableError(str(err)) from err
 
 
 def policy_setup(spec: SweepSpec, policy: str, dataset: str, trace, flops_llm: float):
@@ -942,7 +1012,44 @@ def run_sweep(
 ) -> ResultStore:
     """Run every (dataset, policy) point not already in out_dir; log each point's time and an ETA."""
     run_point = run_point or simulate_point
-    store = ResultStore(out_dir, spec, overwrite=overwrite, argv=argv)
+    if run_point is simulate_point:
+        validate_inputs(spec)  # every trace and existing table, before anything is written
+    lock = acquire_lock(out_dir)
+    try:
+        if run_point is simulate_point:
+            train_missing_tables(spec)
+        store = ResultStore(out_dir, spec, overwrite=overwrite, argv=argv, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
+    try:
+        return _run_points(spec, store, run_point, out_dir)
+    finally:
+        store.close()
+
+
+def validate_inputs(spec: SweepSpec) -> None:
+    """Load and check every input the sweep will read: each dataset's trace and each learned table that exists
+    (a missing one is trained on first use). Raises TraceError / PolicyTableError naming the file."""
+    from prada_jax import traces
+
+    learned = any(POLICY_SPECS[p].table in ("learned", "random") for p in spec.policies)
+    for dataset in spec.datasets:
+        trace = traces.load_trace(spec.trace_path(dataset))
+        if learned and os.path.exists(learned_table_paths(spec.ckpt_dir, dataset)[0]):
+            learned_table(spec, dataset, trace)
+
+
+def train_missing_tables(spec: SweepSpec) -> None:
+    """Train (in this process) the learned tables the sweep needs and does not have yet."""
+    if not any(POLICY_SPECS[p].table in ("learned", "random") for p in spec.policies):
+        return
+    for dataset in spec.datasets:
+        if not os.path.exists(learned_table_paths(spec.ckpt_dir, dataset)[0]):
+            train_policy_table(dataset, spec.table_beta, spec.traces_dir, spec.ckpt_dir, spec.seed)
+
+
+def _run_points(spec: SweepSpec, store: "ResultStore", run_point, out_dir: str) -> "ResultStore":
     points = spec.points()
     done = store.completed_points()
     todo = [p for p in points if p not in done]
@@ -968,7 +1075,5 @@ def run_sweep(
         )
     if not todo:
         logging.info("Nothing to do: all %d points are in %s", len(points), store.csv_path)
-    else:
-        # Make sure results.json exists even when the first point was the only one.
-        store.write_json()
+    store.write_json()  # (re)built from results.csv, also when nothing was left to do
     return store

@@ -201,19 +201,25 @@ def load_trace(path: str | os.PathLike) -> TraceData:
         archive = np.load(source, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a format error
         raise TraceError(f"{source}: not a readable .npz trace ({exc})") from exc
+    def read(field):
+        try:
+            return archive[field]
+        except Exception as exc:  # noqa: BLE001 - a damaged member (bad CRC, truncated) is a format error
+            raise _fail(source, field, f"unreadable ({type(exc).__name__}: {exc})") from exc
+
     with archive:
         names = set(archive.files)
         for field in ("format_version", "metadata") + ARRAY_FIELDS:
             if field not in names:
                 raise _fail(source, field, "missing")
-        version = archive["format_version"]
+        version = read("format_version")
         if version.shape != () or int(version) != C.TRACE_FORMAT_VERSION:
             raise _fail(source, "format_version", f"{version!r} is not the supported version {C.TRACE_FORMAT_VERSION}")
         try:
-            metadata = json.loads(str(archive["metadata"]))
+            metadata = json.loads(str(read("metadata")))
         except json.JSONDecodeError as exc:
             raise _fail(source, "metadata", f"not valid JSON ({exc})") from exc
-        arrays = {field: archive[field] for field in ARRAY_FIELDS}
+        arrays = {field: read(field) for field in ARRAY_FIELDS}
     return validate_trace(TraceData(metadata=metadata, **arrays), source)
 
 

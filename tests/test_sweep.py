@@ -39,7 +39,7 @@ def spec_for(traces_dir, **kw):
         episodes=4,
         horizon_ms=100,
         warmup_ms=10,
-        max_users=8,
+        max_users=16,
         traces_dir=traces_dir,
         supported_policies=sweep.POLICIES,
     )
@@ -119,7 +119,7 @@ def test_spec_defaults_are_table3(traces_dir):
     assert spec.table_beta == C.DEFAULT_BETA
     beta_spec = spec_for(traces_dir, sweep_param="beta", sweep_values=[1, 100])
     assert beta_spec.table_beta == C.DEFAULT_BETA and beta_spec.params["beta"] is None
-    cap = spec_for(traces_dir, sweep_param="server_capacity", sweep_values=[1.0, 20.0])
+    cap = spec_for(traces_dir, sweep_param="server_capacity", sweep_values=[1.0, 20.0], max_users=20)
     assert [g["server_capacity"] for g in cap.grid()] == [1, 20]
     assert all(isinstance(g["server_capacity"], int) for g in cap.grid())
 
@@ -389,7 +389,7 @@ def test_learned_table_is_loaded_only_for_its_beta(traces_dir, tmp_path):
     trace = load_trace(spec.trace_path("gsm8k"))
     table_path, eval_path = sweep.learned_table_paths(str(ckpt), "gsm8k")
     stored = P.all_llm_table(trace)
-    tables.save_table(table_path, stored)
+    tables.save_table(table_path, stored, trace_sha256=tables.file_sha256(spec.trace_path("gsm8k")))
     with open(eval_path, "w") as handle:
         json.dump({"beta": 5.0}, handle)
     with pytest.raises(sweep.PolicyTableError, match="trained for beta=5.*--table_beta=10"):

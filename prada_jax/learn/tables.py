@@ -6,6 +6,8 @@ Features, tokens and probabilities are fixed per (problem, step), so pi_theta(1|
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Any
 
@@ -62,25 +64,90 @@ def _policy_table(packed, models: LearnedModels, flops_llm) -> PolicyTable:
     return PolicyTable(nominate_prob=z(prob), advantage=z(adv), server_seconds=z(secs))
 
 
-def save_table(path: str, table: PolicyTable) -> str:
-    """Write the three [N, K] arrays to `path` (.npz)."""
+def save_table(path: str, table: PolicyTable, trace_sha256: str | None = None, dataset: str | None = None,
+               beta: float | None = None) -> str:
+    """Write the three [N, K] arrays to `path` (.npz) with the SHA-256 of the trace file they were made from
+    (checked by `load_table`), the dataset name and the beta of the policy."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    np.savez(path, **{f: np.asarray(getattr(table, f), np.float32) for f in TABLE_FIELDS})
+    meta = {"trace_sha256": trace_sha256, "dataset": dataset, "beta": None if beta is None else float(beta)}
+    np.savez(path, **{f: np.asarray(getattr(table, f), np.float32) for f in TABLE_FIELDS},
+             metadata=np.asarray(json.dumps(meta)))
     return path
 
 
-def load_table(path: str, shape: tuple[int, int] | None = None) -> PolicyTable:
-    """Read a table written by `save_table`; TableError naming `path` if missing, incomplete or mis-shaped."""
+def table_metadata(path: str) -> dict:
+    """The metadata stored with a table ({} for a table written before tables carried it)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "metadata" not in data.files:
+                return {}
+            return json.loads(str(data["metadata"]))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a table error
+        raise TableError(f"{path}: unreadable policy table ({type(exc).__name__}: {exc})") from exc
+
+
+def add_trace_hash(path: str, trace_path: str, dataset: str | None = None, beta: float | None = None) -> str:
+    """Migration: store the hash of `trace_path` in an existing table (made from that trace) without changing it."""
+    table = load_table(path)
+    return save_table(path, table, trace_sha256=file_sha256(trace_path), dataset=dataset, beta=beta)
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_table(path: str, shape: tuple[int, int] | None = None, trace=None, trace_path: str | None = None) -> PolicyTable:
+    """Read a table written by `save_table` and check it; TableError naming `path` and the field otherwise.
+
+    Always: the three fields exist, share one [N, K] shape (= `shape` if given) and are finite; nominate_prob in
+    [0, 1]. With `trace` (TraceData): server_seconds > 0 on real steps and all fields 0 on padding. With
+    `trace_path`: the stored trace hash equals that file's (a table made for another trace is refused).
+    """
     if not os.path.exists(path):
         raise TableError(f"{path}: policy table file not found")
-    with np.load(path, allow_pickle=False) as data:
-        missing = [f for f in TABLE_FIELDS if f not in data.files]
-        if missing:
-            raise TableError(f"{path}: missing fields {missing}")
-        arrays = {f: data[f] for f in TABLE_FIELDS}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [f for f in TABLE_FIELDS if f not in data.files]
+            if missing:
+                raise TableError(f"{path}: missing fields {missing}")
+            arrays = {f: np.asarray(data[f]) for f in TABLE_FIELDS}
+    except TableError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated / not a zip / bad CRC
+        raise TableError(f"{path}: unreadable policy table ({type(exc).__name__}: {exc})") from exc
     shapes = {a.shape for a in arrays.values()}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise TableError(f"{path}: fields must share one [N, K] shape, got { {f: a.shape for f, a in arrays.items()} }")
     if shape is not None and next(iter(shapes)) != tuple(shape):
         raise TableError(f"{path}: table shape {next(iter(shapes))} does not match the trace shape {tuple(shape)}")
+    for f, a in arrays.items():
+        if not np.all(np.isfinite(a)):
+            raise TableError(f"{path}: field {f!r} has {int(np.sum(~np.isfinite(a)))} non-finite values")
+    p = arrays["nominate_prob"]
+    if np.any((p < 0) | (p > 1)):
+        raise TableError(f"{path}: field 'nominate_prob' must lie in [0, 1], got range [{p.min():g}, {p.max():g}]")
+    if trace is not None:
+        mask = np.asarray(trace.step_mask)
+        if tuple(mask.shape) != next(iter(shapes)):
+            raise TableError(f"{path}: table shape {next(iter(shapes))} does not match the trace shape {mask.shape}")
+        secs = arrays["server_seconds"]
+        if np.any(secs[mask] <= 0):
+            raise TableError(f"{path}: field 'server_seconds' must be > 0 on every real step "
+                             f"({int(np.sum(secs[mask] <= 0))} are not)")
+        for f, a in arrays.items():
+            if np.any(a[~mask] != 0):
+                raise TableError(f"{path}: field {f!r} must be 0 on padding steps")
+    if trace_path is not None:
+        stored = table_metadata(path).get("trace_sha256")
+        actual = file_sha256(trace_path)
+        if stored is None:
+            raise TableError(f"{path}: stores no trace hash, so it cannot be matched to {trace_path}; retrain it or "
+                             "add the hash with prada_jax.learn.tables.add_trace_hash if it was made from that trace")
+        if stored != actual:
+            raise TableError(f"{path}: was made for another trace (sha256 {stored[:12]}...), not {trace_path} "
+                             f"({actual[:12]}...); retrain it for this trace")
     return PolicyTable(**{f: jnp.asarray(a) for f, a in arrays.items()})
