@@ -63,6 +63,9 @@ POLICY_SPECS: dict[str, PolicySpec] = {
     "all_llm": PolicySpec("all_llm", "fifo", description="every step nominated; FIFO admission, no local fallback"),
     "pi_only": PolicySpec("learned", "fifo", description="learned Stage 1 pi_theta, FIFO Stage 2 (no Theorem 2)"),
     "prada": PolicySpec("learned", "prada", description="learned Stage 1 + Theorem-2 scheduler"),
+    "prada_exact": PolicySpec(
+        "learned", "prada_exact",
+        description="learned Stage 1 + exact per-slot solver of problem (28) (beyond the paper, issue 15)"),
     "random_policy": PolicySpec(
         "random", "prada", stage1_sampling=True,
         description="Stage 1 nominates with prob. 0.5; Theorem-2 scheduler with the learned A_omega / D_psi",

@@ -255,11 +255,37 @@ def oracle_random(s: SlotInputs) -> dict:
     return decisions
 
 
+def oracle_prada_exact(s: SlotInputs) -> dict:
+    """Problem (28) per slot with the float64 twin of the exact solver (tests/reference_exact.py)."""
+    import reference_exact as RX
+
+    users, config = s.users, s.config
+    decisions = {}
+    ordered = sorted(s.cands, key=lambda i: (-users[i].wait, i))
+    considered = ordered[: config.max_candidates]
+    for i in ordered[config.max_candidates:]:
+        decisions[i] = (1 if users[i].phase == QUEUED else 0, 0.0)
+    if not considered:
+        return decisions
+    snr, feas, ctx, gap, dur = candidate_inputs(considered, users, s.gamma, s.feasible, s.tb)
+    tq, _ = queue_delays(considered, users, snr, feas, ctx, gap, dur, s.p, config, s.free_slots, s.inflight_left)
+    never = [not math.isfinite(x) for x in tq]
+    data = RX.slot_data([True] * len(considered), feas, gap, ctx, snr, [0.0 if nv else x for nv, x in zip(never, tq)],
+                        s.free_slots, s.available, float(s.p["bandwidth_bps"]), float(s.p["beta"]))
+    admitted, _, _ = RX.twin_solve(data)
+    decision, bandwidth = RX.decisions_for(admitted, data, s.available)
+    for j, i in enumerate(considered):
+        dec = 0 if (never[j] and decision[j] == 1) else int(decision[j])
+        decisions[i] = (dec, float(bandwidth[j]))
+    return decisions
+
+
 # The oracle twin of every registered scheduler (prada_jax.sim.schedulers.SCHEDULERS): name -> (decide, protocol).
 ORACLE_SCHEDULERS = {
     "prada": (oracle_prada, "offload"),
     "fifo": (oracle_fifo, "offload"),
     "random": (oracle_random, "offload"),
+    "prada_exact": (oracle_prada_exact, "offload"),
     "rsd": (oracle_fifo, "draft_verify"),
 }
 

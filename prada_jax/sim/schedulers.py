@@ -188,7 +188,27 @@ def decide_random(view: SlotView, config: SimConfig):
                             MIN_BANDWIDTH_FRACTION * view.params.bandwidth_bps)
 
 
+def decide_prada_exact(view: SlotView, config: SimConfig):
+    """Problem (28) solved per slot (issue 15, docs/exact_stage2.md): the admitted set maximising the summed values
+    with the optimal sqrt(c) bandwidth split, the same queueing-delay estimate as the paper's rule."""
+    from prada_jax.sim.stage2_exact import exact_stage2
+
+    c = candidates(view, config)
+    tq, _ = S2.queue_delay_estimate(
+        c.valid, c.feasible, c.value_gap, c.server_seconds, c.context, c.snr, inflight_seconds(view, config),
+        view.free_slots, view.params.server_capacity, view.params.bandwidth_bps, view.params.beta, c.channel_wait,
+        max_servers=config.max_servers, tq_max_iters=config.tq_max_iters)
+    never = ~jnp.isfinite(tq)  # a channel that never clears: no queue option (only infeasible candidates)
+    out = exact_stage2(c.valid, c.feasible, c.value_gap, c.context, c.snr, jnp.where(never, 0.0, tq),
+                       view.free_slots, view.available_bw, view.params.bandwidth_bps, view.params.beta,
+                       max_servers=config.max_servers)
+    decision = jnp.where(never & (out.decision == S2.QUEUE_D), S2.LOCAL_D, out.decision)
+    return scatter(view, c, decision, out.bandwidth)
+
+
 register("prada", decide_prada, OFFLOAD, "Theorem 2: local / queue / immediate, closed-form bandwidth, price mu")
 register("fifo", decide_fifo, OFFLOAD, "FIFO admission of every nominee (All-LLM, pi-only, router)")
 register("random", decide_random, OFFLOAD, "uniformly random local / queue / immediate (ablation)")
+register("prada_exact", decide_prada_exact, OFFLOAD,
+         "problem (28) per slot: best admitted set with the sqrt(c) bandwidth split (near-exact, certified bound)")
 register("rsd", decide_fifo, DRAFT_VERIFY, "reward-guided speculative decoding: FIFO queue of online PRM checks")
