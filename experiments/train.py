@@ -24,7 +24,8 @@ from absl import app, flags, logging  # noqa: E402
 from prada_jax import constants as C  # noqa: E402
 from prada_jax.learn import aux, checkpoints, evaluate, ppo, tables  # noqa: E402
 from prada_jax.learn import mdp as M  # noqa: E402
-from prada_jax.traces import load_trace, pack_traces  # noqa: E402
+from prada_jax import cli_support  # noqa: E402
+from prada_jax.traces import TraceError, load_trace, pack_traces  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", list(C.DATASETS), "Datasets (traces/<name>.npz).")
@@ -43,8 +44,11 @@ flags.DEFINE_float("aux_lr", 5e-5, "Adam learning rate of A_omega and D_psi (pap
 flags.DEFINE_integer("aux_steps", 3000, "Minibatch steps of each auxiliary regressor.")
 flags.DEFINE_float("heldout_fraction", 0.2, "Fraction of problems held out of training (evaluation).")
 flags.DEFINE_integer("chunk", 10, "PPO iterations per jitted chunk (a checkpoint after each).")
-flags.DEFINE_string("ckpt_dir", "checkpoints", "Checkpoint / output directory.")
+flags.DEFINE_string("ckpt_dir", os.path.join("results", "checkpoints"),
+                    "Checkpoint / output directory (default: a new one; the shipped tables live in checkpoints/ and "
+                    "are only replaced when you point --ckpt_dir there and pass --overwrite).")
 flags.DEFINE_bool("resume", False, "Resume from the latest checkpoints in --ckpt_dir.")
+flags.DEFINE_bool("overwrite", False, "Replace a trained policy table already in --ckpt_dir.")
 
 
 def _progress(dataset: str, start: float):
@@ -163,17 +167,66 @@ def run_dataset(dataset: str) -> dict:
     return result
 
 
+def validate_flags() -> None:
+    """Every flag and input checked before any work; app.UsageError naming the flag or file otherwise."""
+    import math
+
+    for name in ("epochs", "update_epochs", "batch_steps", "num_minibatches", "aux_steps", "chunk"):
+        if getattr(FLAGS, name) < 1:
+            raise app.UsageError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
+    for name in ("lr", "aux_lr"):
+        value = getattr(FLAGS, name)
+        if not (math.isfinite(value) and value > 0):
+            raise app.UsageError(f"--{name} must be finite and > 0, got {value}")
+    if not (math.isfinite(FLAGS.ent_coef) and FLAGS.ent_coef >= 0):
+        raise app.UsageError(f"--ent_coef must be finite and >= 0, got {FLAGS.ent_coef}")
+    try:
+        aux.AuxConfig(steps=FLAGS.aux_steps, lr=FLAGS.aux_lr)
+    except ValueError as exc:
+        raise app.UsageError(f"--aux_steps/--aux_lr: {exc}") from exc
+    if not 0.0 < FLAGS.heldout_fraction < 1.0:
+        raise app.UsageError(f"--heldout_fraction must lie in (0, 1), got {FLAGS.heldout_fraction}")
+    if not (math.isfinite(FLAGS.beta) and FLAGS.beta >= 0):
+        raise app.UsageError(f"--beta must be finite and >= 0, got {FLAGS.beta}")
+    try:
+        betas = [float(b) for b in FLAGS.frontier_betas]
+    except ValueError as exc:
+        raise app.UsageError(f"--frontier_betas: {exc}") from exc
+    if any(not (math.isfinite(b) and b >= 0) for b in betas):
+        raise app.UsageError(f"--frontier_betas must be finite and >= 0, got {betas}")
+    if not FLAGS.datasets:
+        raise app.UsageError("--datasets: no dataset given")
+    for dataset in FLAGS.datasets:
+        path = os.path.join(FLAGS.trace_dir, f"{dataset}.npz")
+        try:
+            load_trace(path)
+        except TraceError as exc:
+            raise app.UsageError(f"--datasets: {exc}") from exc
+        table = os.path.join(FLAGS.ckpt_dir, dataset, "policy_table.npz")
+        if os.path.exists(table) and not (FLAGS.resume or FLAGS.overwrite):
+            raise app.UsageError(f"--ckpt_dir={FLAGS.ckpt_dir} already holds a trained table {table}; pass "
+                                 "--overwrite to replace it, --resume to continue its run, or another --ckpt_dir")
+        ppo_dir = os.path.join(FLAGS.ckpt_dir, dataset, "ppo")
+        if os.path.isdir(ppo_dir) and os.listdir(ppo_dir) and not FLAGS.resume:
+            if not FLAGS.overwrite:
+                raise app.UsageError(f"--ckpt_dir={FLAGS.ckpt_dir}: {ppo_dir} holds checkpoints of an earlier run; "
+                                     "pass --resume to continue it or --overwrite to start over")
+
+
 def main(argv):
     del argv
-    try:  # validate before any work starts
-        aux.AuxConfig(steps=FLAGS.aux_steps, lr=FLAGS.aux_lr)
-        [float(b) for b in FLAGS.frontier_betas]
-    except ValueError as exc:
-        raise app.UsageError(f"--aux_steps/--aux_lr/--frontier_betas: {exc}") from exc
-    if FLAGS.epochs < 1 or FLAGS.update_epochs < 1 or FLAGS.beta < 0:
-        raise app.UsageError("--epochs and --update_epochs must be >= 1 and --beta >= 0")
+    cli_support.quiet_third_party_logs(FLAGS.verbosity)
+    validate_flags()
+    if FLAGS.overwrite and not FLAGS.resume:
+        import shutil
+
+        for dataset in FLAGS.datasets:
+            shutil.rmtree(os.path.join(FLAGS.ckpt_dir, dataset, "ppo"), ignore_errors=True)
     t0 = time.time()
-    results = {ds: run_dataset(ds) for ds in FLAGS.datasets}
+    try:
+        results = {ds: run_dataset(ds) for ds in FLAGS.datasets}
+    except checkpoints.CheckpointError as exc:
+        raise app.UsageError(str(exc)) from exc
     os.makedirs(FLAGS.ckpt_dir, exist_ok=True)
     path = os.path.join(FLAGS.ckpt_dir, "summary.json")
     # Merge into the existing summary: a run over some datasets must not drop the others' entries.

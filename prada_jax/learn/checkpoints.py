@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 
 class CheckpointError(RuntimeError):
@@ -71,11 +72,16 @@ def _diff(expected: dict, found: dict, prefix: str = "") -> list[str]:
     return out
 
 
+class _Damaged(Exception):
+    """A step whose files cannot be read back (deleted or truncated data): try an older one."""
+
+
 def restore(directory: str, like: Any, expected_meta: dict | None = None, step: int | None = None):
-    """Restore (state, meta) of `step` (default: latest) into the structure/shapes/dtypes of `like`.
+    """Restore (state, meta) of `step` (default: the newest intact step) into the structure of `like`.
 
     Raises CheckpointError naming the path when the directory or step is missing, when a key of
-    `expected_meta` differs from the stored meta, or when the stored arrays do not match `like`.
+    `expected_meta` differs from the stored meta, or when no step can be read. With `step=None`, a newest step
+    whose files are damaged (e.g. a deleted orbax data file) is skipped with a warning for the next older one.
     """
     path = os.path.abspath(directory)
     if not os.path.isdir(path):
@@ -84,23 +90,49 @@ def restore(directory: str, like: Any, expected_meta: dict | None = None, step: 
         steps = mngr.all_steps()
         if not steps:
             raise CheckpointError(f"{path}: no checkpoint in this directory")
-        step = mngr.latest_step() if step is None else int(step)
-        step_path = os.path.join(path, str(step))
-        if step not in steps:
-            raise CheckpointError(f"{step_path}: checkpoint step {step} not found (have {sorted(steps)})")
+        if step is not None:
+            if int(step) not in steps:
+                raise CheckpointError(f"{os.path.join(path, str(step))}: checkpoint step {step} not found "
+                                      f"(have {sorted(steps)})")
+            try:
+                return _restore_step(mngr, path, int(step), like, expected_meta)
+            except _Damaged as exc:
+                raise CheckpointError(str(exc)) from exc
+        problems = []
+        for candidate in sorted(steps, reverse=True):
+            try:
+                result = _restore_step(mngr, path, candidate, like, expected_meta)
+            except _Damaged as exc:
+                problems.append(str(exc))
+                logging.warning("%s; falling back to an older checkpoint step", exc)
+                continue
+            return result
+        raise CheckpointError(f"{path}: no intact checkpoint step ({'; '.join(problems)})")
+
+
+def _restore_step(mngr, path: str, step: int, like: Any, expected_meta: dict | None):
+    step_path = os.path.join(path, str(step))
+    try:
         meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        if expected_meta is not None:
-            diffs = _diff(expected_meta, {k: meta.get(k, "<missing>") for k in expected_meta})
-            if diffs:
-                raise CheckpointError(f"{step_path}: checkpoint does not match this run: " + "; ".join(diffs))
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        stored = mngr.item_metadata(step)["state"]
-        diffs = _structure_diff(abstract, dict(stored) if stored is not None else {})
+    except Exception as exc:  # noqa: BLE001 - unreadable metadata: a damaged step
+        raise _Damaged(f"{step_path}: metadata unreadable ({type(exc).__name__}: {exc})") from exc
+    if expected_meta is not None:
+        diffs = _diff(expected_meta, {k: meta.get(k, "<missing>") for k in expected_meta})
         if diffs:
-            shown = "; ".join(diffs[:5]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 5 else "")
-            raise CheckpointError(f"{step_path}: stored state does not match the expected structure: {shown}")
-        try:
-            state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{step_path}: stored state does not match the expected structure ({exc})") from exc
+            raise CheckpointError(f"{step_path}: checkpoint does not match this run: " + "; ".join(diffs))
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    try:
+        stored = mngr.item_metadata(step)["state"]
+    except Exception as exc:  # noqa: BLE001
+        raise _Damaged(f"{step_path}: state metadata unreadable ({type(exc).__name__}: {exc})") from exc
+    diffs = _structure_diff(abstract, dict(stored) if stored is not None else {})
+    if diffs:
+        shown = "; ".join(diffs[:5]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 5 else "")
+        raise CheckpointError(f"{step_path}: stored state does not match the expected structure: {shown}")
+    try:
+        state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{step_path}: stored state does not match the expected structure ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - missing or truncated data files
+        raise _Damaged(f"{step_path}: state data unreadable ({type(exc).__name__}: {exc})") from exc
     return state, meta

@@ -233,6 +233,11 @@ def train_resumable(
         expected = dict(meta)  # caller's meta (dataset, seed, ...), config, betas, observation shape
         expected["config"] = {k: v for k, v in expected["config"].items() if k != "num_iterations"}  # may extend
         state, stored = checkpoints.restore(ckpt_dir, state, expected_meta=expected)
+        stored_iters = stored.get("config", {}).get("num_iterations")
+        if stored_iters is not None and stored_iters != config.num_iterations:
+            raise checkpoints.CheckpointError(
+                f"{ckpt_dir}: the stored run trains for {stored_iters} iterations, this one for "
+                f"{config.num_iterations} (--epochs); resume with --epochs={stored_iters} or start a new --ckpt_dir")
         history = stored.get("history", {})
     done = int(state.iteration[0])
     while done < config.num_iterations:
