@@ -17,19 +17,25 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 
-from prada_jax import plots, sweep  # noqa: E402
+from prada_jax import cli_support, plots, sweep  # noqa: E402
+from prada_jax.learn.tables import TableError  # noqa: E402
+from prada_jax.sim.params import SimParamsError  # noqa: E402
+from prada_jax.traces import TraceError  # noqa: E402
 
 FLAGS = flags.FLAGS
 sweep.define_flags(FLAGS)
+flags.adopt_module_key_flags(sweep)  # --helpshort lists the sweep's flags
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments {argv[1:]}")
+    cli_support.quiet_third_party_logs(FLAGS.verbosity)
     try:
         spec = sweep.spec_from_flags(FLAGS)
         store = sweep.run_sweep(spec, FLAGS.out_dir, overwrite=FLAGS.overwrite, argv=sys.argv)
-    except (sweep.SweepConfigError, sweep.SweepStateError) as err:
+    except (sweep.SweepConfigError, sweep.SweepStateError, sweep.PolicyTableError, TableError, TraceError,
+            SimParamsError) as err:
         raise app.UsageError(str(err)) from err
     logging.info("Results: %s (%d rows)", store.csv_path, len(store.rows))
     if FLAGS.plots:

@@ -939,12 +939,21 @@ def train_policy_table(dataset: str, beta: float, traces_dir: str, ckpt_dir: str
     logging.info("No learned policy table for %s in %s: training it at beta=%g now (%s)",
                  dataset, ckpt_dir, beta, " ".join(cmd))
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, check=False)
+    proc = subprocess.run(cmd, check=False, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     if proc.returncode != 0:
         raise PolicyTableError(
             f"training the policy table of {dataset} failed (exit {proc.returncode}): {' '.join(cmd)}"
         )
     logging.info("Trained the policy table of %s in %.0f s", dataset, time.perf_counter() - t0)
+
+
+def _die_with_parent() -> None:
+    """In the training child (Linux): receive SIGKILL when the sweep dies, so a killed sweep leaves no trainer
+    behind to race a restarted one (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
 
 
 def learned_table(spec: SweepSpec, dataset: str, trace):
