@@ -65,3 +65,24 @@ def test_resume_matches_uninterrupted_run(tmp_path):
         ppo.train_resumable(other, key, betas, mdp, str(tmp_path / "b"), chunk=2, resume=True)
     with pytest.raises(ck.CheckpointError, match="b/4: .*seed: checkpoint has '<missing>', expected 5"):
         ppo.train_resumable(CFG, key, betas, mdp, str(tmp_path / "b"), chunk=2, resume=True, meta={"seed": 5})
+
+
+def test_restore_falls_back_to_the_newest_intact_step(tmp_path):
+    """A deleted orbax data file in the newest step: restore warns and returns the step before it (issue 10)."""
+    import glob
+    import os
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    from prada_jax.learn import checkpoints as ck
+
+    d = str(tmp_path / "ckpt")
+    ck.save(d, 1, {"w": jnp.ones(3)}, {"a": 1})
+    ck.save(d, 2, {"w": 2 * jnp.ones(3)}, {"a": 1})
+    for path in glob.glob(os.path.join(d, "2", "state", "**", "d", "*"), recursive=True):
+        os.remove(path)
+    state, meta = ck.restore(d, {"w": jnp.zeros(3)}, expected_meta={"a": 1})
+    np.testing.assert_array_equal(np.asarray(state["w"]), np.ones(3))
+    with pytest.raises(ck.CheckpointError, match="does not match this run"):
+        ck.restore(d, {"w": jnp.zeros(3)}, expected_meta={"a": 2})  # a config mismatch is never "fallen back"
