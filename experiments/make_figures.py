@@ -150,7 +150,10 @@ def main(argv):
                     f"Generated {datetime.date.today().isoformat()} by `python experiments/make_figures.py` from "
                     f"`{out_dir}` ({config['episodes']} episodes of {config['horizon_ms']} ms, warm-up "
                     f"{config['warmup_ms']} ms, Table-3 system parameters; commit {', '.join(commits)}). "
-                    "Ours: mean ± 95% CI over episodes; latencies in ms per completed task. "
+                    f"Ours: mean ± 95 % CI (Student t) over {config['episodes']} episodes; delays in ms per task "
+                    "(completed + unfinished; every counted task is completed, unfinished or dropped, and the rows "
+                    "below show the last two). Processing and communication are exact work durations, queuing is "
+                    "whole 1 ms slots; the sojourn time adds each task's own slot rounding (docs/simulator.md). "
                     "'–': the paper reports no value.\n\n"
                 )
                 with open(path, "w", encoding="utf-8") as handle:
