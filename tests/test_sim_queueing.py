@@ -32,7 +32,7 @@ def test_light_and_heavy_load():
     assert s["server_slot_occupancy"][0][heavy] > 0.97
     assert s["queuing_ms"][0][heavy] > 5 * s["processing_ms"][0][heavy]
     assert s["dropped"][0][heavy] > 0.5 * s["arrived"][0][heavy]
-    assert s["unfinished"][0][heavy] > 0 and abs(s["drain_ms"][0][heavy] - 100.0) < 1e-3  # censored after the drain limit
+    assert s["unfinished"][0][heavy] > 0 and 50.0 < s["drain_ms"][0][heavy] <= 100.0 + 1e-3  # censored at the limit
     assert s["overloaded"][0][heavy] == 1.0 and s["overloaded"][0][light] == 0.0
     # Compute time is part of the work (compute + upload), which is part of the occupancy (+ slot rounding).
     assert np.all(s["server_compute_utilisation"][0] <= s["server_utilisation"][0] + 1e-6)
