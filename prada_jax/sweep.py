@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
-import hashlib
 import io
 import json
 import math
@@ -28,6 +27,7 @@ from absl import logging
 
 from prada_jax import constants as C
 from prada_jax.sim.params import SimConfig
+from prada_jax.traces import file_sha256
 
 # ---------------------------------------------------------------------------------------------------------------
 # Vocabulary
@@ -176,12 +176,6 @@ class SweepSpec:
         return json.loads(json.dumps(config))
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _finite(flag: str, value: float) -> float:

@@ -8,6 +8,7 @@ device arrays ready for `jit`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -190,6 +191,15 @@ def save_trace(path: str | os.PathLike, trace: TraceData) -> None:
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, buffer.getvalue())
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file (traces, policy tables): what results and tables record to name their inputs."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_trace(path: str | os.PathLike) -> TraceData:

@@ -6,7 +6,6 @@ Features, tokens and probabilities are fixed per (problem, step), so pi_theta(1|
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Any
@@ -20,6 +19,7 @@ from prada_jax import constants as C
 from prada_jax.learn import aux, ppo
 from prada_jax.learn import mdp as M
 from prada_jax.sim.policies import PolicyTable
+from prada_jax.traces import file_sha256
 
 TABLE_FIELDS = ("nominate_prob", "advantage", "server_seconds")
 # Learned pi(1|x) is stored within [eps, 1 - eps]: greedy Stage 1 is unchanged, eq. 33 stays invertible.
@@ -90,14 +90,6 @@ def add_trace_hash(path: str, trace_path: str, dataset: str | None = None, beta:
     """Migration: store the hash of `trace_path` in an existing table (made from that trace) without changing it."""
     table = load_table(path)
     return save_table(path, table, trace_sha256=file_sha256(trace_path), dataset=dataset, beta=beta)
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_table(path: str, shape: tuple[int, int] | None = None, trace=None, trace_path: str | None = None) -> PolicyTable:
