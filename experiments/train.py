@@ -1,6 +1,6 @@
 """Train pi_theta / V_phi (PPO), A_omega and D_psi per dataset; export policy tables and Figure-4 numbers.
 
-  python experiments/train.py --datasets=gsm8k,math500 --beta=10 --seed=0 --epochs=100 --ckpt_dir=checkpoints
+  python experiments/train.py --datasets=gsm8k,math500 --beta=10 --seed=0 --epochs=100  # -> results/checkpoints/
   python experiments/train.py ... --resume        # continue an interrupted run from its last checkpoint
 
 Writes, per dataset, under <ckpt_dir>/<dataset>/: ppo/ (orbax checkpoints of the vmapped beta runs),

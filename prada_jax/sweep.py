@@ -88,12 +88,13 @@ REQUIRED_METRICS = (
     "communication_ms",
     "queuing_ms",
     "end_to_end_ms",
-    "offload_fraction",
-    "completed",
-    "dropped",
-    "unfinished",
-    "overloaded",
     "sojourn_ms",
+    "offload_fraction",
+    "arrived",
+    "completed",
+    "unfinished",
+    "dropped",
+    "overloaded",
 )
 KEY_COLUMNS = ("dataset", "policy", "sweep_param", "sweep_value", "episodes")
 TAIL_COLUMNS = ("point_seconds",)
