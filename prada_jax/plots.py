@@ -21,6 +21,7 @@ POLICY_LABELS = {
     "all_llm": "All LLM",
     "pi_only": r"$\pi_\theta$ only",
     "prada": "PRADA",
+    "prada_exact": "PRADA, exact Stage 2",
     "random_policy": "Random policy",
     "random_scheduler": "Random scheduler",
     "router": "Router",
@@ -28,7 +29,6 @@ POLICY_LABELS = {
     "pi_frontier": r"$\pi_\theta$ over $\beta$ (3, 10, 30)",
 }
 TEXT_LABELS = dict(POLICY_LABELS, pi_only="π_θ only")  # plain-text labels (markdown)
-POLICY_LABELS.setdefault("prada_exact", "PRADA, exact Stage 2")
 # One colour and marker per policy (and Fig. 4 method), the same in every figure.
 POLICY_STYLES: dict[str, tuple[str, str]] = {
     "all_slm": ("#7f7f7f", "s"),
