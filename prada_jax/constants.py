@@ -41,7 +41,7 @@ DEFAULT_SERVER_CAPACITY = 9  # M
 DEFAULT_BANDWIDTH_BPS = 4e7  # B, bit/s
 DEFAULT_ARRIVAL_RATE = 3.0  # lambda, arrivals per slot
 FLOPS_LLM = 8e13  # FLOP/s of the server
-TQ_MAX_ITERATIONS = 80  # K_max of the self-consistent queue estimate
+TQ_ITERATIONS = 4  # static re-rankings of the TQ order; converged orders needed <= 2 (docs/simulator.md)
 
 # Not given by the paper (design notes section 2.3): calibrated so that All-SLM processing delay on the
 # shipped gsm8k trace is 3.1 ms/task. Recomputed by `python experiments/calibrate_flops.py`.

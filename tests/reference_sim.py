@@ -116,7 +116,7 @@ def queue_delays(cands, users, snr, feas, ctx, gap, dur, p, config, free_slots, 
     for r, j in enumerate(sorted_desc(w0)):
         rank0[j] = r
     rank, prev, converged = rank0, rank0, False
-    for it in range(config.tq_max_iters):
+    for it in range(config.tq_iterations):
         s0 = [min(beta * tq_cf[rank[j]], w0[j]) for j in range(n)]
         new = [0] * n
         for r, j in enumerate(sorted_desc(s0)):
@@ -128,7 +128,7 @@ def queue_delays(cands, users, snr, feas, ctx, gap, dur, p, config, free_slots, 
             break
         prev, rank = rank, new
     if stats is not None:
-        stats["tq_hit_max"] = stats.get("tq_hit_max", 0) + int(it == config.tq_max_iters - 1 and not converged)
+        stats["tq_hit_max"] = stats.get("tq_hit_max", 0) + int(it == config.tq_iterations - 1 and not converged)
     if not converged:
         rank = rank0  # the order cycles: fall back to Remark 2's gain order
     if stats is not None:
@@ -161,36 +161,78 @@ def prada_schedule(cands, users, gamma, feasible, table, p, config, free_slots, 
 
     cc = [C.BITS_PER_TOKEN * ctx[j] / math.log2(1.0 + snr[j]) for j in range(n)]
 
-    def at_price(log_mu):
-        mu = 10.0 ** log_mu
-        bstar = [math.sqrt(beta_e * cc[j] / mu) for j in range(n)]
-        w = [gap[j] - 2.0 * math.sqrt(beta_e * mu * cc[j]) for j in range(n)]
-        price = 0.0 if config.queue_pays_price else 1.0
-        wbar = [beta * tq[j] - price * mu * bstar[j] for j in range(n)]
-        admitted = [False] * n
-        if case == 3:
-            admitted = [feas[j] and w[j] >= 0.0 for j in range(n)]
-        elif case == 1:
-            elig = [j for j in range(n) if feas[j]]
-            s = {j: min(w[j], wbar[j]) for j in elig}
-            ranked = sorted(elig, key=lambda j: (-s[j], j))
-            lam = max(0.0, s[ranked[free_slots]]) if free_slots < len(ranked) else 0.0
-            for r, j in enumerate(ranked):
-                if r < free_slots and s[j] >= lam:
-                    admitted[j] = True
-        return admitted, bstar, w, wbar
+    # Price search in s = sqrt(mu) over the sorted breakpoints (docs/simulator.md, "Price"), in float64.
+    price = 0.0 if config.queue_pays_price else 1.0
+    bb = [math.sqrt(beta_e * cc[j]) for j in range(n)]  # B*_j = bb_j / s
+    q = [beta * tq[j] for j in range(n)]
 
-    # Bisection for the smallest price whose admitted set fits; keep the last feasible set (nobody at first).
-    lo, hi = config.mu_log10_range
-    admitted, bstar = [False] * n, [0.0] * n
-    for _ in range(config.bisection_iters):
-        mid = 0.5 * (lo + hi)
-        adm_mid, b_mid, _, _ = at_price(mid)
-        if sum(b for a, b in zip(adm_mid, b_mid) if a) <= available:
-            hi, admitted, bstar = mid, adm_mid, b_mid
+    def scores(s):
+        w = [gap[j] - 2.0 * bb[j] * s for j in range(n)]
+        wbar = [q[j] - price * bb[j] * s for j in range(n)]
+        return w, wbar
+
+    brk = {}
+    for j in range(n):
+        if not feas[j] or bb[j] <= 0.0:
+            continue
+        tj = gap[j] / (2.0 * bb[j])
+        if case == 1 and not config.queue_pays_price:
+            tj = min(tj, q[j] / bb[j])
+        if tj > 0.0:
+            brk[j] = tj
+    order = sorted(brk, key=lambda j: (-brk[j], j))  # descending breakpoints, ties to the lower index
+
+    def admitted_set(s, allowed):
+        """Theorem 2's admitted set at s when `allowed` are the candidates with score >= 0 there."""
+        if case == 3:
+            return set(allowed)
+        if case == 2:
+            return set()
+        w, wbar = scores(s)
+        ranked = sorted(allowed, key=lambda j: (-min(w[j], wbar[j]), j))
+        return set(ranked[:free_slots])
+
+    def fits(adm, s):
+        return sum(bb[j] for j in adm) <= available * s
+
+    n_t = len(order)
+    lo, hi = 0, n_t + 1  # breakpoint index j: the first j of `order` are admissible at s = brk[order[j-1]]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        s_mid = brk[order[mid - 1]]
+        if fits(admitted_set(s_mid, order[:mid]), s_mid):
+            lo = mid
+        else:
+            hi = mid
+    j_star = lo
+    s_right = brk[order[j_star - 1]] if j_star > 0 else math.inf
+    s_left = brk[order[j_star]] if j_star < n_t else 0.0
+    allowed = order[:j_star]
+    admitted_s = admitted_set(s_right, allowed) if j_star > 0 else set()
+    s_best, demand = s_right, sum(bb[j] for j in admitted_s)
+
+    def closed_form(s_best, admitted_s, demand):
+        s_try = max(demand / max(available, 1e-30) * (1.0 + 1e-6), s_left)  # as stage2.PRICE_ROUNDING
+        adm_try = admitted_set(s_try, allowed)
+        if s_try < s_best and fits(adm_try, s_try):
+            return s_try, adm_try, sum(bb[j] for j in adm_try)
+        return s_best, admitted_s, demand
+
+    s_best, admitted_s, demand = closed_form(s_best, admitted_s, demand)
+    lo = max(s_left, min((bb[j] for j in allowed), default=0.0) / max(available, 1e-30))
+    for _ in range(config.price_segment_halvings):  # geometric halvings of the final segment
+        mid = math.sqrt(max(lo, 1e-30) * s_best)
+        adm_mid = admitted_set(mid, allowed)
+        if math.isfinite(s_best) and mid < s_best and fits(adm_mid, mid):
+            s_best, admitted_s, demand = mid, adm_mid, sum(bb[j] for j in adm_mid)
         else:
             lo = mid
-    _, _, w, wbar = at_price(hi)
+    s_best, admitted_s, demand = closed_form(s_best, admitted_s, demand)
+    if not math.isfinite(s_best):
+        s_best = 0.0
+    admitted = [j in admitted_s for j in range(n)]
+    bstar = [bb[j] / s_best if admitted[j] else 0.0 for j in range(n)]
+    w, wbar = scores(s_best)
     if stats is not None:
         stats[f"case{case}"] = stats.get(f"case{case}", 0) + 1
         stats["infeasible"] = stats.get("infeasible", 0) + sum(not x for x in feas)

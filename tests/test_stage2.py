@@ -16,7 +16,7 @@ from prada_jax.sim import stage2 as S2
 MAX_SERVERS = 4
 C = 4
 B = 4e7
-_STAGE2 = jax.jit(functools.partial(S2.prada_stage2, max_servers=MAX_SERVERS, bisection_iters=40, tq_max_iters=80))
+_STAGE2 = jax.jit(functools.partial(S2.prada_stage2, max_servers=MAX_SERVERS, tq_iterations=80))
 
 
 def run(gaps, feasible=None, valid=None, free_slots=1, capacity=2, inflight=(), available=B, beta=10.0,
@@ -166,7 +166,7 @@ def test_value_gap_eq33():
     np.testing.assert_allclose(float(costs.value_gap(0.1, 0.75)), 0.4, rtol=1e-6)
 
 
-_STAGE2_EQ32 = jax.jit(functools.partial(S2.prada_stage2, max_servers=MAX_SERVERS, bisection_iters=40, tq_max_iters=80,
+_STAGE2_EQ32 = jax.jit(functools.partial(S2.prada_stage2, max_servers=MAX_SERVERS, tq_iterations=80,
                                          queue_pays_price=False))
 
 

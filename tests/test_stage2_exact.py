@@ -198,8 +198,8 @@ def test_exact_never_worse_than_paper_rule_on_abundant_slots():
     beta = (10 ** rng.uniform(0, 2, n)).astype(np.float32)
     avail = (10 ** rng.uniform(4, 7, n)).astype(np.float32)
     feasible = np.ones((n, C), bool)
-    rule = jax.jit(jax.vmap(functools.partial(S2.prada_stage2, max_servers=MAX_SERVERS, bisection_iters=60,
-                                              tq_max_iters=40), in_axes=(0,) * 13))
+    rule = jax.jit(jax.vmap(functools.partial(S2.prada_stage2, max_servers=MAX_SERVERS, tq_iterations=40,
+                                              ), in_axes=(0,) * 13))
     r = rule(valid, feasible, gap, np.full((n, C), 0.01, np.float32), ctx, snr,
              np.full((n, C), np.inf, np.float32), n_valid.astype(np.int32), n_valid.astype(np.int32),
              n_valid.astype(np.int32), avail, np.full(n, TOTAL_BW, np.float32), beta)

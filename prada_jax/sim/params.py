@@ -118,14 +118,13 @@ class SimConfig:
     max_candidates: int = 32  # C: Stage 2 considers at most C candidates per slot (oldest first)
     scheduler: str = "prada"
     stage1_sampling: bool = False  # False: nominate iff pi(1|x) > 0.5; True: nominate iff u < pi(1|x)
-    bisection_iters: int = 40
     queue_pays_price: bool = True  # w_bar = beta TQ (queued requests pay the bandwidth price later); False: eq. 32
-    mu_log10_range: tuple = (-30.0, 10.0)
-    tq_max_iters: int = C.TQ_MAX_ITERATIONS
+    tq_iterations: int = C.TQ_ITERATIONS  # static re-rankings of the TQ priority order (docs/simulator.md)
+    price_segment_halvings: int = 6  # log-halvings of the final breakpoint segment (competitive case)
     slot_seconds: float = C.SLOT_SECONDS
 
     def __post_init__(self):
-        ints = ("num_slots", "max_users", "max_servers", "max_candidates", "bisection_iters", "tq_max_iters")
+        ints = ("num_slots", "max_users", "max_servers", "max_candidates", "tq_iterations")
         if self.max_arrivals_per_slot is not None:
             ints = ints + ("max_arrivals_per_slot",)
         for name in ints:
@@ -142,9 +141,8 @@ class SimConfig:
 
         if self.scheduler not in SCHEDULERS:
             raise SimParamsError(f"SimConfig.scheduler {self.scheduler!r} is not one of {sorted(SCHEDULERS)}")
-        lo, hi = self.mu_log10_range
-        if not lo < hi:
-            raise SimParamsError(f"SimConfig.mu_log10_range must be increasing, got {self.mu_log10_range}")
+        if not isinstance(self.price_segment_halvings, (int, np.integer)) or self.price_segment_halvings < 0:
+            raise SimParamsError(f"SimConfig.price_segment_halvings must be an integer >= 0, got {self.price_segment_halvings!r}")
         if not self.slot_seconds > 0:
             raise SimParamsError(f"SimConfig.slot_seconds must be > 0, got {self.slot_seconds}")
         if self.max_candidates > self.max_users:

@@ -170,8 +170,8 @@ def decide_prada(view: SlotView, config: SimConfig):
         context=c.context, snr=c.snr, inflight_seconds=inflight_seconds(view, config), channel_wait=c.channel_wait,
         num_candidates=jnp.sum(view.cand), free_slots=view.free_slots, server_capacity=view.params.server_capacity,
         available_bw=view.available_bw, total_bw=view.params.bandwidth_bps, beta=view.params.beta,
-        max_servers=config.max_servers, bisection_iters=config.bisection_iters, tq_max_iters=config.tq_max_iters,
-        mu_log10_range=config.mu_log10_range, queue_pays_price=config.queue_pays_price,
+        max_servers=config.max_servers, tq_iterations=config.tq_iterations, segment_halvings=config.price_segment_halvings,
+        queue_pays_price=config.queue_pays_price,
     )
     return scatter(view, c, out.decision, out.bandwidth)
 
@@ -197,7 +197,7 @@ def decide_prada_exact(view: SlotView, config: SimConfig):
     tq, _ = S2.queue_delay_estimate(
         c.valid, c.feasible, c.value_gap, c.server_seconds, c.context, c.snr, inflight_seconds(view, config),
         view.free_slots, view.params.server_capacity, view.params.bandwidth_bps, view.params.beta, c.channel_wait,
-        max_servers=config.max_servers, tq_max_iters=config.tq_max_iters)
+        max_servers=config.max_servers, tq_iterations=config.tq_iterations)
     never = ~jnp.isfinite(tq)  # a channel that never clears: no queue option (only infeasible candidates)
     out = exact_stage2(c.valid, c.feasible, c.value_gap, c.context, c.snr, jnp.where(never, 0.0, tq),
                        view.free_slots, view.available_bw, view.params.bandwidth_bps, view.params.beta,

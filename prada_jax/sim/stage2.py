@@ -19,6 +19,7 @@ LOCAL_D, QUEUE_D, IMMEDIATE_D = 0, 1, 2
 CASE_COMPETITIVE, CASE_FULL, CASE_ABUNDANT = 1, 2, 3
 _BETA_FLOOR = 1e-12  # beta = 0 would make eq. 30 give zero bandwidth; floor it only inside eq. 30
 _NEG_INF = -jnp.inf
+PRICE_ROUNDING = 1e-6  # the closed-form s = P / B_av is raised by this fraction so that float32 rounding keeps it feasible
 
 
 @struct.dataclass
@@ -28,7 +29,7 @@ class Stage2Out:
     log10_mu: jnp.ndarray  # float32 ()
     case: jnp.ndarray  # int32 () Theorem 2 case (1, 2, 3)
     tq: jnp.ndarray  # float32 [C] queueing-delay estimate used
-    tq_iters: jnp.ndarray  # int32 () iterations of the TQ fixed point
+    tq_converged: jnp.ndarray  # bool () the TQ priority order reached a fixed point
 
 
 def rank_desc(key, valid):
@@ -61,8 +62,8 @@ def queue_position_delays(free_times, mean_duration, num_positions: int):
 
 
 def queue_delay_estimate(valid, feasible, value_gap, server_seconds, context, snr, inflight_seconds, free_slots,
-                         server_capacity, total_bw, beta, channel_wait=None, *, max_servers: int, tq_max_iters: int):
-    """TQ_i, the queueing delay candidate i would see if it queued (section 4.2.5), and the iterations used.
+                         server_capacity, total_bw, beta, channel_wait=None, *, max_servers: int, tq_iterations: int):
+    """TQ_i, the queueing delay candidate i would see if it queued (section 4.2.5), and whether its order converged.
 
     List scheduling of the candidates on the server slots, in a self-consistent priority order (docs/simulator.md,
     Stage 2 item 4); channel-infeasible candidates wait at least `channel_wait`. Shared by the paper's rule
@@ -81,19 +82,15 @@ def queue_delay_estimate(valid, feasible, value_gap, server_seconds, context, sn
     pos = jnp.arange(n_c)
     tq_cf = tq_pos[jnp.clip(jnp.maximum(pos, free_slots), 0, n_c - 1)]
 
-    def tq_body(carry):
-        rank, prev, it, _, _ = carry
-        s0 = jnp.minimum(beta * tq_cf[rank], w0)
-        new = rank_desc(s0, valid)
-        converged = jnp.all(new == rank)
-        cycled = jnp.all(new == prev) | jnp.all(new == rank0)  # cheap cycle checks (period 2 or through start)
-        return new, rank, it + 1, converged, cycled
+    def tq_body(_, carry):
+        rank, converged = carry
+        new = rank_desc(jnp.minimum(beta * tq_cf[rank], w0), valid)
+        return new, converged | jnp.all(new == rank)  # a fixed point stays fixed
 
     rank0 = rank_desc(w0, valid)
-    rank, _, tq_iters, converged, _ = jax.lax.while_loop(
-        lambda c: (~c[3]) & (~c[4]) & (c[2] < tq_max_iters), tq_body,
-        (rank0, rank0, jnp.int32(0), jnp.bool_(False), jnp.bool_(False)),
-    )
+    # A static number of re-rankings (no data-dependent loop in the slot body): the order either reaches a fixed
+    # point within `tq_iterations` (docs/simulator.md measures how fast) or cycles, and a cycle never converges.
+    rank, converged = jax.lax.fori_loop(0, tq_iterations, tq_body, (rank0, jnp.bool_(False)), unroll=True)
     # A request's priority rises with its own queueing delay, so the order can cycle instead of settling;
     # then the initial order (Remark 2's gain) is used.
     rank = jnp.where(converged, rank, rank0)
@@ -101,13 +98,17 @@ def queue_delay_estimate(valid, feasible, value_gap, server_seconds, context, sn
     if channel_wait is not None:
         tq = jnp.where(feasible, tq, jnp.maximum(tq, channel_wait))
 
-    return tq, tq_iters
+    return tq, converged
+
+
+def _search_steps(n: int) -> int:
+    """Halvings that reduce an index range of n + 1 (indices 0..n plus an infeasible sentinel) to one."""
+    return max(1, (n + 1).bit_length())
 
 
 def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, inflight_seconds, num_candidates,
                  free_slots, server_capacity, available_bw, total_bw, beta, channel_wait=None, *, max_servers: int,
-                 bisection_iters: int, tq_max_iters: int, mu_log10_range=(-30.0, 10.0),
-                 queue_pays_price: bool = True) -> Stage2Out:
+                 tq_iterations: int, segment_halvings: int = 6, queue_pays_price: bool = True) -> Stage2Out:
     """Theorem 2 over C compacted candidates.
 
     valid/feasible/value_gap/server_seconds/context/snr: [C] (snr = faded SNR, or the mean SNR for
@@ -119,12 +120,21 @@ def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, infli
     queue_pays_price: a queued request pays the same bandwidth price mu B* when it is admitted later, so
     w_bar = beta TQ (default). False: eq. 32 literally, w_bar = beta TQ - mu B*, under which queueing is free of
     the bandwidth price and, when TQ < TC(B*), beats immediate admission forever (docs/simulator.md).
+
+    The price is searched in s = sqrt(mu), where everything is linear or reciprocal (docs/simulator.md, "Price"):
+    w_i(s) = dQ_i - 2 b_i s and B*_i = b_i / s with b_i = sqrt(beta c_i). A candidate can be admitted only while
+    its score is >= 0, i.e. for s <= t_i (its breakpoint), so the admissible set changes only at the sorted
+    breakpoints. A binary search over them (a static ceil(log2(C + 2)) steps) finds the segment; inside it the
+    admitted set's demand P / s meets B_av at s = P / B_av (closed form; exact when the set does not change
+    inside the segment), and `segment_halvings` log-halvings look for a lower feasible price where the
+    competitive top F changes inside the segment.
     """
     n_c = valid.shape[0]
     chex.assert_shape([feasible, value_gap, server_seconds, context, snr], (n_c,))
     f32 = jnp.float32
     beta = jnp.asarray(beta, f32)
     beta_e = jnp.maximum(beta, _BETA_FLOOR)
+    available_bw = jnp.asarray(available_bw, f32)
     elig = valid & feasible
     case_full = free_slots <= 0
     case_abundant = (~case_full) & (num_candidates <= free_slots)
@@ -133,56 +143,97 @@ def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, infli
 
     tc_ref = costs.upload_seconds(context, total_bw, snr)
     w0 = value_gap - beta * tc_ref  # Remark 2's zero-price gain at the reference bandwidth B
-    tq, tq_iters = queue_delay_estimate(valid, feasible, value_gap, server_seconds, context, snr, inflight_seconds,
+    tq, tq_converged = queue_delay_estimate(valid, feasible, value_gap, server_seconds, context, snr, inflight_seconds,
                                         free_slots, server_capacity, total_bw, beta, channel_wait,
-                                        max_servers=max_servers, tq_max_iters=tq_max_iters)
+                                        max_servers=max_servers, tq_iterations=tq_iterations)
 
-    def at_price(log_mu):
-        mu = jnp.power(f32(10.0), log_mu)
-        bstar = costs.optimal_bandwidth(context, snr, beta_e, mu)
-        w = value_gap - costs.priced_upload_cost(context, snr, beta_e, mu)  # eq. 31 at B*
-        wbar = beta * tq - (0.0 if queue_pays_price else 1.0) * mu * bstar  # eq. 32 (see queue_pays_price)
-        s = jnp.where(elig, jnp.minimum(w, wbar), _NEG_INF)
-        rank_s = rank_desc(s, elig)
-        # lambda_s = max(0, (F+1)-th largest s); admitted: the top F with s >= lambda_s.
-        lam = jnp.maximum(0.0, jnp.max(jnp.where(rank_s == free_slots, s, _NEG_INF)))
-        adm_comp = elig & (rank_s < free_slots) & (s >= lam)
-        adm_abund = elig & (w >= 0.0)
-        admitted = jnp.where(case_abundant, adm_abund, case_comp & adm_comp)
-        return admitted, bstar, w, wbar
+    b = jnp.sqrt(beta_e * costs.upload_bits(context) / costs.spectral_efficiency(snr))  # B*_i = b_i / s
+    q = beta * tq  # w_bar at zero price
+    wbar_slope = 0.0 if queue_pays_price else 1.0  # eq. 32 literally: w_bar = q - mu B* = q - b s
 
-    def bisect(_, carry):
-        # Smallest price whose admitted set fits in B_av. The admitted set and B* of the last feasible
-        # price are carried, so the decision is exactly the one that was checked (no re-evaluation at a
-        # knife edge where a request's min(w, wbar) crosses 0).
-        lo, hi, adm, bw = carry
-        mid = 0.5 * (lo + hi)
-        admitted, bstar, _, _ = at_price(mid)
-        ok = jnp.sum(jnp.where(admitted, bstar, 0.0)) <= available_bw
-        return (jnp.where(ok, lo, mid), jnp.where(ok, mid, hi), jnp.where(ok, admitted, adm),
-                jnp.where(ok, bstar, bw))
+    def scores(s):
+        w = value_gap - 2.0 * b * s  # eq. 31 at B*: dQ - beta TC(B*) - mu B*
+        wbar = q - wbar_slope * b * s
+        return w, wbar
 
-    init = (f32(mu_log10_range[0]), f32(mu_log10_range[1]), jnp.zeros((n_c,), bool), jnp.zeros((n_c,), f32))
-    # Stop once an iteration leaves (lo, hi) unchanged: every later one would repeat it exactly (float32
-    # midpoints of the log-price bracket stop moving after ~26 halvings), so the result equals the full loop.
-    def keep_going(carry):
-        return (carry[4] < bisection_iters) & carry[5]
+    # Breakpoints: the largest s at which each candidate's score is still >= 0 (0: never admissible).
+    uses_wbar = case_comp & (not queue_pays_price)
+    safe_b = jnp.where(b > 0.0, b, 1.0)
+    t_w = value_gap / (2.0 * safe_b)
+    t = jnp.where(uses_wbar, jnp.minimum(t_w, q / safe_b), t_w)
+    has_t = elig & (b > 0.0) & (t > 0.0)
+    t = jnp.where(has_t, t, 0.0)
+    n_t = jnp.sum(has_t).astype(jnp.int32)
+    t_rank = rank_desc(t, has_t)  # 0 = largest breakpoint (ties: lower index first)
+    t_sorted = jnp.zeros((n_c,), f32).at[t_rank].set(t)  # descending; zeros after the n_t real ones
 
-    def bisect_until_fixed(carry):
-        lo, hi, adm, bw, i, _ = carry
-        new_lo, new_hi, new_adm, new_bw = bisect(i, (lo, hi, adm, bw))
-        return new_lo, new_hi, new_adm, new_bw, i + 1, (new_lo != lo) | (new_hi != hi)
+    def admitted_at(s, allowed):
+        """Theorem 2's admitted set at price s^2 when `allowed` are the candidates with score >= 0 there, and
+        its summed b (= demand * s). Abundant: all of them; competitive: the top F by min(w, w_bar)."""
+        w, wbar = scores(s)
+        rank_s = rank_desc(jnp.minimum(w, wbar), allowed)
+        adm = jnp.where(case_abundant, allowed, case_comp & allowed & (rank_s < free_slots))
+        return adm, jnp.sum(jnp.where(adm, b, 0.0))
 
-    lo, hi, admitted, bstar, _, _ = jax.lax.while_loop(
-        keep_going, bisect_until_fixed, init + (jnp.int32(0), jnp.bool_(True)))
-    _, _, w, wbar = at_price(hi)
+    def fits(demand_b, s):
+        return demand_b <= available_bw * s  # sum_i b_i / s <= B_av
+
+    # Binary search for j*: the last breakpoint (1-based, descending) at which the admitted set fits. At the
+    # j-th breakpoint exactly the first j candidates in breakpoint order are admissible (the rank, not the sign
+    # of a rounded score, decides). j = 0 (s above every breakpoint) always fits; n_t + 1 is a sentinel.
+    def search(_, carry):
+        lo, hi = carry
+        mid = (lo + hi) // 2
+        s_mid = t_sorted[jnp.clip(mid - 1, 0, n_c - 1)]
+        _, demand = admitted_at(s_mid, has_t & (t_rank < mid))
+        ok = fits(demand, s_mid) | (mid == lo)
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+    j_star, _ = jax.lax.fori_loop(0, _search_steps(n_c), search, (jnp.int32(0), n_t + 1), unroll=True)
+    s_right = jnp.where(j_star > 0, t_sorted[jnp.clip(j_star - 1, 0, n_c - 1)], jnp.inf)
+    s_left = jnp.where(j_star < n_t, t_sorted[jnp.clip(j_star, 0, n_c - 1)], 0.0)
+    allowed = has_t & (t_rank < j_star)  # the admissible candidates on (s_left, s_right]
+    adm, demand = admitted_at(jnp.where(j_star > 0, s_right, 1.0), allowed)  # fits (empty when j* = 0)
+    s_best = s_right
+
+    def closed_form(s_best, adm, demand):
+        # A fixed set's demand P / s reaches B_av at s = P / B_av; the segment's left end bounds it below.
+        s_try = jnp.maximum(demand / jnp.maximum(available_bw, 1e-30) * (1.0 + PRICE_ROUNDING), s_left)
+        adm_try, demand_try = admitted_at(jnp.where(s_try > 0.0, s_try, 1.0), allowed)
+        better = (s_try < s_best) & fits(demand_try, s_try)
+        return (jnp.where(better, s_try, s_best), jnp.where(better, adm_try, adm),
+                jnp.where(better, demand_try, demand))
+
+    # Exact when the admitted set is the same on the whole segment (always in the abundant case, and in the
+    # competitive case when at most F candidates are admissible).
+    s_best, adm, demand = closed_form(s_best, adm, demand)
+    # Competitive case: the top F can change inside the segment (two scores cross), so the closed form can miss
+    # a feasible stretch below s_best. Halve the log-segment a static number of times, keeping the last price
+    # that fits, then solve the final set in closed form again.
+    min_b = jnp.min(jnp.where(allowed, b, jnp.inf))  # at least one admitted request needs s >= b_i / B_av
+    seg_lo = jnp.maximum(s_left, jnp.where(jnp.isfinite(min_b), min_b / jnp.maximum(available_bw, 1e-30), 0.0))
+
+    def halve(_, carry):
+        lo, s_best, adm, demand = carry
+        mid = jnp.sqrt(jnp.maximum(lo, 1e-30) * s_best)
+        adm_mid, demand_mid = admitted_at(mid, allowed)
+        ok = fits(demand_mid, mid) & (mid < s_best) & jnp.isfinite(s_best)
+        return (jnp.where(ok, lo, mid), jnp.where(ok, mid, s_best), jnp.where(ok, adm_mid, adm),
+                jnp.where(ok, demand_mid, demand))
+
+    _, s_best, adm, demand = jax.lax.fori_loop(0, segment_halvings, halve, (seg_lo, s_best, adm, demand), unroll=True)
+    s_best, adm, demand = closed_form(s_best, adm, demand)
+    s_best = jnp.where(jnp.isfinite(s_best), s_best, 0.0)  # nobody admissible: price 0
+    bstar = jnp.where(adm, b / jnp.where(adm, s_best, 1.0), 0.0)
+    w, wbar = scores(s_best)
     # Remark 2 (and channel-infeasible candidates). A request whose channel never clears (tq = +inf) goes local,
     # also at beta = 0 (where beta * inf would be NaN).
     queue_full = (w0 >= beta * tq) & jnp.isfinite(tq)
-    queue = valid & ~admitted & jnp.where(case_full | ~feasible, queue_full, case_comp & (w >= wbar))
-    decision = jnp.where(admitted, IMMEDIATE_D, jnp.where(queue, QUEUE_D, LOCAL_D)).astype(jnp.int32)
-    return Stage2Out(decision=decision, bandwidth=jnp.where(admitted, bstar, 0.0).astype(f32), log10_mu=hi,
-                     case=case.astype(jnp.int32), tq=tq, tq_iters=tq_iters)
+    queue = valid & ~adm & jnp.where(case_full | ~feasible, queue_full, case_comp & (w >= wbar))
+    decision = jnp.where(adm, IMMEDIATE_D, jnp.where(queue, QUEUE_D, LOCAL_D)).astype(jnp.int32)
+    log10_mu = 2.0 * jnp.log10(s_best)  # -inf when nothing needs a price
+    return Stage2Out(decision=decision, bandwidth=bstar.astype(f32), log10_mu=log10_mu.astype(f32),
+                     case=case.astype(jnp.int32), tq=tq, tq_converged=tq_converged)
 
 
 def equal_share(admitted, available_bw):
