@@ -27,7 +27,7 @@ TESTS_DIR = pathlib.Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 WORKER = TESTS_DIR / "multiprocess_worker.py"
 NUM_PROCESSES, LOCAL_DEVICES = 2, 2
-DEADLINE_S = 240  # the whole 2-process run; typically ~20-40 s on a busy 2-core machine
+DEADLINE_S = 240  # the whole 2-process run; ~45 s on a 2-core machine at load 7, mostly 3 XLA compiles
 
 
 def _free_port() -> int:
