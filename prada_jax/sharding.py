@@ -1,4 +1,4 @@
-"""Run `simulate_grid` with its grid and episode axes sharded over devices (jax.sharding, no multiprocessing).
+"""Run `simulate_grid` with its grid and episode axes sharded over devices (jax.sharding; one or many processes).
 
     from prada_jax import sharding
     metrics = sharding.simulate_grid_sharded(packed, table, params_grid, config, episodes=1024, seed=0)
@@ -13,7 +13,9 @@ jax is imported. Several hosts: call `initialize_distributed()` (or set PRADA_DI
 `maybe_initialize_distributed()`) first in every process; it wraps `jax.distributed.initialize`, which reads
 the coordinator address / process count / process id from its arguments, from the JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES and JAX_PROCESS_ID environment variables, or from a cluster environment (SLURM, ...).
-The mesh then spans `jax.devices()` (all hosts) and the result is gathered to every process.
+The mesh then spans `jax.devices()` (all hosts) and the result is gathered to every process. This path is
+tested with 2 processes on localhost (2 CPU devices each, gloo collectives): tests/test_multiprocess.py,
+whose worker tests/multiprocess_worker.py can also be run by hand (see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -166,14 +168,35 @@ def prepare_sharded(packed, table: PolicyTable, params_grid: SimParams, config: 
     return _sharded_fn(config, out_sharding), args, trim
 
 
+def _shard_map(fn, mesh: Mesh, in_specs, out_specs):
+    """`jax.shard_map` without the replication / varying-axis check (the simulator has no collectives, and
+    the check rejects while loops whose carry starts from constants)."""
+    if hasattr(jax, "shard_map"):  # jax >= 0.6
+        return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    from jax.experimental.shard_map import shard_map
+
+    return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
+
+
 @functools.lru_cache(maxsize=32)
 def _sharded_fn(config: SimConfig, out_sharding: NamedSharding):
-    """jit of the simulator's grid rollout, [G, E] outputs laid out over the mesh (cached per config/layout)."""
+    """jit of the simulator's grid rollout, [G, E] outputs laid out over the mesh (cached per config/layout).
+
+    `shard_map`: every device runs `_simulate_grid` on its own [G/g] grid points and [E/e] keys, with no
+    communication. (Letting GSPMD partition the plain jit instead put an all-reduce of the "any episode still
+    running" predicate into every iteration of the vmapped while loops -- the bisection and fixed-point
+    loops of every slot -- and all-gathers around top_k: identical results, but thousands of cross-device,
+    and with several processes cross-host, collectives per rollout.)
+    """
+    mesh = out_sharding.mesh
 
     def fn(packed, table, params, keys):
         return sim_run._simulate_grid(packed, table, params, config, keys)
 
-    return jax.jit(fn, out_shardings=out_sharding)
+    local = _shard_map(fn, mesh, in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(GRID_AXIS),
+                                           PartitionSpec(EPISODE_AXIS)),
+                       out_specs=PartitionSpec(GRID_AXIS, EPISODE_AXIS))
+    return jax.jit(local, out_shardings=out_sharding)
 
 
 def local_device_summary() -> dict:

@@ -1,4 +1,5 @@
-"""prada_jax.sharding: padding / mesh helpers, and a 4-device run identical to the single-device simulator.
+"""prada_jax.sharding: padding / mesh helpers, and a 4-device run identical to the single-device simulator
+whose compiled program has no collectives.
 
 The multi-device check runs in a subprocess because XLA_FLAGS=--xla_force_host_platform_device_count must be
 set before jax is imported (this test process has already imported it with one device).
@@ -51,7 +52,9 @@ SCRIPT = textwrap.dedent(
     default = sharding.simulate_grid_sharded(packed, table, grid, config, episodes, seed)
     mesh = Mesh(np.asarray(jax.devices()).reshape(2, 2), (sharding.GRID_AXIS, sharding.EPISODE_AXIS))
     fn, args, trim = sharding.prepare_sharded(packed, table, grid, config, episodes, seed, mesh)
-    out = fn(*args)
+    compiled = fn.lower(*args).compile()
+    out = compiled(*args)
+    hlo = compiled.as_text()
     print(json.dumps({
         "devices": jax.device_count(),
         "default_mesh": dict(sharding.make_mesh(3, episodes).shape),
@@ -60,6 +63,8 @@ SCRIPT = textwrap.dedent(
         "shard_shapes": sorted({tuple(s.data.shape) for s in out.completed.addressable_shards}),
         "completed_total": int(np.asarray(want.completed).sum()),
         "result_shape": list(np.shape(default.completed)),
+        "collectives": sorted({op for op in ("all-reduce", "all-gather", "all-to-all", "collective-permute",
+                                              "reduce-scatter") if op + "(" in hlo or op + "-start(" in hlo}),
     }))
     """
 )
@@ -111,6 +116,8 @@ def test_four_host_devices_match_single_device():
     assert result["shard_shapes"] == [[2, 4]], result  # G 3 -> 4 over 2, E 7 -> 8 over 2
     assert result["result_shape"] == [3, 7]
     assert result["completed_total"] > 0
+    # Each device runs its own episodes (shard_map): no cross-device communication inside the rollout.
+    assert result["collectives"] == [], result
 
 
 def test_maybe_initialize_distributed_is_off_by_default(monkeypatch):
