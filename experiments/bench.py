@@ -202,7 +202,16 @@ def time_jax(packed, table, grid, config, episodes: int, seed: int, repeats: int
     run_s = min(runs)
     g = int(np.shape(grid.bandwidth_bps)[0])
     episode_slots = g * episodes * config.num_slots
+    from prada_jax.sim.state import init_state
+
+    # Memory per episode: the carried state (users + totals) plus its share of XLA's temporaries for this batch.
+    state_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(
+        init_state(config.max_users, packed.slm_step_tokens.shape[1])))
+    temp_bytes = (compiled_memory(compiled) or {}).get("temp_size_in_bytes", 0)
+    bytes_per_episode = state_bytes + temp_bytes / (g * episodes)
     record = {
+        "state_bytes_per_episode": state_bytes, "bytes_per_episode": bytes_per_episode,
+        "episodes_per_gib": int(2**30 // bytes_per_episode),
         "episodes": episodes, "grid": g, "max_users": config.max_users, "slots": config.num_slots,
         "trace_s": t1 - t0, "compile_s": t2 - t1, "run_s": run_s, "runs_s": runs,
         "episode_slots_per_s": episode_slots / run_s,
@@ -487,12 +496,13 @@ def table_row(rec: dict, oracle_rate: float | None) -> dict:
         "usr": fmt_rate(rec["user_slots_per_s"]), "eps": fmt_rate(rec["episode_slots_per_s"]),
         "x": f"{rec['user_slots_per_s'] / oracle_rate:.0f}" if oracle_rate else "-",
         "temp": f"{mem.get('temp_size_in_bytes', 0) / 2**20:.1f}", "rss": f"{rec['memory']['maxrss_mb']:.0f}",
+        "state": f"{rec['state_bytes_per_episode']:,}", "per_gib": f"{rec['episodes_per_gib']:,}",
     }
 
 
 COLUMNS = [("E", "episodes"), ("U", "U"), ("T", "slots"), ("compile", "compile_s"), ("run", "run_s"),
            ("usr", "user-slots/s"), ("eps", "episode-slots/s"), ("x", "x oracle"), ("temp", "XLA temp MB"),
-           ("rss", "maxrss MB")]
+           ("rss", "maxrss MB"), ("state", "state B/episode"), ("per_gib", "episodes/GiB")]
 
 
 QUICK_SIZES = {

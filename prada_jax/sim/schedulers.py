@@ -24,8 +24,7 @@ from prada_jax.sim.params import SimConfig, SimParams
 from prada_jax.sim.policies import PolicyTable
 from prada_jax.sim.state import QUEUED, SERVE, UPLOAD, Users
 
-OFFLOAD, DRAFT_VERIFY = "offload", "draft_verify"
-PROTOCOLS = (OFFLOAD, DRAFT_VERIFY)
+from prada_jax.sim.protocols import DRAFT_VERIFY, OFFLOAD, PROTOCOLS  # noqa: F401  (re-exported)
 # Baseline schedulers admit only if at least this fraction of B is free (an equal share of ~0 would never end).
 MIN_BANDWIDTH_FRACTION = 1e-6
 
@@ -63,7 +62,7 @@ def register(name: str, decide: Callable, protocol: str = OFFLOAD, description: 
     if name in SCHEDULERS:
         raise ValueError(f"scheduler {name!r} is already registered")
     if protocol not in PROTOCOLS:
-        raise ValueError(f"scheduler {name!r}: protocol {protocol!r} is not one of {PROTOCOLS}")
+        raise ValueError(f"scheduler {name!r}: protocol {protocol!r} is not one of {sorted(PROTOCOLS)}")
     SCHEDULERS[name] = Scheduler(name, decide, protocol, description)
     return SCHEDULERS[name]
 

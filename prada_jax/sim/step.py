@@ -11,11 +11,11 @@ import jax
 import jax.numpy as jnp
 
 from prada_jax import costs
-from prada_jax.sim import schedulers
+from prada_jax.sim import protocols, schedulers
 from prada_jax.sim import stage2 as S2
 from prada_jax.sim.draws import SlotDraws, step_uniform
 from prada_jax.sim.params import SimConfig, SimParams
-from prada_jax.sim.policies import PolicyTable, nominated
+from prada_jax.sim.policies import PolicyTable
 from prada_jax.sim.state import FREE, LOCAL, QUEUED, READY, SERVE, UPLOAD, SimState
 
 
@@ -68,7 +68,8 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
     dt = config.slot_seconds
     u_count = users.phase.shape[0]
     in_window = (t >= config.warmup_slots) & (t < config.num_slots)  # measurement window
-    rsd = schedulers.get(config.scheduler).protocol == schedulers.DRAFT_VERIFY
+    proto = protocols.get(schedulers.get(config.scheduler).protocol)
+    drafts = proto.local_steps_are_drafts  # a static bool: folded into the masks below
 
     users, n_arrived, n_dropped = _arrivals(users, draws, packed, params, t, config.num_slots)
     chex.assert_shape(users.phase, (u_count,))
@@ -78,38 +79,19 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
 
     p, k = users.problem, users.step
     ready = users.phase == READY
-    if rsd:
-        # RSD: the SLM drafts every step locally; afterwards the PRM check waits in the queue (QUEUED).
-        go_local = ready
-        cand = users.phase == QUEUED
-    else:
-        nominate = ready & nominated(table, p, k, draws.stage1_u, config.stage1_sampling)
-        go_local = ready & ~nominate
-        cand = nominate | (users.phase == QUEUED)
+    go_local, cand = proto.split_ready(users, ready, table, draws, config)
     decision, bw = schedule(users, cand, gamma, feasible, draws, table, params, config, t)
 
     # Apply decisions.
     slm_tok = packed.slm_step_tokens[p, k]
     llm_tok = packed.llm_step_tokens[p, k]
-    local = go_local | (cand & (decision == S2.LOCAL_D) & (not rsd))
+    local = go_local | (cand & (decision == S2.LOCAL_D))
     immediate = cand & (decision == S2.IMMEDIATE_D)
     queued = cand & (decision == S2.QUEUE_D)
     ts = costs.local_step_seconds(users.context, users.slm_cached, slm_tok, params.flops_slm)
     safe_bw = jnp.where(immediate, bw, 1.0)
-    if rsd:
-        # Upload context + drafted step; the PRM scores it; if it rejects, the LLM regenerates the step.
-        reject = table.nominate_prob[p, k] >= 0.5
-        upload_tokens = users.context + slm_tok
-        tc = costs.upload_seconds(upload_tokens, safe_bw, gamma)
-        tl = costs.prm_check_seconds(users.context, slm_tok, params.flops_llm) + jnp.where(
-            reject, costs.server_step_seconds(users.context, users.server_cached, llm_tok, params.flops_llm,
-                                              params.prefix_cache), 0.0)
-        serve_on_llm = reject
-    else:
-        tc = costs.upload_seconds(users.context, safe_bw, gamma)
-        tl = costs.server_step_seconds(users.context, users.server_cached, llm_tok, params.flops_llm,
-                                       params.prefix_cache)
-        serve_on_llm = jnp.ones_like(immediate)
+    upload_tokens, tl, serve_on_llm = proto.server_request(users, slm_tok, llm_tok, table, params)
+    tc = costs.upload_seconds(upload_tokens, safe_bw, gamma)
     tc = jnp.where(immediate, tc, 0.0)
     tl = jnp.where(immediate, tl, 0.0)
     ts = jnp.where(local, ts, 0.0)
@@ -151,10 +133,9 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
     phase = jnp.where(upload_done, SERVE, users.phase)
     bandwidth = jnp.where(upload_done, 0.0, users.bandwidth)
     done = busy & (busy_slots <= 0)
-    if rsd:
-        # A finished local draft becomes a PRM-check request; the step ends after the server part.
-        draft_done = done & (users.phase == LOCAL)
-        done = done & ~draft_done
+    # Draft-verify protocols: a finished local draft becomes a server request; the step ends after the server part.
+    draft_done = done & (users.phase == LOCAL) & drafts
+    done = done & ~draft_done
     on_llm = users.on_server
     p_ok = jnp.where(on_llm, packed.llm_step_success[p, k], packed.slm_step_success[p, k])
     u_k = step_uniform(users.task_seed, k)
@@ -162,10 +143,10 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
     new_ctx = users.context + jnp.where(on_llm, llm_tok, slm_tok)
     # After an LLM step the SLM keeps its old cache (it ingests the LLM tokens on its next local step);
     # in RSD a rejected draft leaves only the old context valid in the SLM's cache.
-    slm_after_llm = users.context if rsd else users.slm_cached
+    slm_after_llm = jnp.where(drafts, users.context, users.slm_cached)
     on_track = jnp.where(done, users.on_track & step_ok, users.on_track)
     offloaded = users.offloaded + (done & on_llm)
-    ended = (done | draft_done) if rsd else done  # a step (or an RSD draft) ended: book its work
+    ended = done | draft_done  # a step (or a draft) ended: book its work
     proc_s = users.proc_s + jnp.where(ended, users.step_proc_s, 0.0)
     comm_s = users.comm_s + jnp.where(ended, users.step_comm_s, 0.0)
     finished = done & (k + 1 >= packed.num_steps[p])
@@ -185,12 +166,7 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
         offloaded_steps=totals.offloaded_steps + total(offloaded),
         executed_steps=totals.executed_steps + total(packed.num_steps[p]),
     )
-    next_phase = jnp.where(finished, FREE, READY)
-    if rsd:
-        next_phase = jnp.where(draft_done, QUEUED, jnp.where(done, next_phase, phase))
-        phase_after = jnp.where(done | draft_done, next_phase, phase)
-    else:
-        phase_after = jnp.where(done, next_phase, phase)
+    phase_after = jnp.where(draft_done, QUEUED, jnp.where(done, jnp.where(finished, FREE, READY), phase))
     users = users.replace(
         phase=phase_after,
         busy_slots=busy_slots,
@@ -205,9 +181,8 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
         slm_cached=jnp.where(done, jnp.where(on_llm, slm_after_llm, new_ctx), users.slm_cached),
         server_cached=jnp.where(done & on_llm, new_ctx, users.server_cached),
     )
-    if rsd:
-        users = users.replace(
-            queue_entry=jnp.where(draft_done, t + 1, users.queue_entry),
-            wait_slots=jnp.where(draft_done, 0, users.wait_slots),
-        )
+    users = users.replace(  # a finished draft enters the queue at the next slot
+        queue_entry=jnp.where(draft_done, t + 1, users.queue_entry),
+        wait_slots=jnp.where(draft_done, 0, users.wait_slots),
+    )
     return SimState(users=users, totals=totals)
