@@ -24,7 +24,7 @@ from prada_jax.traces import TraceError  # noqa: E402
 
 FLAGS = flags.FLAGS
 sweep.define_flags(FLAGS)
-flags.adopt_module_key_flags(sweep)  # --helpshort lists the sweep's flags
+flags.adopt_module_key_flags(sweep.flags)  # --helpshort lists the sweep's flags (defined in prada_jax.sweep.flags)
 
 
 def main(argv):
