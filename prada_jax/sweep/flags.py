@@ -6,6 +6,7 @@ import os
 from typing import Sequence
 
 from prada_jax import constants as C
+from prada_jax import data_paths
 from prada_jax.sim.params import SimConfig
 from prada_jax.sweep.runner import supported_policy_names
 from prada_jax.sweep.spec import (
@@ -20,7 +21,8 @@ from prada_jax.sweep.spec import (
     parse_float_list,
 )
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "experiments", "configs")
+# The shipped flagfiles: package data prada_jax/configs/*.cfg (a bare --flagfile=name resolves there).
+CONFIG_DIR = data_paths.CONFIG_DIR
 
 DEFAULT_EPISODES = 32
 # Horizon, warm-up and user slots default to the simulator's own SimConfig defaults (1 ms slots).
@@ -59,8 +61,10 @@ def define_flags(flag_values) -> None:
     flags.DEFINE_integer("max_users", DEFAULT_MAX_USERS, "User slots (static); arrivals finding none are dropped.", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Base seed of the episodes.", flag_values=fv)
     flags.DEFINE_string("out_dir", "results/sweep", "Output folder (results, metadata, figures).", flag_values=fv)
-    flags.DEFINE_string("traces_dir", "traces", "Folder of <dataset>.npz traces.", flag_values=fv)
-    flags.DEFINE_string("ckpt_dir", "checkpoints", "Folder of learned-policy checkpoints.", flag_values=fv)
+    flags.DEFINE_string("traces_dir", "traces", "Folder of <dataset>.npz traces (default: ./traces, else the traces "
+                         "shipped with the package).", flag_values=fv)
+    flags.DEFINE_string("ckpt_dir", "checkpoints", "Folder of learned-policy checkpoints (default: ./checkpoints, else "
+                         "the read-only tables shipped with the package).", flag_values=fv)
     flags.DEFINE_float(
         "table_beta", None,
         "beta of the learned Stage-1 tables (pi_only, prada, random_scheduler); default: --beta, or the Table-3 "
@@ -105,7 +109,8 @@ def spec_from_flags(fv, supported_policies: Sequence[str] | None = None) -> Swee
 
 
 def resolve_flagfile_argv(argv: Sequence[str], config_dir: str = CONFIG_DIR) -> list[str]:
-    """Rewrite `--flagfile=name` (and `--flagfile name`) to experiments/configs/name when `name` is no path.
+    """Rewrite `--flagfile=name` (and `--flagfile name`) to <config_dir>/name (the shipped prada_jax/configs/)
+    when `name` is no existing path.
 
     A value that exists as given is kept. A missing bare name that is not in config_dir either raises
     SweepConfigError('flagfile', ...) listing the shipped configs.

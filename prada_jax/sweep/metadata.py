@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
 import platform
 import subprocess
 import sys
@@ -23,7 +22,11 @@ def package_versions() -> dict[str, str | None]:
 
 def git_revision() -> dict[str, Any]:
     """HEAD commit of the repository holding this package and whether its tree is dirty (read-only git calls)."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from prada_jax.data_paths import source_root
+
+    root = source_root()
+    if root is None:  # an installed copy (site-packages): not a checkout, whatever repository may surround it
+        return {"commit": None, "dirty": None}
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10

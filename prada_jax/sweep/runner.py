@@ -127,22 +127,31 @@ class PolicyTableError(RuntimeError):
 
 
 def train_policy_table(dataset: str, beta: float, traces_dir: str, ckpt_dir: str, seed: int = 0) -> None:
-    """Train on first use: run experiments/train.py for one dataset at `beta` (its progress log streams).
+    """Train on first use: run the training command (prada-train, prada_jax.cli.train) for one dataset at `beta`
+    in a child process (its progress log streams).
 
     Runs the documented training entry point rather than re-implementing it, so a table trained here is the
-    same as one from `python experiments/train.py --datasets=<d> --beta=<b> --seed=<s>`."""
-    from prada_jax.sweep.flags import CONFIG_DIR
+    same as one from `prada-train --datasets=<d> --beta=<b> --seed=<s>` (or `python experiments/train.py ...`).
+    The child imports this very copy of prada_jax (its root goes first on PYTHONPATH)."""
+    from prada_jax import data_paths
 
-    script = os.path.join(os.path.dirname(CONFIG_DIR), "train.py")
+    if data_paths.is_installed_data(ckpt_dir):
+        raise PolicyTableError(
+            f"no learned policy table for {dataset} among the tables shipped with the package ({ckpt_dir}, "
+            f"read-only); pass --ckpt_dir=<a writable folder> to train it there at beta={beta:g}"
+        )
     cmd = [
-        sys.executable, script, f"--datasets={dataset}", f"--beta={beta!r}",
+        sys.executable, "-m", "prada_jax.cli.train", f"--datasets={dataset}", f"--beta={beta!r}",
         f"--trace_dir={traces_dir}", f"--ckpt_dir={ckpt_dir}", f"--seed={seed}",
         "--resume",  # continue an interrupted first-use training (a no-op when nothing was saved yet)
     ]
+    package_root = os.path.dirname(data_paths.PACKAGE_DIR)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
     logging.info("No learned policy table for %s in %s: training it at beta=%g now (%s)",
                  dataset, ckpt_dir, beta, " ".join(cmd))
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, check=False, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    proc = subprocess.run(cmd, check=False, env=env,
+                          preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     if proc.returncode != 0:
         raise PolicyTableError(
             f"training the policy table of {dataset} failed (exit {proc.returncode}): {' '.join(cmd)}"

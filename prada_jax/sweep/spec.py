@@ -13,6 +13,7 @@ import os
 from typing import Any, Iterable, Sequence
 
 from prada_jax import constants as C
+from prada_jax.data_paths import resolve_data_dir
 from prada_jax.traces import file_sha256
 
 # System parameters (SimParams leaves) that flags set and a sweep may vary: name -> (python type, default).
@@ -205,6 +206,9 @@ def make_spec(
     `params` overrides SYSTEM_PARAMS defaults (Table 3, prada_jax.constants). `explicitly_set` names flags the
     user gave on the command line: setting the swept parameter's own flag is an error (it would be ignored).
     """
+    # The bare defaults "traces" / "checkpoints" fall back to the shipped copies when absent here (data_paths).
+    traces_dir = resolve_data_dir(str(traces_dir), "traces")
+    ckpt_dir = resolve_data_dir(str(ckpt_dir), "checkpoints")
     datasets = tuple(d.strip() for d in datasets)
     if not datasets:
         raise SweepConfigError("datasets", "no dataset given")
