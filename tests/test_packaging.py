@@ -125,3 +125,14 @@ def test_experiments_wrapper_helpshort_lists_the_sweep_flags():
     assert "Run a resumable parameter sweep" in proc.stdout
     for flag in ("--sweep_param", "--sweep_values", "--policies", "--traces_dir", "--ckpt_dir", "--out_dir"):
         assert flag in proc.stdout, flag
+
+
+def test_shipped_tables_are_never_trained_into(tmp_path):
+    """Training on first use refuses the installed package's data folder (read-only) and names --ckpt_dir."""
+    from prada_jax import data_paths, sweep
+
+    shipped = os.path.join(data_paths.PACKAGE_DIR, "_data", "checkpoints")
+    with pytest.raises(sweep.PolicyTableError, match="--ckpt_dir"):
+        sweep.train_policy_table("gsm8k", 10.0, str(REPO_ROOT / "traces"), shipped)
+    assert data_paths.resolve_data_dir(str(tmp_path), "traces") == str(tmp_path)  # an explicit folder: as given
+    assert data_paths.resolve_data_dir("traces", "traces") in ("traces", data_paths.shipped_dir("traces"))
