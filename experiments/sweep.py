@@ -1,11 +1,7 @@
-"""Run a resumable parameter sweep of the PRADA simulator and draw its figures.
+"""Thin wrapper: the code lives in prada_jax/cli/sweep.py (installed as the console script prada-sweep).
 
-    python experiments/sweep.py --flagfile=bandwidth.cfg            # a bare name resolves to experiments/configs/
-    python experiments/sweep.py --flagfile=capacity.cfg --episodes=8 --out_dir=results/capacity_quick
-    python experiments/sweep.py --datasets=gsm8k --policies=all_slm,prada --sweep_param=beta --sweep_values=1,10,100
-
-Writes results.csv, results.json, run.json and fig_*.png into --out_dir; a killed run restarted with the same
-flags resumes; different flags into the same --out_dir need --overwrite. See docs/experiments.md.
+Running this file from a source checkout is the same command without installing the package; its --help text
+is the module's docstring.
 """
 
 from __future__ import annotations
@@ -15,41 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging  # noqa: E402
-
-from prada_jax import cli_support, plots, sweep  # noqa: E402
-from prada_jax.learn.tables import TableError  # noqa: E402
-from prada_jax.sim.params import SimParamsError  # noqa: E402
-from prada_jax.traces import TraceError  # noqa: E402
-
-FLAGS = flags.FLAGS
-sweep.define_flags(FLAGS)
-flags.adopt_module_key_flags(sweep)  # --helpshort lists the sweep's flags
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected positional arguments {argv[1:]}")
-    cli_support.quiet_third_party_logs(FLAGS.verbosity)
-    try:
-        spec = sweep.spec_from_flags(FLAGS)
-        store = sweep.run_sweep(spec, FLAGS.out_dir, overwrite=FLAGS.overwrite, argv=sys.argv)
-    except (sweep.SweepConfigError, sweep.SweepStateError, sweep.PolicyTableError, TableError, TraceError,
-            SimParamsError) as err:
-        raise app.UsageError(str(err)) from err
-    logging.info("Results: %s (%d rows)", store.csv_path, len(store.rows))
-    if FLAGS.plots:
-        for path in plots.sweep_figures(store.rows, FLAGS.out_dir):
-            logging.info("Figure: %s", path)
-
-
-def run():
-    try:
-        argv = sweep.resolve_flagfile_argv(sys.argv)
-    except sweep.SweepConfigError as err:
-        sys.exit(f"FATAL Flags parsing error: {err}")
-    app.run(main, argv=argv)
-
+from prada_jax.cli.sweep import __doc__, run  # noqa: E402,F401 (absl's --help prints this module's __doc__)
 
 if __name__ == "__main__":
     run()

@@ -1,4 +1,4 @@
-"""Small helpers shared by the command-line entry points (experiments/*.py)."""
+"""Small helpers shared by the command-line entry points (prada_jax/cli/*.py and experiments/*.py)."""
 
 from __future__ import annotations
 
@@ -22,3 +22,23 @@ def quiet_third_party_logs(verbosity: int = 0) -> None:
         from absl import logging as absl_logging
 
         absl_logging.get_absl_handler().addFilter(_not_orbax_info)
+
+
+def run_main(main, doc: str | None, key_flag_modules=(), argv=None) -> None:
+    """`absl.app.run(main)` for a command whose code lives in a package module (prada_jax/cli/*.py), started as a
+    console script (prada-sweep ...) or through its thin experiments/*.py wrapper.
+
+    absl's --help/--helpshort describe the *main* module (sys.argv[0]): give it `doc` when it has no docstring of
+    its own, and make the flags of `key_flag_modules` its key flags, so --helpshort lists them.
+    """
+    import sys
+
+    from absl import app, flags
+
+    main_module = sys.modules.get("__main__")
+    if main_module is not None and doc and not getattr(main_module, "__doc__", None):
+        main_module.__doc__ = doc
+    for module in key_flag_modules:
+        for flag in flags.FLAGS.get_key_flags_for_module(module):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main, argv=argv)

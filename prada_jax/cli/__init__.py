@@ -1,0 +1,9 @@
+"""Command-line entry points (absl apps), installed as console scripts by pyproject.toml:
+
+    prada-sweep    prada_jax.cli.sweep          (also: python experiments/sweep.py)
+    prada-train    prada_jax.cli.train          (also: python experiments/train.py)
+    prada-figures  prada_jax.cli.make_figures   (also: python experiments/make_figures.py)
+    prada-bench    prada_jax.cli.bench          (also: python experiments/bench.py)
+
+Each module defines its absl flags on import, so import one per process.
+"""

@@ -1,0 +1,191 @@
+"""Regenerate figures/: Table 2 (markdown, ours next to the paper's) and Figures 4-8, from real runs.
+
+    prada-figures                      # run (or resume) every sweep, then draw
+    prada-figures --plot_only          # redraw from results already on disk
+    prada-figures --episodes=4 --horizon_ms=500 --results_dir=results/quick \
+        --figures_dir=figures/quick    # a quick, low-precision pass
+
+(`python experiments/make_figures.py ...` in a source checkout is the same command.)
+
+Sweeps come from the shipped prada_jax/configs/{table2,capacity,bandwidth}.cfg (plus arrival, beta with --only)
+and write into <results_dir>/<name>/ (resumable, see docs/experiments.md). Figure 4 is the single-user
+evaluation that prada-train stores in <ckpt_dir>/<dataset>/eval.json (trained on first use).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+from prada_jax import cli_support, data_paths, plots, sweep
+from prada_jax import constants as C
+
+ALL = ("table2", "fig4", "capacity", "bandwidth", "arrival", "beta")
+DEFAULT = ("table2", "fig4", "capacity", "bandwidth")
+FIG4_DATASETS = ("gsm8k", "math500", "gaokao2023en", "mmlu_stem")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("only", list(DEFAULT), f"What to (re)generate, from {list(ALL)}.")
+flags.DEFINE_string("results_dir", "results", "Sweep results go to <results_dir>/<config name>/.")
+flags.DEFINE_string("figures_dir", "figures", "Where figures, table2.md and provenance.json are written.")
+flags.DEFINE_bool("plot_only", False, "Draw from results on disk; run nothing.")
+flags.DEFINE_bool("overwrite", False, "Passed to the sweeps: discard results of different flags.")
+flags.DEFINE_integer("episodes", None, "Override --episodes of every sweep config.")
+flags.DEFINE_integer("horizon_ms", None, "Override --horizon_ms of every sweep config.")
+flags.DEFINE_integer("warmup_ms", None, "Override --warmup_ms of every sweep config.")
+flags.DEFINE_string("ckpt_dir", "checkpoints", "Learned policies / single-user evaluation (prada-train); default: "
+                    "./checkpoints, else the tables shipped with the package.")
+flags.DEFINE_string("traces_dir", "traces", "Folder of <dataset>.npz traces (default: ./traces, else the shipped "
+                    "traces).")
+
+
+def sweep_spec(name: str) -> tuple[sweep.SweepSpec, str]:
+    """Parse the shipped prada_jax/configs/<name>.cfg (with this command's overrides) into a spec and its out_dir."""
+    fv = flags.FlagValues()
+    sweep.define_flags(fv)
+    out_dir = os.path.join(FLAGS.results_dir, name)
+    argv = ["make_figures", f"--flagfile={os.path.join(sweep.CONFIG_DIR, name + '.cfg')}", f"--out_dir={out_dir}",
+            f"--ckpt_dir={FLAGS.ckpt_dir}", f"--traces_dir={FLAGS.traces_dir}"]
+    for flag in ("episodes", "horizon_ms", "warmup_ms"):
+        if getattr(FLAGS, flag) is not None:
+            argv.append(f"--{flag}={getattr(FLAGS, flag)}")
+    fv(argv)
+    return sweep.spec_from_flags(fv), out_dir
+
+
+def sweep_rows(name: str) -> tuple[dict, list[dict], str]:
+    spec, out_dir = sweep_spec(name)
+    if not FLAGS.plot_only:
+        sweep.run_sweep(spec, out_dir, overwrite=FLAGS.overwrite, argv=sys.argv)
+    config, rows = sweep.read_results(out_dir)
+    if config != spec.to_config():
+        raise app.UsageError(f"{out_dir} holds results of other flags than {name}.cfg with these overrides")
+    missing = [p for p in spec.points() if p not in {(r["dataset"], r["policy"]) for r in rows}]
+    if missing:
+        raise app.UsageError(f"{out_dir} is incomplete (missing {missing}); run without --plot_only")
+    return config, rows, out_dir
+
+
+# Sweep -> the (plot, file, title) it draws, all on gsm8k (title None: the plot's default).
+SWEEP_FIGURES = {
+    "capacity": (
+        (plots.plot_performance, "fig5_capacity_performance.png",
+         "Fig. 5: performance vs server parallel capacity M (gsm8k)"),
+        (plots.plot_delay_decomposition, "fig6_capacity_delays.png", "Fig. 6: delay decomposition vs M (gsm8k)"),
+    ),
+    "bandwidth": (
+        (plots.plot_delay_decomposition, "fig7_bandwidth_delays.png",
+         "Fig. 7: delay decomposition vs total bandwidth B (gsm8k, M=9)"),
+        (plots.plot_performance, "fig8_bandwidth_performance.png",
+         "Fig. 8: performance vs total bandwidth B (gsm8k, M=9)"),
+    ),
+    "arrival": (
+        (plots.plot_performance, "arrival_performance.png", None),
+        (plots.plot_delay_decomposition, "arrival_delays.png", None),
+    ),
+}
+
+
+def fig4_rows() -> tuple[list[dict], list[str]]:
+    """Fig. 4 rows from <ckpt_dir>/<dataset>/eval.json (trained on first use at the Table-3 beta)."""
+    rows, sources = [], []
+    for dataset in FIG4_DATASETS:
+        _, eval_path = sweep.learned_table_paths(FLAGS.ckpt_dir, dataset)
+        if not os.path.exists(eval_path):
+            if FLAGS.plot_only:
+                raise app.UsageError(f"{eval_path} not found; run without --plot_only to train it")
+            sweep.train_policy_table(dataset, C.DEFAULT_BETA, FLAGS.traces_dir, FLAGS.ckpt_dir)
+        with open(eval_path, encoding="utf-8") as handle:
+            evaluation = json.load(handle)
+        su = evaluation["single_user"]
+        for method, key in (("all_slm", "all_slm"), ("all_llm", "all_llm"), ("pi_only", "pi_theta"), ("random_policy", "random")):
+            rows.append(dict(dataset=dataset, method=method, accuracy=su[key]["accuracy"],
+                             cost=su[key]["tflop_per_task"], cost_unit="TFLOP per task"))
+        for r in su["rsd"]:
+            rows.append(dict(dataset=dataset, method="rsd", accuracy=r["accuracy"], cost=r["tflop_per_task"],
+                             cost_unit="TFLOP per task"))
+        for r in evaluation.get("frontier", []):  # pi_theta trained at other betas: its accuracy-cost frontier
+            rows.append(dict(dataset=dataset, method="pi_frontier", accuracy=r["accuracy"], cost=r["tflop_per_task"],
+                             cost_unit="TFLOP per task"))
+        sources.append({"eval": eval_path, "beta": evaluation["beta"], "evaluated_on": evaluation.get("evaluated_on")})
+    return rows, sources
+
+
+def provenance_of(config: dict, out_dir: str) -> dict:
+    with open(os.path.join(out_dir, sweep.RUN_JSON), encoding="utf-8") as handle:
+        run = json.load(handle)
+    return {"results": out_dir, "config": config, "git": [s["git"] for s in run["sessions"]]}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected positional arguments {argv[1:]}")
+    FLAGS.traces_dir = data_paths.resolve_data_dir(FLAGS.traces_dir, "traces")
+    FLAGS.ckpt_dir = data_paths.resolve_data_dir(FLAGS.ckpt_dir, "checkpoints")
+    unknown = [o for o in FLAGS.only if o not in ALL]
+    if unknown:
+        raise app.UsageError(f"--only: unknown {unknown}; choose from {list(ALL)}")
+    fig = FLAGS.figures_dir
+    os.makedirs(fig, exist_ok=True)
+    prov_path = os.path.join(fig, "provenance.json")
+    provenance = {}
+    if os.path.exists(prov_path):
+        with open(prov_path, encoding="utf-8") as handle:
+            provenance = json.load(handle)
+    made = []
+    try:
+        for name in [o for o in ALL if o in FLAGS.only]:
+            if name == "fig4":
+                rows, sources = fig4_rows()
+                made.append(plots.plot_single_user(rows, os.path.join(fig, "fig4_single_user.png")))
+                provenance["fig4_single_user.png"] = {"results": sources}
+                continue
+            config, rows, out_dir = sweep_rows(name)
+            prov = provenance_of(config, out_dir)
+            if name == "table2":
+                path = os.path.join(fig, "table2.md")
+                commits = sorted({str(g["commit"])[:10] for g in prov["git"]})
+                header = (
+                    "# Table 2: PRADA across three benchmarks (ours vs the paper)\n\n"
+                    f"Generated {datetime.date.today().isoformat()} by `python experiments/make_figures.py` from "
+                    f"`{out_dir}` ({config['episodes']} episodes of {config['horizon_ms']} ms, warm-up "
+                    f"{config['warmup_ms']} ms, Table-3 system parameters; commit {', '.join(commits)}). "
+                    f"Ours: mean ± 95 % CI (Student t) over {config['episodes']} episodes; delays in ms per task "
+                    "(completed + unfinished; every counted task is completed, unfinished or dropped, and the rows "
+                    "below show the last two). Processing and communication are exact work durations, queuing is "
+                    "whole 1 ms slots; the sojourn time adds each task's own slot rounding (docs/simulator.md). "
+                    "'–': the paper reports no value.\n\n"
+                )
+                with open(path, "w", encoding="utf-8") as handle:
+                    handle.write(header + plots.table2_markdown(rows))
+                made.append(path)
+                made.append(plots.plot_bars(rows, os.path.join(fig, "table2_bars.png"), title="Table 2 policies"))
+                provenance["table2.md"] = provenance["table2_bars.png"] = prov
+            elif name in SWEEP_FIGURES:
+                for plot, filename, title in SWEEP_FIGURES[name]:
+                    made.append(plot(rows, "gsm8k", os.path.join(fig, filename), title=title))
+                    provenance[filename] = prov
+            elif name == "beta":
+                made.append(plots.plot_frontier(rows, "gsm8k", os.path.join(fig, "beta_frontier.png")))
+                made.append(plots.plot_performance(rows, "gsm8k", os.path.join(fig, "beta_performance.png")))
+                provenance["beta_frontier.png"] = provenance["beta_performance.png"] = prov
+    except (sweep.SweepConfigError, sweep.SweepStateError, sweep.PolicyTableError) as err:
+        raise app.UsageError(str(err)) from err
+    finally:
+        with open(prov_path, "w", encoding="utf-8") as handle:
+            json.dump(provenance, handle, indent=1, sort_keys=True)
+    for path in made:
+        logging.info("wrote %s", path)
+
+
+def run():
+    """Console script prada-figures (and experiments/make_figures.py)."""
+    cli_support.run_main(main, __doc__, key_flag_modules=(sys.modules[__name__],))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,54 @@
+"""Run a resumable parameter sweep of the PRADA simulator and draw its figures.
+
+    prada-sweep --flagfile=bandwidth.cfg            # a bare name resolves to the shipped prada_jax/configs/
+    prada-sweep --flagfile=capacity.cfg --episodes=8 --out_dir=results/capacity_quick
+    prada-sweep --datasets=gsm8k --policies=all_slm,prada --sweep_param=beta --sweep_values=1,10,100
+
+(`python experiments/sweep.py ...` in a source checkout is the same command.)
+
+Writes results.csv, results.json, run.json and fig_*.png into --out_dir; a killed run restarted with the same
+flags resumes; different flags into the same --out_dir need --overwrite. See docs/experiments.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+from prada_jax import cli_support, plots, sweep
+from prada_jax.learn.tables import TableError
+from prada_jax.sim.params import SimParamsError
+from prada_jax.traces import TraceError
+
+FLAGS = flags.FLAGS
+sweep.define_flags(FLAGS)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected positional arguments {argv[1:]}")
+    cli_support.quiet_third_party_logs(FLAGS.verbosity)
+    try:
+        spec = sweep.spec_from_flags(FLAGS)
+        store = sweep.run_sweep(spec, FLAGS.out_dir, overwrite=FLAGS.overwrite, argv=sys.argv)
+    except (sweep.SweepConfigError, sweep.SweepStateError, sweep.PolicyTableError, TableError, TraceError,
+            SimParamsError) as err:
+        raise app.UsageError(str(err)) from err
+    logging.info("Results: %s (%d rows)", store.csv_path, len(store.rows))
+    if FLAGS.plots:
+        for path in plots.sweep_figures(store.rows, FLAGS.out_dir):
+            logging.info("Figure: %s", path)
+
+
+def run():
+    try:
+        argv = sweep.resolve_flagfile_argv(sys.argv)
+    except sweep.SweepConfigError as err:
+        sys.exit(f"FATAL Flags parsing error: {err}")
+    # --helpshort lists the sweep's flags (defined in prada_jax.sweep.flags).
+    cli_support.run_main(main, __doc__, key_flag_modules=(sweep.flags,), argv=argv)
+
+
+if __name__ == "__main__":
+    run()

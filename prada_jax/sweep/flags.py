@@ -1,0 +1,141 @@
+"""absl flags of a sweep (shared by the prada-sweep and prada-figures commands) and `--flagfile` resolution."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from prada_jax import constants as C
+from prada_jax import data_paths
+from prada_jax.sim.params import SimConfig
+from prada_jax.sweep.runner import supported_policy_names
+from prada_jax.sweep.spec import (
+    DEFAULT_ROUTER_LLM_FRACTION,
+    DEFAULT_RSD_THRESHOLD,
+    NO_SWEEP,
+    POLICIES,
+    SYSTEM_PARAMS,
+    SweepConfigError,
+    SweepSpec,
+    make_spec,
+    parse_float_list,
+)
+
+# The shipped flagfiles: package data prada_jax/configs/*.cfg (a bare --flagfile=name resolves there).
+CONFIG_DIR = data_paths.CONFIG_DIR
+
+DEFAULT_EPISODES = 32
+# Horizon, warm-up and user slots default to the simulator's own SimConfig defaults (1 ms slots).
+_SIM_DEFAULTS = SimConfig()
+DEFAULT_HORIZON_MS = _SIM_DEFAULTS.num_slots
+DEFAULT_WARMUP_MS = _SIM_DEFAULTS.warmup_slots
+DEFAULT_MAX_USERS = _SIM_DEFAULTS.max_users
+
+
+def define_flags(flag_values) -> None:
+    """Define every sweep flag on `flag_values` (absl FlagValues). Defaults are Table 3 (constants.py)."""
+    from absl import flags
+
+    fv = flag_values
+    flags.DEFINE_float("bandwidth_bps", C.DEFAULT_BANDWIDTH_BPS, "Total uplink bandwidth B (bit/s).", flag_values=fv)
+    flags.DEFINE_integer("server_capacity", C.DEFAULT_SERVER_CAPACITY, "Server parallel capacity M.", flag_values=fv)
+    flags.DEFINE_float("arrival_rate", C.DEFAULT_ARRIVAL_RATE, "Poisson arrivals per 1 ms slot (lambda).", flag_values=fv)
+    flags.DEFINE_float("beta", C.DEFAULT_BETA, "Trade-off weight beta (PRM units per second).", flag_values=fv)
+    flags.DEFINE_float("snr_db", C.DEFAULT_SNR_DB, "Mean SNR (dB) at the median user distance.", flag_values=fv)
+    flags.DEFINE_float("snr_threshold_db", C.DEFAULT_SNR_THRESHOLD_DB, "gamma_th (dB): no upload below it.", flag_values=fv)
+    flags.DEFINE_float("path_loss_exponent", C.DEFAULT_PATH_LOSS_EXPONENT, "Path-loss exponent.", flag_values=fv)
+    flags.DEFINE_float("flops_slm", C.FLOPS_SLM, "FLOP/s of each user's SLM.", flag_values=fv)
+    flags.DEFINE_float("flops_llm", C.FLOPS_LLM, "FLOP/s of the server LLM.", flag_values=fv)
+    flags.DEFINE_string(
+        "server_prefill", C.DEFAULT_SERVER_PREFILL, f"Server prefill mode, one of {list(C.SERVER_PREFILL_MODES)}.", flag_values=fv
+    )
+    flags.DEFINE_list("datasets", ["gsm8k"], "Datasets (trace names in --traces_dir).", flag_values=fv)
+    flags.DEFINE_list("policies", ["all_slm", "prada"], f"Policies, from {list(POLICIES)}.", flag_values=fv)
+    flags.DEFINE_string("sweep_param", NO_SWEEP, f"Swept parameter: {NO_SWEEP} or one of {list(SYSTEM_PARAMS)}.", flag_values=fv)
+    flags.DEFINE_list("sweep_values", [], "Values of --sweep_param (comma separated).", flag_values=fv)
+    flags.DEFINE_integer("episodes", DEFAULT_EPISODES, "Monte-Carlo episodes per grid point.", flag_values=fv)
+    flags.DEFINE_integer("horizon_ms", DEFAULT_HORIZON_MS, "Episode length (ms = slots).", flag_values=fv)
+    flags.DEFINE_integer("warmup_ms", DEFAULT_WARMUP_MS, "Warm-up excluded from averages (ms).", flag_values=fv)
+    flags.DEFINE_integer("drain_ms", 1000, "After the horizon: no arrivals; run until every counted task has finished "
+                         "or this long; tasks still in the system then are reported as unfinished.", flag_values=fv)
+    flags.DEFINE_integer("max_users", DEFAULT_MAX_USERS, "User slots (static); arrivals finding none are dropped.", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Base seed of the episodes.", flag_values=fv)
+    flags.DEFINE_string("out_dir", "results/sweep", "Output folder (results, metadata, figures).", flag_values=fv)
+    flags.DEFINE_string("traces_dir", "traces", "Folder of <dataset>.npz traces (default: ./traces, else the traces "
+                         "shipped with the package).", flag_values=fv)
+    flags.DEFINE_string("ckpt_dir", "checkpoints", "Folder of learned-policy checkpoints (default: ./checkpoints, else "
+                         "the read-only tables shipped with the package).", flag_values=fv)
+    flags.DEFINE_float(
+        "table_beta", None,
+        "beta of the learned Stage-1 tables (pi_only, prada, random_scheduler); default: --beta, or the Table-3 "
+        "default when --sweep_param=beta (one table serves the whole grid).", flag_values=fv,
+    )
+    flags.DEFINE_float(
+        "router_llm_fraction", DEFAULT_ROUTER_LLM_FRACTION, "router policy: fraction of tasks sent to the LLM.", flag_values=fv
+    )
+    flags.DEFINE_float(
+        "rsd_threshold", DEFAULT_RSD_THRESHOLD, "rsd policy: PRM score below which the LLM regenerates a step.", flag_values=fv
+    )
+    flags.DEFINE_bool("overwrite", False, "Discard results in --out_dir from a sweep with different flags.", flag_values=fv)
+    flags.DEFINE_bool("plots", True, "Draw PNG figures into --out_dir after the sweep.", flag_values=fv)
+
+
+def spec_from_flags(fv, supported_policies: Sequence[str] | None = None) -> SweepSpec:
+    """Build the validated SweepSpec from parsed flags (SweepConfigError names the bad flag)."""
+    explicitly = [name for name in SYSTEM_PARAMS if fv[name].present]
+    if supported_policies is None:
+        supported_policies = supported_policy_names()
+    return make_spec(
+        datasets=fv.datasets,
+        policies=fv.policies,
+        sweep_param=fv.sweep_param,
+        sweep_values=parse_float_list("sweep_values", fv.sweep_values),
+        params={name: getattr(fv, name) for name in SYSTEM_PARAMS},
+        server_prefill=fv.server_prefill,
+        episodes=fv.episodes,
+        horizon_ms=fv.horizon_ms,
+        warmup_ms=fv.warmup_ms,
+        max_users=fv.max_users,
+        seed=fv.seed,
+        traces_dir=fv.traces_dir,
+        ckpt_dir=fv.ckpt_dir,
+        table_beta=fv.table_beta,
+        router_llm_fraction=fv.router_llm_fraction,
+        rsd_threshold=fv.rsd_threshold,
+        drain_ms=fv.drain_ms,
+        explicitly_set=explicitly,
+        supported_policies=supported_policies,
+    )
+
+
+def resolve_flagfile_argv(argv: Sequence[str], config_dir: str = CONFIG_DIR) -> list[str]:
+    """Rewrite `--flagfile=name` (and `--flagfile name`) to <config_dir>/name (the shipped prada_jax/configs/)
+    when `name` is no existing path.
+
+    A value that exists as given is kept. A missing bare name that is not in config_dir either raises
+    SweepConfigError('flagfile', ...) listing the shipped configs.
+    """
+    out = list(argv)
+    i = 0
+    while i < len(out):
+        arg = out[i]
+        if arg.startswith("--flagfile=") or arg == "--flagfile":
+            if arg == "--flagfile":
+                if i + 1 >= len(out):
+                    raise SweepConfigError("flagfile", "missing value")
+                value, two = out[i + 1], True
+            else:
+                value, two = arg.split("=", 1)[1], False
+            if not os.path.exists(value):
+                candidate = os.path.join(config_dir, value)
+                if not os.path.exists(candidate) and not value.endswith(".cfg"):
+                    candidate += ".cfg"
+                if not os.path.exists(candidate):
+                    shipped = sorted(os.listdir(config_dir)) if os.path.isdir(config_dir) else []
+                    raise SweepConfigError("flagfile", f"{value!r} is neither a file nor one of {shipped} in {config_dir}")
+                if two:
+                    out[i + 1] = candidate
+                else:
+                    out[i] = "--flagfile=" + candidate
+        i += 1
+    return out
