@@ -185,8 +185,6 @@ def test_shipped_traces_load():
 
 # Known stale until the lead regenerates traces/*.npz (and retrains checkpoints) from the real-token refit of
 # fitted_stats.json; strict, so this fails (XPASS) once they match again: then delete the marker.
-@pytest.mark.xfail(strict=True, reason="traces/*.npz predate the real-token-count refit (issue #11 item 1); "
-                   "regenerate with experiments/make_traces.py and remove this marker")
 def test_shipped_traces_match_regeneration(tmp_path):
     for dataset in SHIPPED_SIZES:
         path = TRACE_DIR / f"{dataset}.npz"
