@@ -13,6 +13,7 @@ One job per module; this package re-exports their public names (`from prada_jax 
     store.py     ResultStore (results.csv / results.json / run.json), read_results, the lock, SweepStateError
     metadata.py  package_versions, git_revision, device_info, session_metadata (recorded in run.json)
     runner.py    sim_config, params_grid, simulate_point, learned tables (trained on first use), run_sweep
+    report.py    summary_table: the compact table printed at the end of a sweep
     flags.py     define_flags, spec_from_flags, resolve_flagfile_argv, CONFIG_DIR (the shipped *.cfg)
 """
 
@@ -71,6 +72,7 @@ from prada_jax.sweep.runner import (
     train_policy_table,
     validate_inputs,
 )
+from prada_jax.sweep.report import SUMMARY_COLUMNS, point_label, summary_table
 from prada_jax.sweep.flags import (
     CONFIG_DIR,
     DEFAULT_EPISODES,
@@ -83,7 +85,8 @@ from prada_jax.sweep.flags import (
 )
 
 __all__ = [
-    "CONFIG_DIR", "DEFAULT_EPISODES", "GRID", "Eta", "parse_grid", "DEFAULT_HORIZON_MS", "DEFAULT_MAX_USERS", "DEFAULT_ROUTER_LLM_FRACTION",
+    "CONFIG_DIR", "DEFAULT_EPISODES", "GRID", "Eta", "parse_grid", "SUMMARY_COLUMNS",
+    "point_label", "summary_table", "DEFAULT_HORIZON_MS", "DEFAULT_MAX_USERS", "DEFAULT_ROUTER_LLM_FRACTION",
     "DEFAULT_RSD_THRESHOLD", "DEFAULT_WARMUP_MS", "FIGURE_PREFIX", "KEY_COLUMNS", "LEARNED_POLICIES", "LOCK_FILE",
     "NO_SWEEP", "POLICIES", "POLICY_SPECS", "RANDOM_POLICY_PROB", "REQUIRED_METRICS", "RESULTS_CSV", "RESULTS_JSON",
     "RUN_JSON", "SYSTEM_PARAMS", "TAIL_COLUMNS", "PointRunner", "PolicySpec", "PolicyTableError", "ResultStore",

@@ -297,6 +297,8 @@ class Eta:
         return run * len(remaining_keys) + compile_s * new
 
     def text(self, remaining_keys: Sequence) -> str:
+        if not remaining_keys:
+            return "no points left"
         eta = self.estimate(remaining_keys)
         if eta is None:
             return f"ETA: compiling (no compiled point timed yet; {len(remaining_keys)} more)"

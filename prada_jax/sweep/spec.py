@@ -266,19 +266,20 @@ def make_spec(
     grid = tuple((str(name).strip(), tuple(values)) for name, values in grid)
     if grid and (sweep_param != NO_SWEEP or sweep_values):
         raise SweepConfigError("grid", "cannot be combined with --sweep_param/--sweep_values; use one or the other")
+    seen = set()
+    for name, values in grid:
+        if name not in SYSTEM_PARAMS:
+            raise SweepConfigError("grid", f"unknown parameter {name!r}; choose from {list(SYSTEM_PARAMS)}")
+        if name in seen:
+            raise SweepConfigError("grid", f"parameter {name!r} given twice")
+        seen.add(name)
     if len(grid) == 1:  # one axis: the same sweep as --sweep_param (same rows, figures and fingerprint)
         (sweep_param, sweep_values), grid, value_flag = grid[0], (), "grid"
     else:
         value_flag = "sweep_values"
     grid_axes: tuple = ()
     if grid:
-        seen = set()
         for name, values in grid:
-            if name not in SYSTEM_PARAMS:
-                raise SweepConfigError("grid", f"unknown parameter {name!r}; choose from {list(SYSTEM_PARAMS)}")
-            if name in seen:
-                raise SweepConfigError("grid", f"parameter {name!r} given twice")
-            seen.add(name)
             if not values:
                 raise SweepConfigError("grid", f"{name}: no values")
             checked = tuple(check_param(name, v, flag="grid") for v in values)
@@ -291,9 +292,8 @@ def make_spec(
         sweep_param, values = GRID, ()
     elif sweep_param != NO_SWEEP:
         if sweep_param not in SYSTEM_PARAMS:
-            flag = "grid" if value_flag == "grid" else "sweep_param"
             raise SweepConfigError(
-                flag, f"unknown parameter {sweep_param!r}; choose from {[NO_SWEEP, *SYSTEM_PARAMS]}"
+                "sweep_param", f"unknown parameter {sweep_param!r}; choose from {[NO_SWEEP, *SYSTEM_PARAMS]}"
             )
         if not sweep_values:
             raise SweepConfigError(value_flag, f"empty, but --sweep_param={sweep_param} needs values")
