@@ -338,7 +338,7 @@ def make_spec(
                 "policies", f"policy {p!r} cannot run in this build (see the warning above); runnable: {list(supported_policies)}"
             )
     swept = dict(grid_axes) if grid_axes else ({sweep_param: values} if sweep_param != NO_SWEEP else {})
-    capacities = list(swept.get("server_capacity", [full["server_capacity"]]))
+    capacities = [int(c) for c in swept.get("server_capacity", [full["server_capacity"]])]
     if max(capacities) > max_users:
         flag = ("grid" if grid_axes else value_flag) if "server_capacity" in swept else "server_capacity"
         raise SweepConfigError(flag, f"server capacity M = {max(capacities)} exceeds --max_users={max_users} "
