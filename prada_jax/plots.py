@@ -16,45 +16,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-POLICY_LABELS = {
-    "all_slm": "All SLM",
-    "all_llm": "All LLM",
-    "pi_only": r"$\pi_\theta$ only",
-    "prada": "PRADA",
-    "prada_exact": "PRADA, exact Stage 2",
-    "random_policy": "Random policy",
-    "random_scheduler": "Random scheduler",
-    "router": "Router",
-    "rsd": "RSD",
-    "pi_frontier": r"$\pi_\theta$ over $\beta$ (3, 10, 30)",
-}
-TEXT_LABELS = dict(POLICY_LABELS, pi_only="π_θ only")  # plain-text labels (markdown)
+from prada_jax.sim import registry  # noqa: E402
+
+# Labels, styles and axis labels come from the one registry (prada_jax.sim.registry); these are live views of
+# it, plus the Fig. 4 method "pi_frontier", which is no sweep policy.
+_EXTRA_LABELS = {"pi_frontier": r"$\pi_\theta$ over $\beta$ (3, 10, 30)"}
+POLICY_LABELS = registry.MappingView(registry.POLICIES, lambda p: p.label, _EXTRA_LABELS)
+TEXT_LABELS = registry.MappingView(registry.POLICIES, lambda p: p.text_label, _EXTRA_LABELS)  # plain text (markdown)
 # One colour and marker per policy (and Fig. 4 method), the same in every figure.
-POLICY_STYLES: dict[str, tuple[str, str]] = {
-    "all_slm": ("#7f7f7f", "s"),
-    "all_llm": ("#8c564b", "^"),
-    "pi_only": ("#9467bd", "D"),
-    "prada": ("#1f77b4", "o"),
-    "prada_exact": ("#17becf", "*"),
-    "random_policy": ("#ff7f0e", "v"),
-    "random_scheduler": ("#2ca02c", "P"),
-    "router": ("#e377c2", "X"),
-    "rsd": ("#d62728", "d"),
-    "pi_frontier": ("#9467bd", "."),
-}
+POLICY_STYLES = registry.MappingView(registry.POLICIES, lambda p: p.style, {"pi_frontier": ("#9467bd", ".")})
 OVERLOAD_NOTE = "hollow marker: overloaded (arrivals dropped or tasks unfinished)"
-PARAM_LABELS = {
-    "bandwidth_bps": "Total bandwidth B (bit/s)",
-    "server_capacity": "Server parallel capacity M",
-    "arrival_rate": r"Arrival rate $\lambda$ (tasks per slot)",
-    "beta": r"Trade-off weight $\beta$",
-    "snr_db": "Mean SNR (dB)",
-    "snr_threshold_db": r"SNR threshold $\gamma_{th}$ (dB)",
-    "path_loss_exponent": "Path-loss exponent",
-    "flops_slm": "SLM FLOP/s",
-    "flops_llm": "LLM FLOP/s",
-}
-LOG_PARAMS = ("bandwidth_bps", "beta", "flops_slm", "flops_llm")
+PARAM_LABELS = registry.MappingView(registry.PARAMS, lambda p: p.label)
+LOG_PARAMS = registry.NamesView(registry.PARAMS, lambda p: p.log_scale)
 DELAYS = (("processing_ms", "Processing"), ("communication_ms", "Communication"), ("queuing_ms", "Queuing"))
 
 # Paper Table 2 (reference values printed in the paper, section 5.2), for side-by-side comparison only.
@@ -311,12 +284,41 @@ def sweep_figures(rows: Sequence[dict], out_dir: str, prefix: str = "fig_") -> l
     params = _unique(rows, "sweep_param")
     if params == ["none"]:
         return [plot_bars(rows, os.path.join(out_dir, f"{prefix}bars.png"))]
+    if params == ["grid"]:
+        return grid_figures(rows, out_dir, prefix)
     paths = []
     for dataset in _unique(rows, "dataset"):
         paths.append(plot_performance(rows, dataset, os.path.join(out_dir, f"{prefix}{dataset}_accuracy_delay.png")))
         paths.append(plot_delay_decomposition(rows, dataset, os.path.join(out_dir, f"{prefix}{dataset}_delays.png")))
         if params == ["beta"]:
             paths.append(plot_frontier(rows, dataset, os.path.join(out_dir, f"{prefix}{dataset}_frontier.png")))
+    return paths
+
+
+def grid_parameters(rows: Sequence[dict]) -> list[str]:
+    """The parameters of a --grid sweep's rows (their columns named after registered parameters), in column order."""
+    return [k for k in rows[0] if k in registry.PARAMS] if rows else []
+
+
+def grid_figures(rows: Sequence[dict], out_dir: str, prefix: str = "fig_") -> list[str]:
+    """Figures of a --grid sweep: the last grid parameter on the x axis, one accuracy/delay figure per dataset and
+    per combination of the other grid parameters' values (e.g. one curve over B per server capacity M)."""
+    rows = list(rows)
+    names = grid_parameters(rows)
+    if not names:
+        raise ValueError("grid rows carry no grid-parameter columns")
+    x, fixed = names[-1], names[:-1]
+    paths = []
+    for dataset in _unique(rows, "dataset"):
+        sub = _select(rows, dataset=dataset)
+        for combo in _unique([{"k": tuple(r[n] for n in fixed)} for r in sub], "k"):
+            match = dict(zip(fixed, combo))
+            slice_rows = [dict(r, sweep_param=x, sweep_value=r[x]) for r in _select(sub, **match)]
+            tag = "_".join(f"{n}={v:g}" for n, v in match.items())
+            title = f"{dataset}, {', '.join(f'{n} = {v:g}' for n, v in match.items())}: performance vs " \
+                    f"{PARAM_LABELS.get(x, x)}" if match else None
+            name = f"{prefix}{dataset}{'_' + tag if tag else ''}_accuracy_delay.png"
+            paths.append(plot_performance(slice_rows, dataset, os.path.join(out_dir, name), title=title))
     return paths
 
 

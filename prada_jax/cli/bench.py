@@ -32,6 +32,7 @@ import time
 from absl import app, flags, logging
 
 from prada_jax import cli_support, data_paths
+from prada_jax.sim import registry
 
 # The source checkout (tests/reference_sim.py, git worktrees of --reference_rev); None for an installed copy.
 REPO_ROOT = data_paths.source_root()
@@ -46,7 +47,8 @@ flags.DEFINE_integer("warmup_ms", 100, "Warm-up slots (not counted in the metric
 flags.DEFINE_string("dataset", "gsm8k", "Trace under --traces_dir.")
 flags.DEFINE_string("traces_dir", data_paths.shipped_dir("traces") or "traces",
                     "Folder of <dataset>.npz (default: the shipped traces).")
-flags.DEFINE_string("policy", "prada", "Benchmark policy (see BENCH_POLICIES in this file).")
+flags.DEFINE_string("policy", "prada", "Benchmark policy: any registered policy (prada_jax.sim.registry); learned "
+                    "ones use a PRM-gain stand-in table.")
 flags.DEFINE_integer("oracle_episodes", 2, "Oracle episodes to time (0: skip the oracle).")
 flags.DEFINE_integer("oracle_horizon_ms", None, "Oracle horizon (default --horizon_ms); cost scales with slots.")
 flags.DEFINE_integer("repeats", 1, "Timed runs per configuration after the compile (the fastest is kept).")
@@ -71,16 +73,10 @@ flags.DEFINE_string("reference_rev", None,
                     "A git revision (e.g. a commit before an optimisation) to time in the same run, in a temporary "
                     "worktree with its own code: prints this code's throughput / the reference's per episode count.")
 
-# Policies that need no trained checkpoint: (table builder, scheduler, stage1_sampling, description).
-# "prada" stands in for the learned table with a PRM-gain table: same Stage 2 code path and inputs.
-BENCH_POLICIES = {
-    "prada": ("prm_gain", "prada", False, "nominate where the PRM gain of the LLM is > 0; Theorem-2 scheduler"),
-    "random_policy": ("random", "prada", True, "Stage 1 samples pi = 0.5; Theorem-2 scheduler"),
-    "random_scheduler": ("prm_gain", "random", False, "PRM-gain Stage 1, uniform random Stage 2"),
-    "all_llm": ("all_llm", "fifo", False, "every step nominated, FIFO admission"),
-    "all_slm": ("all_slm", "prada", False, "nothing nominated"),
-    "rsd": ("prm_threshold", "rsd", False, "reward-guided speculative decoding"),
-}
+# Every registered policy (prada_jax.sim.registry) can be benchmarked without a trained checkpoint: policies whose
+# table kind reads the learned Stage-1 table (prada, pi_only, random_policy, ...) get a PRM-gain stand-in
+# (registry.prm_gain_table): same Stage-2 code path and inputs. A live view: name -> registry.Policy.
+BENCH_POLICIES = registry.POLICIES
 ORACLE_INT_FIELDS = ("arrived", "completed", "correct", "unfinished", "dropped", "offloaded_steps",
                      "executed_steps")
 ORACLE_FLOAT_FIELDS = ("processing_s", "communication_s", "queuing_s", "sojourn_s", "server_work_s",
@@ -92,39 +88,24 @@ ORACLE_FLOAT_FIELDS = ("processing_s", "communication_s", "queuing_s", "sojourn_
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def build_table(trace, kind: str):
-    """PolicyTable of a BENCH_POLICIES table kind."""
-    import numpy as np
-
-    from prada_jax.sim import policies as P
-
-    if kind == "prm_gain":
-        gain = np.asarray(P.prm_gain(trace))
-        nominate = np.where(trace.step_mask, np.where(gain > 0, 0.9, 0.1), 0.0)
-        return P.table_from_value_gap(nominate, gain, P.reference_server_seconds(trace))
-    if kind == "random":
-        return P.random_table(trace, 0.5)
-    if kind == "all_llm":
-        return P.all_llm_table(trace)
-    if kind == "all_slm":
-        return P.all_slm_table(trace)
-    if kind == "prm_threshold":
-        return P.prm_threshold_table(trace, 0.7)
-    raise ValueError(f"unknown table kind {kind!r}")
+def build_table(trace, policy: str):
+    """PolicyTable of a registered policy, with the PRM-gain stand-in for the learned Stage-1 table."""
+    ctx = registry.TableContext(learned=lambda: registry.prm_gain_table(trace))
+    return registry.get_policy(policy).build_table(trace, ctx)
 
 
 def setup(dataset: str, policy: str):
-    """(trace, packed, table, scheduler, stage1_sampling) of a dataset and a BENCH_POLICIES name."""
+    """(trace, packed, table, scheduler, stage1_sampling) of a dataset and a registered policy name."""
     from prada_jax import traces
 
-    if policy not in BENCH_POLICIES:
-        raise app.UsageError(f"--policy={policy!r}: choose from {sorted(BENCH_POLICIES)}")
+    if policy not in registry.POLICIES:
+        raise app.UsageError(f"--policy={policy!r}: choose from {list(registry.POLICIES)}")
     path = os.path.join(FLAGS.traces_dir, f"{dataset}.npz")
     if not os.path.exists(path):
         raise app.UsageError(f"--dataset={dataset!r}: {path} not found")
-    kind, scheduler, sampling, _ = BENCH_POLICIES[policy]
+    entry = registry.get_policy(policy)
     trace = traces.load_trace(path)
-    return trace, traces.pack_traces(trace), build_table(trace, kind), scheduler, sampling
+    return trace, traces.pack_traces(trace), build_table(trace, policy), entry.scheduler, entry.stage1_sampling
 
 
 def make_config(horizon: int, warmup: int, max_users: int, scheduler: str, sampling: bool):

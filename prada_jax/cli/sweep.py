@@ -3,11 +3,14 @@
     prada-sweep --flagfile=bandwidth.cfg            # a bare name resolves to the shipped prada_jax/configs/
     prada-sweep --flagfile=capacity.cfg --episodes=8 --out_dir=results/capacity_quick
     prada-sweep --datasets=gsm8k --policies=all_slm,prada --sweep_param=beta --sweep_values=1,10,100
+    prada-sweep --datasets=gsm8k --policies=all_slm,prada --grid=server_capacity=1,3,9 --grid=bandwidth_bps=1e6,4e7
 
-(`python experiments/sweep.py ...` in a source checkout is the same command.)
+(The last one sweeps the M x B Cartesian product; `python experiments/sweep.py ...` in a source checkout is the
+same command.)
 
-Writes results.csv, results.json, run.json and fig_*.png into --out_dir; a killed run restarted with the same
-flags resumes; different flags into the same --out_dir need --overwrite. See docs/experiments.md.
+Writes results.csv, results.json, run.json and fig_*.png into --out_dir and prints a summary table; a killed run
+restarted with the same flags resumes; different flags into the same --out_dir need --overwrite.
+See docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ def main(argv):
     try:
         spec = sweep.spec_from_flags(FLAGS)
         store = sweep.run_sweep(spec, FLAGS.out_dir, overwrite=FLAGS.overwrite, argv=sys.argv)
-    except (sweep.SweepConfigError, sweep.SweepStateError, sweep.PolicyTableError, TableError, TraceError,
-            SimParamsError) as err:
-        raise app.UsageError(str(err)) from err
+    except sweep.SweepConfigError as err:
+        sys.exit(f"FATAL Flags error: {err}")  # one line naming the flag (no usage dump, no traceback)
+    except (sweep.SweepStateError, sweep.PolicyTableError, TableError, TraceError, SimParamsError) as err:
+        sys.exit(f"FATAL {err}")
     logging.info("Results: %s (%d rows)", store.csv_path, len(store.rows))
+    print(sweep.summary_table(store.rows), end="", flush=True)
     if FLAGS.plots:
         for path in plots.sweep_figures(store.rows, FLAGS.out_dir):
             logging.info("Figure: %s", path)

@@ -136,3 +136,36 @@ def summarize(m: EpisodeMetrics) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             std = np.sqrt(np.sum(dev * dev, axis=-1) / np.maximum(n - 1, 1))
         out[name] = (mean, t_half_width(std, n))
     return out
+
+
+def summarize_grid(m: EpisodeMetrics, points) -> list[dict]:
+    """Labelled `summarize`: one dict per grid point, `{**point, "<metric>_mean": float, "<metric>_ci95": float}`
+    (the same keys as a sweep's result rows).
+
+    `points` labels the grid axis [G] of `m`: a sequence of G dicts ({"server_capacity": 3, ...}), or the
+    `SimParams` grid the metrics were simulated with (leaves [G]), which is labelled by the leaves that vary over
+    the grid (all leaves when G == 1). Metrics of one parameter point ([E] leaves) take one point.
+    """
+    summary = summarize(m)
+    size = int(np.size(next(iter(summary.values()))[0]))
+    if isinstance(points, SimParams):
+        leaves = {k: np.asarray(getattr(points, k)).reshape(-1) for k in points.__dataclass_fields__}
+        varying = [k for k, v in leaves.items() if v.size > 1 and np.any(v != v[0])] or list(leaves)
+        g = max(v.size for v in leaves.values())
+        points = [{k: _scalar(leaves[k][i if leaves[k].size > 1 else 0]) for k in varying} for i in range(g)]
+    points = [dict(p) for p in points]
+    if len(points) != size:
+        raise ValueError(f"summarize_grid: {len(points)} point labels for {size} grid points")
+    rows = []
+    for i, point in enumerate(points):
+        row = dict(point)
+        for name, (mean, ci) in summary.items():
+            row[f"{name}_mean"] = float(np.reshape(mean, -1)[i])
+            row[f"{name}_ci95"] = float(np.reshape(ci, -1)[i])
+        rows.append(row)
+    return rows
+
+
+def _scalar(value):
+    value = np.asarray(value)
+    return bool(value) if value.dtype == bool else (int(value) if np.issubdtype(value.dtype, np.integer) else float(value))

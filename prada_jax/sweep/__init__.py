@@ -1,17 +1,19 @@
 """Experiment sweeps: flags -> validated `SweepSpec`, the resumable point-by-point runner, results I/O, metadata.
 
-A *point* is one (dataset, policy) pair; all swept values of a point are computed in ONE `simulate_grid` call
-(the swept parameter is a traced leaf of `SimParams`, so one compile serves the whole grid). After each point
-its rows are appended to `results.csv` (one `write` + `fsync`) and `results.json` is rewritten atomically, so a
+A *point* is one (dataset, policy) pair; all swept values of a point (one --sweep_param, or the Cartesian
+product of several --grid parameters) are computed in ONE `simulate_grid` call (swept parameters are traced
+leaves of `SimParams`, so one compile serves the whole grid). After each point its rows are appended to `results.csv` (one `write` + `fsync`) and `results.json` is rewritten atomically, so a
 killed sweep restarted with the same flags skips the finished points and never duplicates a row. Restarting
 with different flags into the same `--out_dir` is an error unless `--overwrite` (docs/experiments.md).
 
 One job per module; this package re-exports their public names (`from prada_jax import sweep; sweep.run_sweep`):
 
-    spec.py      vocabulary (SYSTEM_PARAMS, POLICY_SPECS), SweepSpec, check_param, make_spec, SweepConfigError
+    spec.py      SweepSpec, check_param, make_spec, parse_grid, SweepConfigError; SYSTEM_PARAMS / POLICY_SPECS are
+                 views of the one registry, prada_jax.sim.registry
     store.py     ResultStore (results.csv / results.json / run.json), read_results, the lock, SweepStateError
     metadata.py  package_versions, git_revision, device_info, session_metadata (recorded in run.json)
     runner.py    sim_config, params_grid, simulate_point, learned tables (trained on first use), run_sweep
+    report.py    summary_table: the compact table printed at the end of a sweep
     flags.py     define_flags, spec_from_flags, resolve_flagfile_argv, CONFIG_DIR (the shipped *.cfg)
 """
 
@@ -21,6 +23,7 @@ from prada_jax.sweep.spec import (
     DEFAULT_ROUTER_LLM_FRACTION,
     DEFAULT_RSD_THRESHOLD,
     LEARNED_POLICIES,
+    GRID,
     NO_SWEEP,
     POLICIES,
     POLICY_SPECS,
@@ -34,6 +37,7 @@ from prada_jax.sweep.spec import (
     learned_table_paths,
     make_spec,
     parse_float_list,
+    parse_grid,
 )
 from prada_jax.sweep.metadata import device_info, git_revision, package_versions, session_metadata
 from prada_jax.sweep.store import (
@@ -53,6 +57,7 @@ from prada_jax.sweep.store import (
     read_results,
 )
 from prada_jax.sweep.runner import (
+    Eta,
     PointRunner,
     PolicyTableError,
     learned_table,
@@ -67,6 +72,7 @@ from prada_jax.sweep.runner import (
     train_policy_table,
     validate_inputs,
 )
+from prada_jax.sweep.report import SUMMARY_COLUMNS, point_label, summary_table
 from prada_jax.sweep.flags import (
     CONFIG_DIR,
     DEFAULT_EPISODES,
@@ -79,7 +85,8 @@ from prada_jax.sweep.flags import (
 )
 
 __all__ = [
-    "CONFIG_DIR", "DEFAULT_EPISODES", "DEFAULT_HORIZON_MS", "DEFAULT_MAX_USERS", "DEFAULT_ROUTER_LLM_FRACTION",
+    "CONFIG_DIR", "DEFAULT_EPISODES", "GRID", "Eta", "parse_grid", "SUMMARY_COLUMNS",
+    "point_label", "summary_table", "DEFAULT_HORIZON_MS", "DEFAULT_MAX_USERS", "DEFAULT_ROUTER_LLM_FRACTION",
     "DEFAULT_RSD_THRESHOLD", "DEFAULT_WARMUP_MS", "FIGURE_PREFIX", "KEY_COLUMNS", "LEARNED_POLICIES", "LOCK_FILE",
     "NO_SWEEP", "POLICIES", "POLICY_SPECS", "RANDOM_POLICY_PROB", "REQUIRED_METRICS", "RESULTS_CSV", "RESULTS_JSON",
     "RUN_JSON", "SYSTEM_PARAMS", "TAIL_COLUMNS", "PointRunner", "PolicySpec", "PolicyTableError", "ResultStore",

@@ -7,6 +7,7 @@ from typing import Sequence
 
 from prada_jax import constants as C
 from prada_jax import data_paths
+from prada_jax.sim import registry
 from prada_jax.sim.params import SimConfig
 from prada_jax.sweep.runner import supported_policy_names
 from prada_jax.sweep.spec import (
@@ -19,6 +20,7 @@ from prada_jax.sweep.spec import (
     SweepSpec,
     make_spec,
     parse_float_list,
+    parse_grid,
 )
 
 # The shipped flagfiles: package data prada_jax/configs/*.cfg (a bare --flagfile=name resolves there).
@@ -37,22 +39,19 @@ def define_flags(flag_values) -> None:
     from absl import flags
 
     fv = flag_values
-    flags.DEFINE_float("bandwidth_bps", C.DEFAULT_BANDWIDTH_BPS, "Total uplink bandwidth B (bit/s).", flag_values=fv)
-    flags.DEFINE_integer("server_capacity", C.DEFAULT_SERVER_CAPACITY, "Server parallel capacity M.", flag_values=fv)
-    flags.DEFINE_float("arrival_rate", C.DEFAULT_ARRIVAL_RATE, "Poisson arrivals per 1 ms slot (lambda).", flag_values=fv)
-    flags.DEFINE_float("beta", C.DEFAULT_BETA, "Trade-off weight beta (PRM units per second).", flag_values=fv)
-    flags.DEFINE_float("snr_db", C.DEFAULT_SNR_DB, "Mean SNR (dB) at the median user distance.", flag_values=fv)
-    flags.DEFINE_float("snr_threshold_db", C.DEFAULT_SNR_THRESHOLD_DB, "gamma_th (dB): no upload below it.", flag_values=fv)
-    flags.DEFINE_float("path_loss_exponent", C.DEFAULT_PATH_LOSS_EXPONENT, "Path-loss exponent.", flag_values=fv)
-    flags.DEFINE_float("flops_slm", C.FLOPS_SLM, "FLOP/s of each user's SLM.", flag_values=fv)
-    flags.DEFINE_float("flops_llm", C.FLOPS_LLM, "FLOP/s of the server LLM.", flag_values=fv)
+    for param in registry.PARAMS.values():  # one flag per registered system parameter (prada_jax.sim.registry)
+        define = flags.DEFINE_integer if param.kind is int else flags.DEFINE_float
+        define(param.name, param.default, param.help, flag_values=fv)
     flags.DEFINE_string(
         "server_prefill", C.DEFAULT_SERVER_PREFILL, f"Server prefill mode, one of {list(C.SERVER_PREFILL_MODES)}.", flag_values=fv
     )
     flags.DEFINE_list("datasets", ["gsm8k"], "Datasets (trace names in --traces_dir).", flag_values=fv)
-    flags.DEFINE_list("policies", ["all_slm", "prada"], f"Policies, from {list(POLICIES)}.", flag_values=fv)
-    flags.DEFINE_string("sweep_param", NO_SWEEP, f"Swept parameter: {NO_SWEEP} or one of {list(SYSTEM_PARAMS)}.", flag_values=fv)
+    flags.DEFINE_list("policies", ["all_slm", "prada"], f"Policies, from {list(POLICIES)} (prada_jax.sim.registry).", flag_values=fv)
+    flags.DEFINE_string("sweep_param", NO_SWEEP, f"Swept parameter: {NO_SWEEP} or one of {list(SYSTEM_PARAMS)} (prada_jax.sim.registry).", flag_values=fv)
     flags.DEFINE_list("sweep_values", [], "Values of --sweep_param (comma separated).", flag_values=fv)
+    flags.DEFINE_multi_string(
+        "grid", [], "Repeatable: --grid=name=v1,v2,... sweeps the Cartesian product of every --grid parameter "
+        "(e.g. --grid=server_capacity=1,3,9 --grid=bandwidth_bps=1e6,4e7); not with --sweep_param.", flag_values=fv)
     flags.DEFINE_integer("episodes", DEFAULT_EPISODES, "Monte-Carlo episodes per grid point.", flag_values=fv)
     flags.DEFINE_integer("horizon_ms", DEFAULT_HORIZON_MS, "Episode length (ms = slots).", flag_values=fv)
     flags.DEFINE_integer("warmup_ms", DEFAULT_WARMUP_MS, "Warm-up excluded from averages (ms).", flag_values=fv)
@@ -90,6 +89,7 @@ def spec_from_flags(fv, supported_policies: Sequence[str] | None = None) -> Swee
         policies=fv.policies,
         sweep_param=fv.sweep_param,
         sweep_values=parse_float_list("sweep_values", fv.sweep_values),
+        grid=parse_grid(fv.grid),
         params={name: getattr(fv, name) for name in SYSTEM_PARAMS},
         server_prefill=fv.server_prefill,
         episodes=fv.episodes,

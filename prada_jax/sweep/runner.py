@@ -15,11 +15,10 @@ from absl import logging
 
 from prada_jax import constants as C
 from prada_jax.sim.params import SimConfig
+from prada_jax.sim import registry
 from prada_jax.sweep.spec import (
-    LEARNED_POLICIES,
+    GRID,
     NO_SWEEP,
-    POLICIES,
-    POLICY_SPECS,
     RANDOM_POLICY_PROB,
     SweepSpec,
     learned_table_paths,
@@ -40,12 +39,16 @@ def supported_policy_names() -> tuple[str, ...]:
         import prada_jax.learn.tables  # noqa: F401
     except ImportError as err:
         logging.warning("prada_jax.learn.tables is not importable (%s): learned policies unavailable", err)
-        return tuple(p for p in POLICIES if p not in LEARNED_POLICIES)
-    return POLICIES
+        return tuple(p for p, entry in registry.POLICIES.items() if not entry.learned)
+    return tuple(registry.POLICIES)
 
 
 def rows_from_summary(spec: SweepSpec, dataset: str, policy: str, summary: dict, seconds: float) -> list[dict]:
-    """One row per grid point from summarize()'s {name: (mean [G], ci95 [G])}."""
+    """One row per grid point from summarize()'s {name: (mean [G], ci95 [G])}.
+
+    Key columns: dataset, policy, sweep_param, sweep_value (the swept value; empty when nothing is swept or for
+    a --grid sweep), then, for a --grid sweep (sweep_param == "grid"), one column per grid parameter holding its
+    value at the point."""
     import numpy as np
 
     missing = [m for m in REQUIRED_METRICS if m not in summary]
@@ -53,14 +56,16 @@ def rows_from_summary(spec: SweepSpec, dataset: str, policy: str, summary: dict,
         raise KeyError(f"summarize() lacks metrics {missing}")
     names = list(REQUIRED_METRICS) + sorted(m for m in summary if m not in REQUIRED_METRICS)
     rows = []
-    for g in range(spec.grid_size):
+    for g, point in enumerate(spec.grid_points()):
         row: dict[str, Any] = {
             "dataset": dataset,
             "policy": policy,
             "sweep_param": spec.sweep_param,
-            "sweep_value": float(spec.sweep_values[g]) if spec.sweep_param != NO_SWEEP else None,
+            "sweep_value": float(spec.sweep_values[g]) if spec.sweep_param not in (NO_SWEEP, GRID) else None,
             "episodes": spec.episodes,
         }
+        if spec.sweep_param == GRID:
+            row.update({name: float(value) for name, value in point.items()})
         for name in names:
             mean, ci = summary[name]
             mean, ci = np.asarray(mean).reshape(-1), np.asarray(ci).reshape(-1)
@@ -200,25 +205,13 @@ def learned_table(spec: SweepSpec, dataset: str, trace):
 
 
 def policy_setup(spec: SweepSpec, policy: str, dataset: str, trace, flops_llm: float):
-    """(PolicyTable, PolicySpec) of a policy name (POLICY_SPECS)."""
-    from prada_jax.sim import policies as P
-
-    ps = POLICY_SPECS[policy]
-    if ps.table == "learned":
-        table = learned_table(spec, dataset, trace)
-    elif ps.table == "random":
-        table = P.random_table(trace, RANDOM_POLICY_PROB, base=learned_table(spec, dataset, trace), flops_llm=flops_llm)
-    elif ps.table == "all_slm":
-        table = P.all_slm_table(trace, flops_llm=flops_llm)
-    elif ps.table == "all_llm":
-        table = P.all_llm_table(trace, flops_llm=flops_llm)
-    elif ps.table == "router":
-        table = P.router_table(trace, spec.router_llm_fraction, flops_llm=flops_llm)
-    elif ps.table == "prm_threshold":
-        table = P.prm_threshold_table(trace, spec.rsd_threshold, flops_llm=flops_llm)
-    else:
-        raise ValueError(f"policy {policy!r}: unknown table source {ps.table!r}")
-    return table, ps
+    """(PolicyTable, registry.Policy) of a registered policy name (prada_jax.sim.registry)."""
+    ps = registry.get_policy(policy)
+    ctx = registry.TableContext(
+        flops_llm=flops_llm, router_llm_fraction=spec.router_llm_fraction, rsd_threshold=spec.rsd_threshold,
+        random_prob=RANDOM_POLICY_PROB, learned=lambda: learned_table(spec, dataset, trace),
+    )
+    return ps.build_table(trace, ctx), ps
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,7 +250,7 @@ def validate_inputs(spec: SweepSpec) -> None:
     (a missing one is trained on first use). Raises TraceError / PolicyTableError naming the file."""
     from prada_jax import traces
 
-    learned = any(POLICY_SPECS[p].table in ("learned", "random") for p in spec.policies)
+    learned = any(registry.get_policy(p).learned for p in spec.policies)
     for dataset in spec.datasets:
         trace = traces.load_trace(spec.trace_path(dataset))
         if learned and os.path.exists(learned_table_paths(spec.ckpt_dir, dataset)[0]):
@@ -266,11 +259,56 @@ def validate_inputs(spec: SweepSpec) -> None:
 
 def train_missing_tables(spec: SweepSpec) -> None:
     """Train (in this process) the learned tables the sweep needs and does not have yet."""
-    if not any(POLICY_SPECS[p].table in ("learned", "random") for p in spec.policies):
+    if not any(registry.get_policy(p).learned for p in spec.policies):
         return
     for dataset in spec.datasets:
         if not os.path.exists(learned_table_paths(spec.ckpt_dir, dataset)[0]):
             train_policy_table(dataset, spec.table_beta, spec.traces_dir, spec.ckpt_dir, spec.seed)
+
+
+class Eta:
+    """ETA of the remaining points that leaves compile time out of the per-point run time.
+
+    A point whose compile key (dataset, scheduler, Stage-1 sampling: same trace shapes and SimConfig) was seen
+    before runs from the jit cache; its time is a pure run time. The ETA is (run time estimated from such
+    compiled points) x remaining points + (first-run surplus, i.e. compile time) x compiles still ahead. Until
+    one compiled point has been timed there is no estimate ("compiling")."""
+
+    def __init__(self):
+        self.seen: set = set()
+        self.warm: list[float] = []  # times of points served from the jit cache
+        self.cold: list[float] = []  # times of points that compiled
+
+    def is_cold(self, key) -> bool:
+        return key not in self.seen
+
+    def record(self, key, seconds: float) -> None:
+        (self.cold if key not in self.seen else self.warm).append(seconds)
+        self.seen.add(key)
+
+    def estimate(self, remaining_keys: Sequence) -> float | None:
+        if not remaining_keys:
+            return 0.0
+        if not self.warm:
+            return None
+        run = sorted(self.warm)[len(self.warm) // 2]
+        compile_s = max(0.0, sum(self.cold) / len(self.cold) - run) if self.cold else 0.0
+        new = len(set(remaining_keys) - self.seen)
+        return run * len(remaining_keys) + compile_s * new
+
+    def text(self, remaining_keys: Sequence) -> str:
+        if not remaining_keys:
+            return "no points left"
+        eta = self.estimate(remaining_keys)
+        if eta is None:
+            return f"ETA: compiling (no compiled point timed yet; {len(remaining_keys)} more)"
+        return f"ETA {eta:.1f} s for {len(remaining_keys)} more (compile time excluded from the run-time estimate)"
+
+
+def compile_key(spec: SweepSpec, dataset: str, policy: str) -> tuple:
+    """Points with the same key share one compiled simulate_grid (same trace shapes and SimConfig)."""
+    ps = registry.get_policy(policy)
+    return (dataset, ps.scheduler, ps.stage1_sampling)
 
 
 def _run_points(spec: SweepSpec, store: "ResultStore", run_point, out_dir: str) -> "ResultStore":
@@ -279,23 +317,29 @@ def _run_points(spec: SweepSpec, store: "ResultStore", run_point, out_dir: str) 
     todo = [p for p in points if p not in done]
     if done:
         logging.info("Resuming %s: %d of %d points already done", out_dir, len(points) - len(todo), len(points))
+    axes = " x ".join(f"{name} ({len(values)} values)" for name, values in spec.axes()) or "no swept parameter"
     logging.info(
-        "Sweep %s over %s (%d values) x %d datasets x %d policies, %d episodes each",
-        out_dir, spec.sweep_param, spec.grid_size, len(spec.datasets), len(spec.policies), spec.episodes,
+        "Sweep %s over %s = %d grid values x %d datasets x %d policies, %d episodes each",
+        out_dir, axes, spec.grid_size, len(spec.datasets), len(spec.policies), spec.episodes,
     )
     start = time.perf_counter()
+    eta = Eta()
     for index, (dataset, policy) in enumerate(todo):
+        key = compile_key(spec, dataset, policy)
+        cold = eta.is_cold(key)
+        n = len(points) - len(todo) + index + 1
+        logging.info("point %d/%d %s/%s: %s", n, len(points), dataset, policy,
+                     "compiling and running" if cold else "running (compiled)")
         t0 = time.perf_counter()
         rows = run_point(spec, dataset, policy)
         store.append_point(rows)
         took = time.perf_counter() - t0
-        elapsed = time.perf_counter() - start
-        remaining = len(todo) - index - 1
-        eta = elapsed / (index + 1) * remaining
+        eta.record(key, took)
+        remaining = [compile_key(spec, d, p) for d, p in todo[index + 1:]]
         logging.info(
-            "point %d/%d %s/%s: %.1f s (%d grid values); elapsed %.1f s, ETA %.1f s for %d more",
-            len(points) - len(todo) + index + 1, len(points), dataset, policy, took, spec.grid_size,
-            elapsed, eta, remaining,
+            "point %d/%d %s/%s: %.1f s%s (%d grid values); elapsed %.1f s, %s",
+            n, len(points), dataset, policy, took, " incl. compile" if cold else "", spec.grid_size,
+            time.perf_counter() - start, eta.text(remaining),
         )
     if not todo:
         logging.info("Nothing to do: all %d points are in %s", len(points), store.csv_path)

@@ -9,57 +9,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import itertools
 import os
 from typing import Any, Iterable, Sequence
 
 from prada_jax import constants as C
 from prada_jax.data_paths import resolve_data_dir
+from prada_jax.sim import registry
 from prada_jax.traces import file_sha256
 
-# System parameters (SimParams leaves) that flags set and a sweep may vary: name -> (python type, default).
-SYSTEM_PARAMS: dict[str, tuple[type, float]] = {
-    "bandwidth_bps": (float, C.DEFAULT_BANDWIDTH_BPS),
-    "server_capacity": (int, C.DEFAULT_SERVER_CAPACITY),
-    "arrival_rate": (float, C.DEFAULT_ARRIVAL_RATE),
-    "beta": (float, C.DEFAULT_BETA),
-    "snr_db": (float, C.DEFAULT_SNR_DB),
-    "snr_threshold_db": (float, C.DEFAULT_SNR_THRESHOLD_DB),
-    "path_loss_exponent": (float, C.DEFAULT_PATH_LOSS_EXPONENT),
-    "flops_slm": (float, C.FLOPS_SLM),
-    "flops_llm": (float, C.FLOPS_LLM),
-}
+# The vocabulary lives in ONE registry, prada_jax.sim.registry (policies, table kinds, sweepable parameters);
+# these names are live read-only views of it, kept for the code that imports them from here.
+# SYSTEM_PARAMS: name -> (python type, default); POLICY_SPECS: name -> registry.Policy.
+SYSTEM_PARAMS = registry.MappingView(registry.PARAMS, lambda p: (p.kind, p.default))
 NO_SWEEP = "none"
+GRID = "grid"  # sweep_param of the rows of a multi-parameter --grid sweep (one column per grid parameter)
 
-
-@dataclasses.dataclass(frozen=True)
-class PolicySpec:
-    """How a policy name maps onto the simulator: Stage-1 table source, Stage-2 scheduler, nomination mode."""
-
-    table: str  # "learned" | "all_slm" | "all_llm" | "random" | "router" | "prm_threshold"
-    scheduler: str  # SimConfig.scheduler
-    stage1_sampling: bool = False
-    description: str = ""
-
-
-POLICY_SPECS: dict[str, PolicySpec] = {
-    "all_slm": PolicySpec("all_slm", "prada", description="every step on the SLM (nothing nominated)"),
-    "all_llm": PolicySpec("all_llm", "fifo", description="every step nominated; FIFO admission, no local fallback"),
-    "pi_only": PolicySpec("learned", "fifo", description="learned Stage 1 pi_theta, FIFO Stage 2 (no Theorem 2)"),
-    "prada": PolicySpec("learned", "prada", description="learned Stage 1 + Theorem-2 scheduler"),
-    "prada_exact": PolicySpec(
-        "learned", "prada_exact",
-        description="learned Stage 1 + exact per-slot solver of problem (28) (beyond the paper, issue 15)"),
-    "random_policy": PolicySpec(
-        "random", "prada", stage1_sampling=True,
-        description="Stage 1 nominates with prob. 0.5; Theorem-2 scheduler with the learned A_omega / D_psi",
-    ),
-    "random_scheduler": PolicySpec("learned", "random", description="learned Stage 1, uniform random Stage 2"),
-    "router": PolicySpec("router", "fifo", description="task-level router: top --router_llm_fraction tasks on the LLM"),
-    "rsd": PolicySpec("prm_threshold", "rsd", description="reward-guided speculative decoding, online PRM check"),
-}
-POLICIES = tuple(POLICY_SPECS)
+PolicySpec = registry.Policy
+POLICY_SPECS = registry.MappingView(registry.POLICIES)
+POLICIES = registry.NamesView(registry.POLICIES)
 # Policies whose table (or Stage-2 inputs) come from prada_jax.learn.tables.
-LEARNED_POLICIES = tuple(name for name, p in POLICY_SPECS.items() if p.table in ("learned", "random"))
+LEARNED_POLICIES = registry.NamesView(registry.POLICIES, lambda p: p.learned)
 RANDOM_POLICY_PROB = 0.5  # paper section 5.3: Stage 1 replaced by uniform sampling over {SLM, LLM}
 DEFAULT_ROUTER_LLM_FRACTION = 0.5
 DEFAULT_RSD_THRESHOLD = 0.7
@@ -75,7 +45,12 @@ class SweepConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class SweepSpec:
-    """Everything that determines a sweep's numbers. `params[sweep_param]` is None (the sweep supplies it)."""
+    """Everything that determines a sweep's numbers. `params[name]` is None for every swept parameter.
+
+    One swept parameter: `sweep_param` names it and `sweep_values` holds its values. Several (`--grid`):
+    `sweep_param == GRID` and `grid_axes` holds ((name, values), ...); the grid is their Cartesian product, the
+    first axis varying slowest. Nothing swept: `sweep_param == NO_SWEEP` (one grid point).
+    """
 
     datasets: tuple[str, ...]
     policies: tuple[str, ...]
@@ -93,10 +68,43 @@ class SweepSpec:
     drain_ms: int = 1000  # after the horizon: no arrivals, run until counted tasks finish or this long
     router_llm_fraction: float = DEFAULT_ROUTER_LLM_FRACTION
     rsd_threshold: float = DEFAULT_RSD_THRESHOLD
+    grid_axes: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+    def axes(self) -> list[tuple[str, tuple[float, ...]]]:
+        """The swept parameters and their values, in grid order (first varies slowest); [] when none."""
+        if self.sweep_param == GRID:
+            return [(name, tuple(values)) for name, values in self.grid_axes]
+        if self.sweep_param == NO_SWEEP:
+            return []
+        return [(self.sweep_param, tuple(self.sweep_values))]
+
+    @property
+    def swept_params(self) -> list[str]:
+        return [name for name, _ in self.axes()]
 
     @property
     def grid_size(self) -> int:
-        return len(self.sweep_values) if self.sweep_param != NO_SWEEP else 1
+        return math.prod(len(values) for _, values in self.axes())
+
+    def grid_points(self) -> list[dict[str, float]]:
+        """{swept parameter: value} of each grid point, in grid order ([{}] when nothing is swept)."""
+        axes = self.axes()
+        return [dict(zip([n for n, _ in axes], combo)) for combo in itertools.product(*[v for _, v in axes])]
+
+    def point_columns(self) -> tuple[str, ...]:
+        """Result columns that identify a grid point within a (dataset, policy): 'sweep_value', or one column
+        per parameter of a --grid sweep (docs/experiments.md, "Results")."""
+        return tuple(self.swept_params) if self.sweep_param == GRID else ("sweep_value",)
+
+    def point_keys(self) -> list[tuple]:
+        """The point_columns() values of each grid point, in grid order (as stored in the rows)."""
+        if self.sweep_param == NO_SWEEP:
+            return [(None,)]
+        return [tuple(float(v) for v in p.values()) for p in self.grid_points()]
+
+    def point_labels(self) -> list[str]:
+        """'server_capacity=3, bandwidth_bps=1e+06' per grid point ('-' when nothing is swept)."""
+        return [", ".join(f"{k}={v:g}" for k, v in p.items()) or "-" for p in self.grid_points()]
 
     def points(self) -> list[tuple[str, str]]:
         """(dataset, policy) pairs in run order: dataset-major, policies in the given order."""
@@ -104,10 +112,8 @@ class SweepSpec:
 
     def grid(self) -> list[dict[str, Any]]:
         """One full parameter dict per grid point (base params with the swept value filled in)."""
-        if self.sweep_param == NO_SWEEP:
-            return [dict(self.params)]
-        kind = SYSTEM_PARAMS[self.sweep_param][0]
-        return [dict(self.params, **{self.sweep_param: kind(v)}) for v in self.sweep_values]
+        return [dict(self.params, **{k: registry.PARAMS[k].kind(v) for k, v in p.items()})
+                for p in self.grid_points()]
 
     def trace_path(self, dataset: str) -> str:
         return os.path.join(self.traces_dir, f"{dataset}.npz")
@@ -118,9 +124,13 @@ class SweepSpec:
         config["datasets"] = list(self.datasets)
         config["policies"] = list(self.policies)
         config["sweep_values"] = list(self.sweep_values)
+        if self.grid_axes:
+            config["grid_axes"] = [[name, list(values)] for name, values in self.grid_axes]
+        else:
+            del config["grid_axes"]  # the fingerprint of a one-parameter sweep is what it was before --grid
         config["trace_sha256"] = {d: file_sha256(self.trace_path(d)) for d in self.datasets}
         # The learned tables the sweep reads (a different table between a kill and a restart must not mix results).
-        if any(POLICY_SPECS[p].table in ("learned", "random") for p in self.policies):
+        if any(registry.get_policy(p).learned for p in self.policies):
             config["table_sha256"] = {
                 d: (file_sha256(path) if os.path.exists(path) else None)
                 for d in self.datasets for path in [learned_table_paths(self.ckpt_dir, d)[0]]
@@ -141,23 +151,13 @@ def _finite(flag: str, value: float) -> float:
 
 
 def check_param(name: str, value: Any, flag: str | None = None) -> Any:
-    """Validate one system-parameter value; the error names `flag` (default: the parameter's own flag)."""
+    """Validate one system-parameter value (the registry's type and check); the error names `flag` (default:
+    the parameter's own flag)."""
     flag = flag or name
-    kind = SYSTEM_PARAMS[name][0]
-    if kind is int:
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise SweepConfigError(flag, f"{name} must be an integer, got {value!r}")
-            value = int(value)
-        if value < 1:
-            raise SweepConfigError(flag, f"{name} must be >= 1, got {value}")
-        return int(value)
-    value = _finite(flag, float(value))
-    if name in ("bandwidth_bps", "arrival_rate", "beta", "flops_slm", "flops_llm") and value <= 0:
-        raise SweepConfigError(flag, f"{name} must be > 0, got {value!r}")
-    if name == "path_loss_exponent" and value < 0:
-        raise SweepConfigError(flag, f"{name} must be >= 0, got {value!r}")
-    return value
+    try:
+        return registry.get_param(name).validate(value)
+    except (TypeError, ValueError) as err:
+        raise SweepConfigError(flag, str(err)) from None
 
 
 def parse_float_list(flag: str, items: Sequence[str]) -> tuple[float, ...]:
@@ -173,6 +173,21 @@ def parse_float_list(flag: str, items: Sequence[str]) -> tuple[float, ...]:
     return tuple(values)
 
 
+def parse_grid(items: Sequence[str], flag: str = "grid") -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """Parse repeated `--grid=name=v1,v2,...` flags into ((name, values), ...) (syntax only; make_spec checks
+    the names and values)."""
+    axes = []
+    for item in items:
+        name, sep, values = str(item).partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise SweepConfigError(flag, f"{item!r} is not name=v1,v2,... (e.g. --grid=server_capacity=1,3,9)")
+        if not values.strip():
+            raise SweepConfigError(flag, f"{name}: no values (e.g. --grid={name}=1,2)")
+        axes.append((name, parse_float_list(flag, values.split(","))))
+    return tuple(axes)
+
+
 def available_datasets(traces_dir: str) -> list[str]:
     if not os.path.isdir(traces_dir):
         return []
@@ -185,6 +200,7 @@ def make_spec(
     policies: Sequence[str],
     sweep_param: str = NO_SWEEP,
     sweep_values: Sequence[float] = (),
+    grid: Sequence[tuple[str, Sequence[float]]] = (),
     params: dict[str, Any] | None = None,
     server_prefill: str = C.DEFAULT_SERVER_PREFILL,
     episodes: int,
@@ -203,8 +219,10 @@ def make_spec(
 ) -> SweepSpec:
     """Validate everything and build a SweepSpec; raise SweepConfigError naming the first bad flag.
 
-    `params` overrides SYSTEM_PARAMS defaults (Table 3, prada_jax.constants). `explicitly_set` names flags the
-    user gave on the command line: setting the swept parameter's own flag is an error (it would be ignored).
+    `params` overrides the registered defaults (Table 3, prada_jax.constants). `grid` = ((name, values), ...)
+    sweeps the Cartesian product of several parameters (--grid), instead of sweep_param/sweep_values; a single
+    axis is the same sweep as --sweep_param. `explicitly_set` names flags the user gave on the command line:
+    setting a swept parameter's own flag is an error (it would be ignored).
     """
     # The bare defaults "traces" / "checkpoints" fall back to the shipped copies when absent here (data_paths).
     traces_dir = resolve_data_dir(str(traces_dir), "traces")
@@ -231,8 +249,8 @@ def make_spec(
     if len(set(policies)) != len(policies):
         raise SweepConfigError("policies", f"duplicate policy in {list(policies)}")
     for p in policies:
-        if p not in POLICIES:
-            raise SweepConfigError("policies", f"unknown policy {p!r}; choose from {list(POLICIES)}")
+        if p not in registry.POLICIES:
+            raise SweepConfigError("policies", f"unknown policy {p!r}; choose from {list(registry.POLICIES)}")
 
     if server_prefill not in C.SERVER_PREFILL_MODES:
         raise SweepConfigError("server_prefill", f"{server_prefill!r} is not one of {list(C.SERVER_PREFILL_MODES)}")
@@ -245,20 +263,46 @@ def make_spec(
         full[name] = check_param(name, full[name])
 
     explicitly_set = set(explicitly_set)
-    if sweep_param != NO_SWEEP:
+    grid = tuple((str(name).strip(), tuple(values)) for name, values in grid)
+    if grid and (sweep_param != NO_SWEEP or sweep_values):
+        raise SweepConfigError("grid", "cannot be combined with --sweep_param/--sweep_values; use one or the other")
+    seen = set()
+    for name, values in grid:
+        if name not in SYSTEM_PARAMS:
+            raise SweepConfigError("grid", f"unknown parameter {name!r}; choose from {list(SYSTEM_PARAMS)}")
+        if name in seen:
+            raise SweepConfigError("grid", f"parameter {name!r} given twice")
+        seen.add(name)
+    if len(grid) == 1:  # one axis: the same sweep as --sweep_param (same rows, figures and fingerprint)
+        (sweep_param, sweep_values), grid, value_flag = grid[0], (), "grid"
+    else:
+        value_flag = "sweep_values"
+    grid_axes: tuple = ()
+    if grid:
+        for name, values in grid:
+            if not values:
+                raise SweepConfigError("grid", f"{name}: no values")
+            checked = tuple(check_param(name, v, flag="grid") for v in values)
+            if len(set(checked)) != len(checked):
+                raise SweepConfigError("grid", f"{name}: duplicate values in {list(checked)}")
+            if name in explicitly_set:
+                raise SweepConfigError(name, f"is set but --grid sweeps {name}; drop one of the two flags")
+            full[name] = None
+            grid_axes += ((name, tuple(float(v) for v in checked)),)
+        sweep_param, values = GRID, ()
+    elif sweep_param != NO_SWEEP:
         if sweep_param not in SYSTEM_PARAMS:
             raise SweepConfigError(
                 "sweep_param", f"unknown parameter {sweep_param!r}; choose from {[NO_SWEEP, *SYSTEM_PARAMS]}"
             )
         if not sweep_values:
-            raise SweepConfigError("sweep_values", f"empty, but --sweep_param={sweep_param} needs values")
-        values = tuple(check_param(sweep_param, v, flag="sweep_values") for v in sweep_values)
+            raise SweepConfigError(value_flag, f"empty, but --sweep_param={sweep_param} needs values")
+        values = tuple(check_param(sweep_param, v, flag=value_flag) for v in sweep_values)
         if len(set(values)) != len(values):
-            raise SweepConfigError("sweep_values", f"duplicate values in {list(values)}")
+            raise SweepConfigError(value_flag, f"duplicate values in {list(values)}")
         if sweep_param in explicitly_set:
-            raise SweepConfigError(
-                sweep_param, f"is set but --sweep_param={sweep_param} sweeps it; drop one of the two flags"
-            )
+            how = "--grid" if value_flag == "grid" else f"--sweep_param={sweep_param}"
+            raise SweepConfigError(sweep_param, f"is set but {how} sweeps it; drop one of the two flags")
         full[sweep_param] = None
     else:
         if sweep_values:
@@ -282,7 +326,7 @@ def make_spec(
         raise SweepConfigError("seed", f"must be >= 0, got {seed}")
     if table_beta is None:
         # Learned tables follow --beta; a beta sweep keeps one Stage-1 table (trained at the Table-3 default).
-        table_beta = full["beta"] if sweep_param != "beta" else C.DEFAULT_BETA
+        table_beta = full["beta"] if full["beta"] is not None else C.DEFAULT_BETA
     else:
         table_beta = check_param("beta", table_beta, flag="table_beta")
     for flag, value in (("router_llm_fraction", router_llm_fraction), ("rsd_threshold", rsd_threshold)):
@@ -293,9 +337,10 @@ def make_spec(
             raise SweepConfigError(
                 "policies", f"policy {p!r} cannot run in this build (see the warning above); runnable: {list(supported_policies)}"
             )
-    capacities = [v for v in values] if sweep_param == "server_capacity" else [full["server_capacity"]]
+    swept = dict(grid_axes) if grid_axes else ({sweep_param: values} if sweep_param != NO_SWEEP else {})
+    capacities = [int(c) for c in swept.get("server_capacity", [full["server_capacity"]])]
     if max(capacities) > max_users:
-        flag = "sweep_values" if sweep_param == "server_capacity" else "server_capacity"
+        flag = ("grid" if grid_axes else value_flag) if "server_capacity" in swept else "server_capacity"
         raise SweepConfigError(flag, f"server capacity M = {max(capacities)} exceeds --max_users={max_users} "
                                      "(at most max_users requests can ever be in flight)")
     return SweepSpec(
@@ -315,4 +360,5 @@ def make_spec(
         router_llm_fraction=float(router_llm_fraction),
         rsd_threshold=float(rsd_threshold),
         drain_ms=int(drain_ms),
+        grid_axes=grid_axes,
     )

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from absl import logging
 
 from prada_jax.sweep.metadata import session_metadata
-from prada_jax.sweep.spec import NO_SWEEP, SweepSpec
+from prada_jax.sweep.spec import SweepSpec
 
 # Metrics every row must carry (prada_jax.sim.metrics.summarize names); extra summary metrics are kept too.
 REQUIRED_METRICS = (
@@ -34,6 +34,8 @@ REQUIRED_METRICS = (
     "overloaded",
 )
 KEY_COLUMNS = ("dataset", "policy", "sweep_param", "sweep_value", "episodes")
+# A --grid sweep (sweep_param == "grid") adds one column per grid parameter, named after it, right after
+# KEY_COLUMNS (SweepSpec.point_columns); its sweep_value cells are empty.
 TAIL_COLUMNS = ("point_seconds",)
 
 RESULTS_CSV = "results.csv"
@@ -190,7 +192,7 @@ class ResultStore:
             self._truncate(0)
             return
         self.columns = next(csv.reader([lines[0]]))
-        missing = [c for c in KEY_COLUMNS + TAIL_COLUMNS if c not in self.columns]
+        missing = [c for c in KEY_COLUMNS + self.spec.point_columns() + TAIL_COLUMNS if c not in self.columns]
         if missing:
             raise SweepStateError(f"{self.csv_path}: header lacks columns {missing}")
         offsets = [len(lines[0].encode("utf-8"))]
@@ -206,6 +208,7 @@ class ResultStore:
             offsets.append(offsets[-1] + len(line.encode("utf-8")))
         # Group rows into points (contiguous blocks); only the last block may be incomplete.
         expected = self._expected_values()
+        point_columns = self.spec.point_columns()
         done: list[dict] = []
         seen: set[tuple[str, str]] = set()
         i = 0
@@ -219,7 +222,7 @@ class ResultStore:
                 raise SweepStateError(f"{self.csv_path}: point {key} appears twice")
             if key not in self.spec.points():
                 raise SweepStateError(f"{self.csv_path}: point {key} is not part of this sweep")
-            values = [r["sweep_value"] for r in block]
+            values = [tuple(r[c] for c in point_columns) for r in block]
             if len(block) < len(expected) and j == len(rows) and _is_prefix(values, expected):
                 logging.warning(
                     "%s: discarding %d rows of the incomplete point %s left by an interrupted run",
@@ -242,10 +245,9 @@ class ResultStore:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def _expected_values(self) -> list[float | None]:
-        if self.spec.sweep_param == NO_SWEEP:
-            return [None]
-        return [float(v) for v in self.spec.sweep_values]
+    def _expected_values(self) -> list[tuple]:
+        """The point_columns() values of a complete point's rows, in order (SweepSpec.point_keys)."""
+        return self.spec.point_keys()
 
     def completed_points(self) -> set[tuple[str, str]]:
         return {(r["dataset"], r["policy"]) for r in self.rows}
@@ -262,7 +264,7 @@ class ResultStore:
         key = keys.pop()
         if key in self.completed_points():
             raise SweepStateError(f"point {key} is already in {self.csv_path}")
-        values = [r["sweep_value"] for r in rows]
+        values = [tuple(r.get(c) for c in self.spec.point_columns()) for r in rows]
         if values != self._expected_values():
             raise ValueError(f"append_point: point {key} has sweep values {values}, expected {self._expected_values()}")
         header = ""
@@ -298,9 +300,25 @@ def _is_prefix(values: list, expected: list) -> bool:
     return values == expected[: len(values)]
 
 
+_ABSENT = "<absent>"
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """'key: old -> new' for each leaf that differs; nested dicts (params, trace_sha256) are descended into, so
+    only the changed entries are named (never a whole dict twice)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        parts = []
+        for k in sorted(set(old) | set(new), key=str):
+            parts += _changed_keys(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{prefix}{k}.")
+        return parts
+    if old == new:
+        return []
+    name = prefix[:-1] if prefix.endswith(".") else prefix
+    return [f"{name}: {old!r} -> {new!r}"]
+
+
 def _config_diff(old: dict, new: dict) -> str:
-    keys = sorted(set(old) | set(new))
-    parts = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    parts = _changed_keys(old, new)
     return "; ".join(parts) if parts else "metadata differs"
 
 
