@@ -150,7 +150,7 @@ FLOAT_FIELDS = ("processing_s", "communication_s", "queuing_s", "sojourn_s", "se
                 "bandwidth_used_bit", "server_slot_busy_s", "bandwidth_reserved_bit", "drain_s")
 
 ROOFLINE_CASES = {  # name: (scheduler, table kind, params overrides, config overrides)
-    "prada": ("prada", "mixed", dict(arrival_rate=0.06, server_capacity=3, bandwidth_bps=1e6), {}),
+    "prada": ("prada", "mixed_roofline_dpsi", dict(arrival_rate=0.06, server_capacity=3, bandwidth_bps=1e6), {}),
     "fifo_all_llm": ("fifo", "all_llm", dict(arrival_rate=0.06, server_capacity=3, bandwidth_bps=1e6,
                                              prefix_cache=True), {}),
     "rsd_phone": ("rsd", "prm", {**dict(arrival_rate=0.04, server_capacity=2, bandwidth_bps=1e6),
@@ -164,13 +164,14 @@ ROOFLINE_CASES = {  # name: (scheduler, table kind, params overrides, config ove
 def run_roofline_case(name, seed):
     scheduler, kind, overrides, cfg_over = ROOFLINE_CASES[name]
     trace = tiny(seed=seed)
-    table = {"mixed": lambda: mixed_table(trace, seed), "all_llm": lambda: policies.all_llm_table(trace),
+    params = sim.make_params(**overrides)
+    table = {"mixed_roofline_dpsi": lambda: LM.with_reference_server_seconds(mixed_table(trace, seed), trace, params),
+             "all_llm": lambda: policies.all_llm_table(trace),
              "prm": lambda: policies.prm_threshold_table(trace, 0.7)}[kind]()
     cfg = dict(num_slots=400, warmup_slots=40, max_users=12, max_servers=4, drain_slots=400, max_candidates=8,
                scheduler=scheduler, latency_model="roofline", slot_seconds=0.02)
     cfg.update(cfg_over)
     config = sim.SimConfig(**cfg)
-    params = sim.make_params(**overrides)
     key = jax.random.PRNGKey(200 + seed)
     got = metrics_dict(sim.simulate(pack_traces(trace), table, params, config, key))
     in_service = []
@@ -205,3 +206,15 @@ def test_roofline_invariants_every_slot():
     for name in ("processing_s", "communication_s", "queuing_s", "server_compute_s"):
         assert np.all(np.diff(getattr(t, name)) >= 0), name
     assert float(m.processing_s) > 0 and float(m.server_compute_s) > 0
+
+
+def test_reference_server_seconds_under_each_model():
+    trace = tiny(seed=4)
+    params = sim.make_params(flops_llm=5e13)
+    np.testing.assert_array_equal(np.asarray(LM.reference_server_seconds(trace, params, "flops")),
+                                  np.asarray(policies.reference_server_seconds(trace, 5e13)))
+    roof = np.asarray(LM.reference_server_seconds(trace, params, "roofline"))
+    mask = np.asarray(trace.step_mask)
+    assert np.all(roof[mask] > 0.01) and np.all(roof[~mask] == 0)  # >= 10 ms: memory-bound 7B decode on an H100
+    table = LM.with_reference_server_seconds(policies.all_llm_table(trace), trace, params)
+    np.testing.assert_array_equal(np.asarray(table.server_seconds), roof)

@@ -132,3 +132,25 @@ register(LatencyModel(FLOPS, _flops_local, _flops_server, _flops_prm,
                       "paper eqs. 14-18: FLOPs / flops_slm or flops_llm, each server slot at the full flops_llm"))
 register(LatencyModel(ROOFLINE, _roofline_local, _roofline_server, _roofline_prm,
                       "roofline (prada_jax/latency.py) on the server_*/edge_* hardware leaves; batched server decode"))
+
+
+# ---- D_psi (PolicyTable.server_seconds) under a latency model ----
+
+def reference_server_seconds(trace, params, model: str = ROOFLINE):
+    """The server time of every (problem, step) [N, K] under latency model `model`: the all-SLM reference context
+    (query + earlier SLM steps), full prefill, alone on the server (0 on padding). With "flops" it equals
+    policies.reference_server_seconds(trace, params.flops_llm). PRADA's queueing-delay estimate (TQ) reads
+    D_psi from the table, so a roofline run should use a table whose D_psi comes from here
+    (`with_reference_server_seconds`), not the FLOPs-model one the table builders store."""
+    slm = jnp.asarray(trace.slm_step_tokens)
+    ctx = jnp.asarray(trace.query_tokens)[:, None] + jnp.cumsum(slm, axis=1) - slm
+    alone = ServerLoad(other_requests=jnp.zeros(ctx.shape, jnp.float32),
+                       other_context_tokens=jnp.zeros(ctx.shape, jnp.float32))
+    tl = get(model).server_step(ctx, 0, jnp.asarray(trace.llm_step_tokens), params.replace(prefix_cache=False), alone)
+    mask = jnp.arange(slm.shape[1])[None, :] < jnp.asarray(trace.num_steps)[:, None]
+    return jnp.where(mask, tl, 0.0).astype(jnp.float32)
+
+
+def with_reference_server_seconds(table, trace, params, model: str = ROOFLINE):
+    """`table` (a PolicyTable) with D_psi replaced by reference_server_seconds(trace, params, model)."""
+    return table.replace(server_seconds=reference_server_seconds(trace, params, model))
