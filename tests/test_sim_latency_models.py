@@ -218,3 +218,25 @@ def test_reference_server_seconds_under_each_model():
     assert np.all(roof[mask] > 0.01) and np.all(roof[~mask] == 0)  # >= 10 ms: memory-bound 7B decode on an H100
     table = LM.with_reference_server_seconds(policies.all_llm_table(trace), trace, params)
     np.testing.assert_array_equal(np.asarray(table.server_seconds), roof)
+
+
+def test_sweep_latency_model_flag(tmp_path):
+    from prada_jax import sweep
+    from prada_jax.sweep import runner
+    from prada_jax.traces import save_trace
+    from tests.conftest import make_tiny_trace
+
+    traces = tmp_path / "traces"
+    save_trace(traces / "gsm8k.npz", make_tiny_trace(seed=0))
+    args = dict(datasets=["gsm8k"], policies=["all_llm", "all_slm"], episodes=2, horizon_ms=600, warmup_ms=50,
+                max_users=10, drain_ms=2500, params={"arrival_rate": 0.01}, traces_dir=str(traces), supported_policies=sweep.POLICIES)
+    with pytest.raises(sweep.SweepConfigError, match="--latency_model"):
+        sweep.make_spec(latency_model="nope", **args)
+    default = sweep.make_spec(**args)
+    assert default.latency_model == "flops" and "latency_model" not in default.to_config()  # old fingerprints hold
+    spec = sweep.make_spec(latency_model="roofline", **args)
+    assert spec.to_config()["latency_model"] == "roofline"
+    assert runner.sim_config(spec, "fifo").latency_model == "roofline"
+    roof = runner.simulate_point(spec, "gsm8k", "all_llm")[0]
+    flops = runner.simulate_point(default, "gsm8k", "all_llm")[0]
+    assert roof["processing_ms_mean"] > 20 * flops["processing_ms_mean"]  # roofline server steps take ~0.1-0.3 s

@@ -93,6 +93,7 @@ class SweepSpec:
     drain_ms: int = 1000  # after the horizon: no arrivals, run until counted tasks finish or this long
     router_llm_fraction: float = DEFAULT_ROUTER_LLM_FRACTION
     rsd_threshold: float = DEFAULT_RSD_THRESHOLD
+    latency_model: str = C.DEFAULT_LATENCY_MODEL  # SimConfig.latency_model (prada_jax/sim/latency_models.py)
 
     @property
     def grid_size(self) -> int:
@@ -118,6 +119,8 @@ class SweepSpec:
         config["datasets"] = list(self.datasets)
         config["policies"] = list(self.policies)
         config["sweep_values"] = list(self.sweep_values)
+        if config["latency_model"] == C.DEFAULT_LATENCY_MODEL:
+            del config["latency_model"]  # fingerprints of sweeps from before the choice existed stay valid
         config["trace_sha256"] = {d: file_sha256(self.trace_path(d)) for d in self.datasets}
         # The learned tables the sweep reads (a different table between a kill and a restart must not mix results).
         if any(POLICY_SPECS[p].table in ("learned", "random") for p in self.policies):
@@ -198,6 +201,7 @@ def make_spec(
     router_llm_fraction: float = DEFAULT_ROUTER_LLM_FRACTION,
     rsd_threshold: float = DEFAULT_RSD_THRESHOLD,
     drain_ms: int = 1000,
+    latency_model: str = C.DEFAULT_LATENCY_MODEL,
     explicitly_set: Iterable[str] = (),
     supported_policies: Sequence[str] = POLICIES,
 ) -> SweepSpec:
@@ -288,6 +292,10 @@ def make_spec(
     for flag, value in (("router_llm_fraction", router_llm_fraction), ("rsd_threshold", rsd_threshold)):
         if not (math.isfinite(value) and 0.0 <= value <= 1.0):
             raise SweepConfigError(flag, f"must lie in [0, 1], got {value!r}")
+    from prada_jax.sim.latency_models import LATENCY_MODELS
+
+    if latency_model not in LATENCY_MODELS:
+        raise SweepConfigError("latency_model", f"{latency_model!r} is not one of {sorted(LATENCY_MODELS)}")
     for p in policies:
         if p not in supported_policies:
             raise SweepConfigError(
@@ -315,4 +323,5 @@ def make_spec(
         router_llm_fraction=float(router_llm_fraction),
         rsd_threshold=float(rsd_threshold),
         drain_ms=int(drain_ms),
+        latency_model=str(latency_model),
     )
