@@ -62,6 +62,13 @@ DEFAULT_BETA = 10.0
 SERVER_PREFILL_MODES = ("full", "prefix")
 DEFAULT_SERVER_PREFILL = "full"
 
+# Latency model of the simulator (SimConfig.latency_model; docs/latency.md): "flops" (the paper's eqs. 14-18 with
+# flops_slm / flops_llm) or "roofline" (prada_jax.latency on the hardware presets below, batched server decode).
+DEFAULT_LATENCY_MODEL = "flops"
+# Hardware presets (prada_jax/hardware.py, sources there) that fill the roofline leaves of SimParams by default.
+DEFAULT_SERVER_HARDWARE = "h100-sxm"
+DEFAULT_EDGE_HARDWARE = "jetson-agx-orin-64gb"
+
 # Trace format.
 TRACE_FORMAT_VERSION = 1
 DATASETS = ("gsm8k", "math500", "gaokao2023en", "mmlu_stem")

@@ -93,11 +93,23 @@ def parameter_count(arch: TransformerArch) -> int:
     return arch.layers * per_layer + arch.hidden + embeddings
 
 
-def weight_bytes_per_forward(arch: TransformerArch) -> int:
-    """Weight bytes read by one forward pass: every parameter except an untied input-embedding table,
+def weight_params_per_forward(arch: TransformerArch) -> int:
+    """Parameters read by one forward pass: every parameter except an untied input-embedding table,
     of which a forward pass gathers only one row per token (a tied table is read whole by the LM head)."""
     gathered_only = 0 if arch.tie_embeddings else arch.vocab * arch.hidden
-    return (parameter_count(arch) - gathered_only) * arch.bytes_per_param
+    return parameter_count(arch) - gathered_only
+
+
+def weight_bytes_per_forward(arch: TransformerArch) -> int:
+    """Weight bytes read by one forward pass (weight_params_per_forward x arch.bytes_per_param)."""
+    return weight_params_per_forward(arch) * arch.bytes_per_param
+
+
+def _weight_bytes(arch: TransformerArch, bytes_per_param=None):
+    """Weight bytes per forward pass; `bytes_per_param` (traced, e.g. a SimParams leaf) overrides the arch's."""
+    if bytes_per_param is None:
+        return float(weight_bytes_per_forward(arch))
+    return float(weight_params_per_forward(arch)) * _f32(bytes_per_param)
 
 
 def kv_bytes_per_token(arch: TransformerArch) -> int:
@@ -126,7 +138,7 @@ def _f32(x):
     return jnp.asarray(x, jnp.float32)
 
 
-def prefill_work(context, cached, arch: TransformerArch):
+def prefill_work(context, cached, arch: TransformerArch, bytes_per_param=None):
     """(FLOPs, bytes) to extend a KV cache from `cached` to `context` tokens and get the next token's logits.
 
     New token i (cached < i <= context) attends to i keys, so attention costs 4 v q_dim sum_i i
@@ -140,7 +152,7 @@ def prefill_work(context, cached, arch: TransformerArch):
         + float(lm_head_flops(arch)) * (new > 0)
         + 0.5 * float(attention_flops_per_key(arch)) * (m * (m + 1.0) - c * (c + 1.0))
     )
-    bytes_moved = (float(weight_bytes_per_forward(arch)) + float(kv_bytes_per_token(arch)) * m) * (new > 0)
+    bytes_moved = (_weight_bytes(arch, bytes_per_param) + float(kv_bytes_per_token(arch)) * m) * (new > 0)
     return flops, bytes_moved
 
 
@@ -187,9 +199,9 @@ def roofline_seconds(flops, bytes_moved, hw: Hardware):
     return jnp.where(busy, hw.overhead_seconds + bound, 0.0)
 
 
-def prefill_seconds(context, cached, arch: TransformerArch, hw: Hardware):
+def prefill_seconds(context, cached, arch: TransformerArch, hw: Hardware, bytes_per_param=None):
     """Prefill of tokens cached..context, alone on the device (0 when nothing is new)."""
-    return roofline_seconds(*prefill_work(context, cached, arch), hw)
+    return roofline_seconds(*prefill_work(context, cached, arch, bytes_per_param), hw)
 
 
 def decode_iteration_seconds(contexts, active, arch: TransformerArch, hw: Hardware):
@@ -225,7 +237,7 @@ def _sum_of_max_of_lines(p0, p1, q0, q1, count):
 
 
 def decode_tokens_seconds(first_keys, tokens, arch: TransformerArch, hw: Hardware, other_requests=0,
-                          other_context_tokens=0):
+                          other_context_tokens=0, bytes_per_param=None):
     """`tokens` decode iterations of one request whose first iteration attends to `first_keys` keys (then
     first_keys + 1, ...), sharing each iteration with `other_requests` requests holding
     `other_context_tokens` cached tokens in all (held fixed over the step)."""
@@ -233,7 +245,7 @@ def decode_tokens_seconds(first_keys, tokens, arch: TransformerArch, hw: Hardwar
     per_token = float(matmul_flops_per_token(arch)) + float(lm_head_flops(arch))
     attn = float(attention_flops_per_key(arch))
     flops0 = per_token * (1.0 + r) + attn * (_f32(first_keys) + other_keys)
-    bytes0 = float(weight_bytes_per_forward(arch)) + float(kv_bytes_per_token(arch)) * (_f32(first_keys) + other_keys)
+    bytes0 = _weight_bytes(arch, bytes_per_param) + float(kv_bytes_per_token(arch)) * (_f32(first_keys) + other_keys)
     busy = _sum_of_max_of_lines(
         compute_seconds(flops0, hw), compute_seconds(attn, hw),
         memory_seconds(bytes0, hw), memory_seconds(float(kv_bytes_per_token(arch)), hw), tokens,
@@ -242,17 +254,18 @@ def decode_tokens_seconds(first_keys, tokens, arch: TransformerArch, hw: Hardwar
 
 
 def step_seconds(context, cached, new_tokens, arch: TransformerArch, hw: Hardware, other_requests=0,
-                 other_context_tokens=0):
+                 other_context_tokens=0, bytes_per_param=None):
     """One reasoning step: prefill of context (beyond `cached`), which yields the first new token, then
     new_tokens - 1 decode iterations at contexts context+1, ... (growing), batched with other requests.
 
-    At least the last context token is always prefilled (cached is clamped to context - 1).
+    At least the last context token is always prefilled (cached is clamped to context - 1). `bytes_per_param`
+    (traced) overrides the arch's weight bytes per parameter (quantised weights); the KV cache keeps bytes_per_kv.
     """
     m = _f32(context)
     c = jnp.minimum(_f32(cached), m - 1.0)
     n = jnp.maximum(_f32(new_tokens), 1.0)
-    decode = decode_tokens_seconds(m + 1.0, n - 1.0, arch, hw, other_requests, other_context_tokens)
-    return prefill_seconds(m, c, arch, hw) + decode
+    decode = decode_tokens_seconds(m + 1.0, n - 1.0, arch, hw, other_requests, other_context_tokens, bytes_per_param)
+    return prefill_seconds(m, c, arch, hw, bytes_per_param) + decode
 
 
 # ---- fit of effective rates to a measured table (float64 NumPy + SciPy, outside jit) ----

@@ -16,6 +16,7 @@ import numpy as np
 
 from prada_jax import constants as C
 from prada_jax import costs
+from prada_jax.latency import QWEN25_MATH_1_5B, QWEN25_MATH_7B  # shapes only (the formulas are below)
 from prada_jax.sim.draws import episode_draws, required_max_arrivals
 
 FREE, READY, LOCAL, UPLOAD, SERVE, QUEUED = 0, 1, 2, 3, 4, 5
@@ -37,6 +38,84 @@ def local_seconds(ctx, cached, tokens, flops):
 
 def server_seconds(ctx, cached, tokens, flops, prefix):
     return f(costs.server_step_seconds(np.float64(ctx), np.float64(cached), np.float64(tokens), flops, prefix))
+
+
+def prm_seconds(ctx, tokens, flops):
+    return f(costs.prm_check_seconds(np.float64(ctx), np.float64(tokens), flops))
+
+
+# ---- Roofline latency model, float64, own code (the JAX side: prada_jax/latency.py via sim/latency_models.py) ----
+
+def arch_work(arch):
+    """Per-architecture constants from its shape: (weight parameters read per forward pass, matmul FLOPs per token,
+    LM-head FLOPs per token, attention FLOPs per (query, key), KV bytes per token)."""
+    h, q, kv = arch.hidden, arch.heads * (arch.hidden // arch.heads), arch.kv_heads * (arch.hidden // arch.heads)
+    matrices = h * q + 2 * h * kv + q * h + 3 * h * arch.intermediate
+    layer = matrices + q + 2 * kv + 2 * h
+    table = arch.vocab * h
+    params = arch.layers * layer + h + (table if arch.tie_embeddings else 2 * table)
+    read = params - (0 if arch.tie_embeddings else table)  # an untied input embedding is gathered, not read whole
+    return (float(read), 2.0 * arch.layers * matrices, 2.0 * h * arch.vocab, 4.0 * arch.layers * q,
+            2.0 * arch.layers * kv * arch.bytes_per_kv)
+
+
+def pass_seconds(flops, nbytes, hw):
+    """One forward pass on hw = (peak FLOP/s, bytes/s, compute eff., bandwidth eff., overhead s)."""
+    if flops <= 0 and nbytes <= 0:
+        return 0.0
+    peak, bw, ce, be, overhead = hw
+    return overhead + max(flops / (peak * ce), nbytes / (bw * be))
+
+
+def prefill_pass_seconds(m, c, arch, hw, bpp):
+    """Prefill of tokens c+1..m (token i attends to i keys), logits of the last one, all KV moved once."""
+    read, mm, lm, attn, kvb = arch_work(arch)
+    if m - c <= 0:
+        return 0.0
+    flops = mm * (m - c) + lm + attn * sum(range(c + 1, m + 1))
+    return pass_seconds(flops, read * bpp + kvb * m, hw)
+
+
+def roofline_step_seconds(m, cached, n, arch, hw, bpp, others=0, others_ctx=0):
+    """Prefill (alone) of the uncached context, then n - 1 batched decode iterations, one at a time."""
+    read, mm, lm, attn, kvb = arch_work(arch)
+    m, c, n = float(m), float(min(cached, m - 1)), max(int(n), 1)
+    t = prefill_pass_seconds(int(m), int(c), arch, hw, bpp)
+    for i in range(n - 1):
+        keys = m + 1 + i  # the token fed in iteration i attends to the cache and itself
+        flops = (mm + lm) * (1 + others) + attn * (keys + others_ctx)
+        t += pass_seconds(flops, read * bpp + kvb * (keys + others_ctx), hw)
+    return t
+
+
+def hw_of(p, side):
+    return tuple(float(p[f"{side}_{k}"]) for k in ("peak_flops", "memory_bandwidth", "compute_efficiency",
+                                                      "bandwidth_efficiency", "overhead_s"))
+
+
+def roofline_local(ctx, cached, tokens, p):
+    return roofline_step_seconds(ctx, cached, tokens, QWEN25_MATH_1_5B, hw_of(p, "edge"), float(p["edge_bytes_per_param"]))
+
+
+def roofline_server(ctx, cached, tokens, p, others, others_ctx):
+    cached = cached if p["prefix_cache"] else 0
+    return roofline_step_seconds(ctx, cached, tokens, QWEN25_MATH_7B, hw_of(p, "server"),
+                                 float(p["server_bytes_per_param"]), others, others_ctx)
+
+
+def roofline_prm(ctx, tokens, p, others, others_ctx):
+    return prefill_pass_seconds(ctx + tokens, 0, QWEN25_MATH_1_5B, hw_of(p, "server"), float(p["server_bytes_per_param"]))
+
+
+# The oracle twin of every registered latency model (prada_jax.sim.latency_models.LATENCY_MODELS):
+# name -> (local(ctx, slm_cached, tokens, p), server(ctx, server_cached, tokens, p, others, others_ctx),
+#          prm(ctx, draft_tokens, p, others, others_ctx)).
+ORACLE_LATENCY_MODELS = {
+    "flops": (lambda ctx, cached, tok, p: local_seconds(ctx, cached, tok, p["flops_slm"]),
+              lambda ctx, cached, tok, p, o, oc: server_seconds(ctx, cached, tok, p["flops_llm"], p["prefix_cache"]),
+              lambda ctx, tok, p, o, oc: prm_seconds(ctx, tok, p["flops_llm"])),
+    "roofline": (roofline_local, roofline_server, roofline_prm),
+}
 
 
 def upload_seconds(tokens, bw, snr):
@@ -344,6 +423,7 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
     gamma_th = db_to_linear(p["snr_threshold_db"])
     M, B = int(p["server_capacity"]), float(p["bandwidth_bps"])
     rsd = ORACLE_SCHEDULERS[config.scheduler][1] == "draft_verify"
+    lat_local, lat_server, lat_prm = ORACLE_LATENCY_MODELS[config.latency_model]
     users = [User() for _ in range(U)]
     tot = dict(arrived=0, dropped=0, completed=0, correct=0, processing_s=0.0, communication_s=0.0, queuing_s=0.0,
                sojourn_s=0.0, offloaded_steps=0, executed_steps=0, server_work_s=0.0, server_compute_s=0.0,
@@ -413,25 +493,31 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
             for i, (dec, _) in decisions.items():
                 key = ("local", "queue", "immediate")[dec] + ("_cand" if i in cands else "")
                 stats[key] = stats.get(key, 0) + 1
+        # Requests in service after this slot's admissions: each admitted request's server time is fixed now,
+        # sharing the decode batch with the others (their contexts before their current step, held fixed).
+        service = [j for j, u in enumerate(users) if u.phase in (UPLOAD, SERVE)]
+        service += [j for j, (dec, _) in decisions.items() if dec == 2]
+        service_ctx = sum(users[j].context for j in service)
         for i, (dec, bw) in decisions.items():
             u = users[i]
             slm_tok = int(trace.slm_step_tokens[u.problem, u.step])
             llm_tok = int(trace.llm_step_tokens[u.problem, u.step])
+            others, others_ctx = len(service) - 1, service_ctx - u.context
             if dec == 0:
-                ts = local_seconds(u.context, u.slm_cached, slm_tok, p["flops_slm"])
+                ts = lat_local(u.context, u.slm_cached, slm_tok, p)
                 u.phase, u.on_server, u.busy, u.wait = LOCAL, False, slots_for(ts, dt), 0
                 u.step_proc, u.step_comm = ts, 0.0  # booked when the step ends
             elif dec == 2:
                 if rsd:
                     reject = tb["nominate_prob"][u.problem, u.step] >= 0.5
                     tc = upload_seconds(u.context + slm_tok, bw, gamma[i])
-                    tl = f(costs.prm_check_seconds(np.float64(u.context), np.float64(slm_tok), p["flops_llm"]))
+                    tl = lat_prm(u.context, slm_tok, p, others, others_ctx)
                     if reject:
-                        tl += server_seconds(u.context, u.server_cached, llm_tok, p["flops_llm"], p["prefix_cache"])
+                        tl += lat_server(u.context, u.server_cached, llm_tok, p, others, others_ctx)
                     on_llm = bool(reject)
                 else:
                     tc = upload_seconds(u.context, bw, gamma[i])
-                    tl = server_seconds(u.context, u.server_cached, llm_tok, p["flops_llm"], p["prefix_cache"])
+                    tl = lat_server(u.context, u.server_cached, llm_tok, p, others, others_ctx)
                     on_llm = True
                 u.phase, u.on_server, u.bw, u.wait = UPLOAD, on_llm, bw, 0
                 u.busy, u.upload = slots_for(tc + tl, dt), slots_for(tc, dt)

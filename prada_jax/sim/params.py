@@ -15,7 +15,7 @@ import numpy as np
 from flax import struct
 
 from prada_jax import constants as C
-
+from prada_jax.hardware import Hardware, hardware_preset
 
 
 class SimParamsError(ValueError):
@@ -36,6 +36,20 @@ class SimParams:
     flops_slm: jnp.ndarray  # float32, FLOP/s of each edge device
     flops_llm: jnp.ndarray  # float32, FLOP/s of the server
     prefix_cache: jnp.ndarray  # bool, server keeps a prefix KV cache ("prefix" mode) instead of full prefill
+    # Roofline hardware (read only by SimConfig.latency_model="roofline"; docs/latency.md). Defaults: the
+    # C.DEFAULT_SERVER_HARDWARE / C.DEFAULT_EDGE_HARDWARE presets of prada_jax/hardware.py (`hardware_leaves`).
+    server_peak_flops: jnp.ndarray  # float32, dense 16-bit FLOP/s of the server accelerator
+    server_memory_bandwidth: jnp.ndarray  # float32, bytes/s (HBM)
+    server_compute_efficiency: jnp.ndarray  # float32, achieved / peak FLOP/s
+    server_bandwidth_efficiency: jnp.ndarray  # float32, achieved / peak bytes/s
+    server_overhead_s: jnp.ndarray  # float32, seconds per forward pass (launch + dispatch)
+    server_bytes_per_param: jnp.ndarray  # float32, weight bytes per parameter (2 = bf16; KV cache stays bf16)
+    edge_peak_flops: jnp.ndarray  # float32, the same for each user's edge device (SLM)
+    edge_memory_bandwidth: jnp.ndarray
+    edge_compute_efficiency: jnp.ndarray
+    edge_bandwidth_efficiency: jnp.ndarray
+    edge_overhead_s: jnp.ndarray
+    edge_bytes_per_param: jnp.ndarray
 
 
 _FLOAT_FIELDS = (
@@ -48,7 +62,32 @@ _FLOAT_FIELDS = (
     "flops_slm",
     "flops_llm",
 )
+HARDWARE_FIELDS = ("peak_flops", "memory_bandwidth", "compute_efficiency", "bandwidth_efficiency", "overhead_s",
+                   "bytes_per_param")
+_FLOAT_FIELDS = _FLOAT_FIELDS + tuple(f"{side}_{h}" for side in ("server", "edge") for h in HARDWARE_FIELDS)
 PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(SimParams))
+
+
+def hardware_leaves(side: str, hw: Hardware | str, bytes_per_param: float = 2.0) -> dict:
+    """SimParams leaves `{side}_peak_flops`, ... of a Hardware (or a preset name) for side "server" or "edge":
+    `make_params(**hardware_leaves("server", "l4"), **hardware_leaves("edge", "phone-snapdragon-8gen3"))`."""
+    if side not in ("server", "edge"):
+        raise SimParamsError(f"hardware_leaves: side must be 'server' or 'edge', got {side!r}")
+    hw = hardware_preset(hw) if isinstance(hw, str) else hw
+    values = (hw.peak_flops, hw.memory_bandwidth, hw.compute_efficiency, hw.bandwidth_efficiency,
+              hw.overhead_seconds, bytes_per_param)
+    return {f"{side}_{name}": value for name, value in zip(HARDWARE_FIELDS, values)}
+
+
+def params_hardware(params: "SimParams", side: str) -> Hardware:
+    """The traced Hardware of side "server" or "edge" (for prada_jax.latency)."""
+    get = lambda name: getattr(params, f"{side}_{name}")
+    return Hardware(peak_flops=get("peak_flops"), memory_bandwidth=get("memory_bandwidth"),
+                    compute_efficiency=get("compute_efficiency"), bandwidth_efficiency=get("bandwidth_efficiency"),
+                    overhead_seconds=get("overhead_s"), name=side)
+
+
+_DEFAULT_HW = {**hardware_leaves("server", C.DEFAULT_SERVER_HARDWARE), **hardware_leaves("edge", C.DEFAULT_EDGE_HARDWARE)}
 
 
 def make_params(
@@ -62,6 +101,18 @@ def make_params(
     flops_slm=C.FLOPS_SLM,
     flops_llm=C.FLOPS_LLM,
     prefix_cache=C.DEFAULT_SERVER_PREFILL == "prefix",
+    server_peak_flops=_DEFAULT_HW["server_peak_flops"],
+    server_memory_bandwidth=_DEFAULT_HW["server_memory_bandwidth"],
+    server_compute_efficiency=_DEFAULT_HW["server_compute_efficiency"],
+    server_bandwidth_efficiency=_DEFAULT_HW["server_bandwidth_efficiency"],
+    server_overhead_s=_DEFAULT_HW["server_overhead_s"],
+    server_bytes_per_param=_DEFAULT_HW["server_bytes_per_param"],
+    edge_peak_flops=_DEFAULT_HW["edge_peak_flops"],
+    edge_memory_bandwidth=_DEFAULT_HW["edge_memory_bandwidth"],
+    edge_compute_efficiency=_DEFAULT_HW["edge_compute_efficiency"],
+    edge_bandwidth_efficiency=_DEFAULT_HW["edge_bandwidth_efficiency"],
+    edge_overhead_s=_DEFAULT_HW["edge_overhead_s"],
+    edge_bytes_per_param=_DEFAULT_HW["edge_bytes_per_param"],
 ) -> SimParams:
     """Build `SimParams` with the right dtypes (defaults from constants.py). Leaves may be scalars or [G]."""
     values = dict(locals())
@@ -121,7 +172,8 @@ class SimConfig:
     queue_pays_price: bool = True  # w_bar = beta TQ (queued requests pay the bandwidth price later); False: eq. 32
     tq_iterations: int = C.TQ_ITERATIONS  # static re-rankings of the TQ priority order (docs/simulator.md)
     price_segment_halvings: int = 6  # log-halvings of the final breakpoint segment (competitive case)
-    slot_seconds: float = C.SLOT_SECONDS
+    slot_seconds: float = C.SLOT_SECONDS  # Delta t (s); arrival_rate, drain_slots and all *_slots count these slots
+    latency_model: str = C.DEFAULT_LATENCY_MODEL  # a registered name (prada_jax/sim/latency_models.py)
 
     def __post_init__(self):
         ints = ("num_slots", "max_users", "max_servers", "max_candidates", "tq_iterations")
@@ -145,6 +197,10 @@ class SimConfig:
             raise SimParamsError(f"SimConfig.price_segment_halvings must be an integer >= 0, got {self.price_segment_halvings!r}")
         if not self.slot_seconds > 0:
             raise SimParamsError(f"SimConfig.slot_seconds must be > 0, got {self.slot_seconds}")
+        from prada_jax.sim.latency_models import LATENCY_MODELS  # the registry
+
+        if self.latency_model not in LATENCY_MODELS:
+            raise SimParamsError(f"SimConfig.latency_model {self.latency_model!r} is not one of {sorted(LATENCY_MODELS)}")
         if self.max_candidates > self.max_users:
             object.__setattr__(self, "max_candidates", int(self.max_users))
 
@@ -164,6 +220,11 @@ def validate_params(params: SimParams, config: SimConfig) -> SimParams:
         ("snr_threshold_db", lambda v: np.all(np.isfinite(v)), "must be finite"),
         ("path_loss_exponent", lambda v: np.all(v >= 0) & np.all(np.isfinite(v)), "must be finite and >= 0"),
     ]
+    positive = lambda v: np.all(v > 0) & np.all(np.isfinite(v))
+    for side in ("server", "edge"):
+        checks += [(f"{side}_{name}", positive, "must be finite and > 0") for name in HARDWARE_FIELDS if name != "overhead_s"]
+        checks.append((f"{side}_overhead_s", lambda v: np.all(v >= 0) & np.all(np.isfinite(v)),
+                       "must be finite and >= 0 s"))
     for name, ok, what in checks:
         value = arr(name)
         if not ok(value):

@@ -16,7 +16,6 @@ from typing import Callable
 
 import jax.numpy as jnp
 
-from prada_jax import costs
 from prada_jax.sim.policies import nominated
 from prada_jax.sim.state import QUEUED
 
@@ -28,7 +27,9 @@ class Protocol:
     """The protocol hooks (pure jnp functions of the slot's arrays).
 
     split_ready(users, ready, table, draws, config) -> (go_local [U], candidate [U])
-    server_request(users, slm_tokens, llm_tokens, table, params) -> (upload_tokens, server_seconds, serve_on_llm)
+    server_request(users, slm_tokens, llm_tokens, table, params, latency, load)
+        -> (upload_tokens, server_seconds, serve_on_llm); `latency` is the configured latency model
+        (latency_models.LatencyModel) and `load` its ServerLoad (what the request shares the server with)
     local_steps_are_drafts: a finished local step is a draft that becomes a server request (QUEUED) instead of
         ending the step; a server request that rewrites the step leaves the SLM's cache at the old context.
     """
@@ -62,9 +63,8 @@ def _offload_split(users, ready, table, draws, config):
     return ready & ~nominate, nominate | (users.phase == QUEUED)
 
 
-def _offload_request(users, slm_tokens, llm_tokens, table, params):
-    server_s = costs.server_step_seconds(users.context, users.server_cached, llm_tokens, params.flops_llm,
-                                         params.prefix_cache)
+def _offload_request(users, slm_tokens, llm_tokens, table, params, latency, load):
+    server_s = latency.server_step(users.context, users.server_cached, llm_tokens, params, load)
     return users.context, server_s, jnp.ones(users.context.shape, bool)
 
 
@@ -72,12 +72,11 @@ def _draft_verify_split(users, ready, table, draws, config):
     return ready, users.phase == QUEUED  # every step is drafted locally; finished drafts wait for their check
 
 
-def _draft_verify_request(users, slm_tokens, llm_tokens, table, params):
+def _draft_verify_request(users, slm_tokens, llm_tokens, table, params, latency, load):
     # Upload context + drafted step; the PRM scores it; if it rejects (table: pi >= 0.5), the LLM rewrites the step.
     reject = table.nominate_prob[users.problem, users.step] >= 0.5
-    server_s = costs.prm_check_seconds(users.context, slm_tokens, params.flops_llm) + jnp.where(
-        reject, costs.server_step_seconds(users.context, users.server_cached, llm_tokens, params.flops_llm,
-                                          params.prefix_cache), 0.0)
+    server_s = latency.prm_check(users.context, slm_tokens, params, load) + jnp.where(
+        reject, latency.server_step(users.context, users.server_cached, llm_tokens, params, load), 0.0)
     return users.context + slm_tokens, server_s, reject
 
 

@@ -1,4 +1,5 @@
-"""One 1-ms slot of the multi-user system (docs/design.md "Simulator semantics", docs/simulator.md).
+"""One slot (SimConfig.slot_seconds, 1 ms by default) of the multi-user system (docs/design.md "Simulator
+ semantics", docs/simulator.md).
 
 Order inside a slot: arrivals -> fading -> Stage 1 -> Stage 2 -> time accounting -> progress.
 Pure function of (state, slot draws); `run.py` scans it over slots and vmaps it over episodes and grids.
@@ -11,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from prada_jax import costs
-from prada_jax.sim import protocols, schedulers
+from prada_jax.sim import latency_models, protocols, schedulers
 from prada_jax.sim import stage2 as S2
 from prada_jax.sim.draws import SlotDraws, step_uniform
 from prada_jax.sim.params import SimConfig, SimParams
@@ -88,9 +89,14 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
     local = go_local | (cand & (decision == S2.LOCAL_D))
     immediate = cand & (decision == S2.IMMEDIATE_D)
     queued = cand & (decision == S2.QUEUE_D)
-    ts = costs.local_step_seconds(users.context, users.slm_cached, slm_tok, params.flops_slm)
+    lat = latency_models.get(config.latency_model)
+    ts = lat.local_step(users.context, users.slm_cached, slm_tok, params)
     safe_bw = jnp.where(immediate, bw, 1.0)
-    upload_tokens, tl, serve_on_llm = proto.server_request(users, slm_tok, llm_tok, table, params)
+    # Requests in service after this slot's admissions (server slots held); a request's server time is fixed at
+    # its admission from them (latency_models.ServerLoad; ignored by the "flops" model).
+    in_service = (users.phase == UPLOAD) | (users.phase == SERVE) | immediate
+    load = latency_models.server_load(in_service, users.context)
+    upload_tokens, tl, serve_on_llm = proto.server_request(users, slm_tok, llm_tok, table, params, lat, load)
     tc = costs.upload_seconds(upload_tokens, safe_bw, gamma)
     tc = jnp.where(immediate, tc, 0.0)
     tl = jnp.where(immediate, tl, 0.0)

@@ -75,6 +75,10 @@ def define_flags(flag_values) -> None:
     flags.DEFINE_float(
         "rsd_threshold", DEFAULT_RSD_THRESHOLD, "rsd policy: PRM score below which the LLM regenerates a step.", flag_values=fv
     )
+    flags.DEFINE_string(
+        "latency_model", C.DEFAULT_LATENCY_MODEL, "Simulator latency model: 'flops' (the paper's eqs. 14-18) or "
+        "'roofline' (H100 server, Jetson AGX Orin edge; docs/latency.md). Slots stay 1 ms: roofline steps take "
+        "hundreds of slots, so lengthen --horizon_ms and --drain_ms.", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "Discard results in --out_dir from a sweep with different flags.", flag_values=fv)
     flags.DEFINE_bool("plots", True, "Draw PNG figures into --out_dir after the sweep.", flag_values=fv)
 
@@ -103,6 +107,7 @@ def spec_from_flags(fv, supported_policies: Sequence[str] | None = None) -> Swee
         router_llm_fraction=fv.router_llm_fraction,
         rsd_threshold=fv.rsd_threshold,
         drain_ms=fv.drain_ms,
+        latency_model=fv.latency_model,
         explicitly_set=explicitly,
         supported_policies=supported_policies,
     )

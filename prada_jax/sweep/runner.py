@@ -92,6 +92,7 @@ def sim_config(spec: SweepSpec, scheduler: str, stage1_sampling: bool = False):
         max_arrivals_per_slot=None,  # chosen by the simulator for the largest rate (P(N > A_max) <= 1e-9)
         scheduler=scheduler,
         stage1_sampling=stage1_sampling,
+        latency_model=spec.latency_model,
     )
 
 
@@ -121,6 +122,10 @@ def simulate_point(spec: SweepSpec, dataset: str, policy: str) -> list[dict[str,
         # D_psi's reference server time uses one FLOP/s value; a flops_llm sweep keeps the Table-3 one for it.
         flops_llm = C.FLOPS_LLM
     table, ps = policy_setup(spec, policy, dataset, trace, flops_llm)
+    if spec.latency_model != C.DEFAULT_LATENCY_MODEL:  # D_psi (PRADA's TQ) under the same latency model
+        from prada_jax.sim import latency_models, params as sim_params
+
+        table = latency_models.with_reference_server_seconds(table, trace, sim_params.make_params(), spec.latency_model)
     config = sim_config(spec, ps.scheduler, ps.stage1_sampling)
     metrics = sim_run.simulate_grid(packed, table, params_grid(spec), config, spec.episodes, spec.seed)
     summary = sim_metrics.summarize(metrics)

@@ -81,6 +81,7 @@ class SweepSpec:
     @property
     def swept_params(self) -> list[str]:
         return [name for name, _ in self.axes()]
+    latency_model: str = C.DEFAULT_LATENCY_MODEL  # SimConfig.latency_model (prada_jax/sim/latency_models.py)
 
     @property
     def grid_size(self) -> int:
@@ -128,6 +129,8 @@ class SweepSpec:
             config["grid_axes"] = [[name, list(values)] for name, values in self.grid_axes]
         else:
             del config["grid_axes"]  # the fingerprint of a one-parameter sweep is what it was before --grid
+        if config["latency_model"] == C.DEFAULT_LATENCY_MODEL:
+            del config["latency_model"]  # fingerprints of sweeps from before the choice existed stay valid
         config["trace_sha256"] = {d: file_sha256(self.trace_path(d)) for d in self.datasets}
         # The learned tables the sweep reads (a different table between a kill and a restart must not mix results).
         if any(registry.get_policy(p).learned for p in self.policies):
@@ -214,6 +217,7 @@ def make_spec(
     router_llm_fraction: float = DEFAULT_ROUTER_LLM_FRACTION,
     rsd_threshold: float = DEFAULT_RSD_THRESHOLD,
     drain_ms: int = 1000,
+    latency_model: str = C.DEFAULT_LATENCY_MODEL,
     explicitly_set: Iterable[str] = (),
     supported_policies: Sequence[str] = POLICIES,
 ) -> SweepSpec:
@@ -332,6 +336,10 @@ def make_spec(
     for flag, value in (("router_llm_fraction", router_llm_fraction), ("rsd_threshold", rsd_threshold)):
         if not (math.isfinite(value) and 0.0 <= value <= 1.0):
             raise SweepConfigError(flag, f"must lie in [0, 1], got {value!r}")
+    from prada_jax.sim.latency_models import LATENCY_MODELS
+
+    if latency_model not in LATENCY_MODELS:
+        raise SweepConfigError("latency_model", f"{latency_model!r} is not one of {sorted(LATENCY_MODELS)}")
     for p in policies:
         if p not in supported_policies:
             raise SweepConfigError(
@@ -361,4 +369,5 @@ def make_spec(
         rsd_threshold=float(rsd_threshold),
         drain_ms=int(drain_ms),
         grid_axes=grid_axes,
+        latency_model=str(latency_model),
     )
