@@ -282,6 +282,36 @@ register_param("flops_llm", float, C.FLOPS_LLM, "FLOP/s of the server LLM.", uni
                label="LLM FLOP/s", log_scale=True)
 
 
+def _hardware_defaults():
+    from prada_jax.sim.params import _DEFAULT_HW  # the presets' values (prada_jax/hardware.py)
+
+    return _DEFAULT_HW
+
+
+def fraction(value) -> str | None:
+    return None if 0.0 < float(value) <= 1.0 else "must be in (0, 1]"
+
+
+# The roofline latency model's hardware (--latency_model=roofline; unused by the default flops model): one set for
+# the server accelerator, one for each user's edge device. Defaults: C.DEFAULT_SERVER_HARDWARE / DEFAULT_EDGE_HARDWARE.
+for _side, _what in (("server", "server accelerator"), ("edge", "edge device")):
+    _hw = _hardware_defaults()
+    register_param(f"{_side}_peak_flops", float, _hw[f"{_side}_peak_flops"],
+                   f"Roofline: dense 16-bit peak FLOP/s of the {_what}.", unit="FLOP/s", check=positive,
+                   log_scale=True)
+    register_param(f"{_side}_memory_bandwidth", float, _hw[f"{_side}_memory_bandwidth"],
+                   f"Roofline: memory bandwidth of the {_what}.", unit="bytes/s", check=positive, log_scale=True)
+    register_param(f"{_side}_compute_efficiency", float, _hw[f"{_side}_compute_efficiency"],
+                   f"Roofline: achieved / peak FLOP/s of the {_what}.", check=fraction)
+    register_param(f"{_side}_bandwidth_efficiency", float, _hw[f"{_side}_bandwidth_efficiency"],
+                   f"Roofline: achieved / peak memory bandwidth of the {_what}.", check=fraction)
+    register_param(f"{_side}_overhead_s", float, _hw[f"{_side}_overhead_s"],
+                   f"Roofline: fixed seconds per forward pass on the {_what}.", unit="s", check=non_negative)
+    register_param(f"{_side}_bytes_per_param", float, _hw[f"{_side}_bytes_per_param"],
+                   f"Roofline: weight bytes per parameter on the {_what} (2 = bf16).", unit="bytes",
+                   check=positive)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Live read-only views (old names that other code imports, always in step with the registry)
 # ---------------------------------------------------------------------------------------------------------------
