@@ -545,6 +545,7 @@ def time_reference(rev: str, episodes_list) -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments {argv[1:]}")
+    cli_support.quiet_third_party_logs(FLAGS.verbosity)  # no TPU probe / orbax INFO unless asked
     if FLAGS.quick:
         apply_quick()
     if REPO_ROOT is None:

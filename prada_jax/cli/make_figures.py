@@ -124,6 +124,7 @@ def provenance_of(config: dict, out_dir: str) -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments {argv[1:]}")
+    cli_support.quiet_third_party_logs(FLAGS.verbosity)  # no TPU probe / orbax INFO unless asked
     FLAGS.traces_dir = data_paths.resolve_data_dir(FLAGS.traces_dir, "traces")
     FLAGS.ckpt_dir = data_paths.resolve_data_dir(FLAGS.ckpt_dir, "checkpoints")
     unknown = [o for o in FLAGS.only if o not in ALL]
