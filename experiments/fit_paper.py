@@ -45,6 +45,7 @@ from prada_jax import sim, traces
 from prada_jax.plots import PAPER_TABLE2
 from prada_jax.sim import metrics as sim_metrics
 from prada_jax.sweep import runner
+from prada_jax.sweep.flags import CONFIG_DIR
 from prada_jax.sweep.spec import learned_table_paths, make_spec
 
 FLAGS = flags.FLAGS
@@ -66,6 +67,8 @@ flags.DEFINE_string("ckpt_root", os.path.join("results", "fit"), "Cache of the S
 flags.DEFINE_string("traces_dir", "traces", "Folder of the traces.")
 flags.DEFINE_string("out", os.path.join("results", "fit", "fit.json"), "Full record of the fit.")
 flags.DEFINE_string("summary", os.path.join("prada_jax", "calibration", "paper_fit.json"), "Small summary.")
+flags.DEFINE_string("config_dir", os.path.join("prada_jax", "configs"), "Where the paper_*.cfg presets are written.")
+flags.DEFINE_string("configs_from", None, "Only (re)write the paper_*.cfg presets from this summary JSON; no fit.")
 flags.DEFINE_bool("heldout", True, "Train the gaokao2023en / mmlu_stem tables at the fitted beta and predict.")
 
 DATASETS = ("gsm8k", "gaokao2023en", "mmlu_stem")
@@ -154,8 +157,40 @@ def stage(betas, points, episodes, horizon_ms, all_slm_rows, fit_targets) -> lis
     return records
 
 
+PRESETS = {"paper_table2.cfg": "table2.cfg", "paper_capacity.cfg": "capacity.cfg", "paper_bandwidth.cfg": "bandwidth.cfg"}
+
+
+def write_configs(fitted: dict, config_dir: str) -> list[str]:
+    """paper_table2/capacity/bandwidth.cfg: the shipped table2/capacity/bandwidth.cfg at the fitted settings.
+
+    A beta other than 10 needs its own Stage-1 tables: --table_beta and a --ckpt_dir under results/fit/ where
+    the sweep trains them on first use (the same command and seed as this fit, so the same tables)."""
+    written = []
+    for name, base in PRESETS.items():
+        with open(os.path.join(CONFIG_DIR, base), encoding="utf-8") as handle:
+            lines = [ln.rstrip("\n") for ln in handle if ln.strip()]
+        lines = [ln.replace("--out_dir=results/", "--out_dir=results/paper_") for ln in lines]
+        extra = [f"--beta={fitted['beta']:g}", f"--snr_db={fitted['snr_db']:g}",
+                 f"--snr_threshold_db={fitted['snr_threshold_db']:g}",
+                 f"--path_loss_exponent={fitted['path_loss_exponent']:g}"]
+        if not math.isclose(fitted["beta"], C.DEFAULT_BETA):
+            extra += [f"--table_beta={fitted['beta']:g}",
+                      f"--ckpt_dir={os.path.join('results', 'fit', 'ckpt_beta' + format(fitted['beta'], 'g'))}"]
+        header = [f"# The paper's {base[:-4]} preset at the settings fitted to its Table 2 by experiments/fit_paper.py",
+                  "# (prada_jax/calibration/paper_fit.json, docs/reproduction.md); Table 3 values otherwise."]
+        path = os.path.join(config_dir, name)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(header + lines + extra) + "\n")
+        written.append(path)
+    return written
+
+
 def main(argv):
     del argv
+    if FLAGS.configs_from:
+        with open(FLAGS.configs_from, encoding="utf-8") as handle:
+            print("\n".join(write_configs(json.load(handle)["fitted"], FLAGS.config_dir)))
+        return
     t_start = time.perf_counter()
     all_targets = targets()
     fit_targets = [t for t in all_targets if t["role"] == "fit"]
@@ -243,6 +278,7 @@ def main(argv):
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(obj, handle, indent=1)
             handle.write("\n")
+    write_configs(fitted, FLAGS.config_dir)
     print(json.dumps(dict(fitted=fitted, fit_loss=summary["fit_loss"], counts=summary["counts"]), indent=1))
     for x in table:
         print(f"{x['role']:8s} {x['dataset']:13s} {x['policy']:8s} {x['metric']:17s} paper {x['paper']:6.1f} "
