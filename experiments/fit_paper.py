@@ -69,6 +69,9 @@ flags.DEFINE_string("out", os.path.join("results", "fit", "fit.json"), "Full rec
 flags.DEFINE_string("summary", os.path.join("prada_jax", "calibration", "paper_fit.json"), "Small summary.")
 flags.DEFINE_string("config_dir", os.path.join("prada_jax", "configs"), "Where the paper_*.cfg presets are written.")
 flags.DEFINE_string("configs_from", None, "Only (re)write the paper_*.cfg presets from this summary JSON; no fit.")
+flags.DEFINE_enum("fit_rows", "paper_split", ["paper_split", "all"], "paper_split: fit gsm8k + All-SLM rows, hold "
+                  "out the other 12; all: fit all 24 numbers (for comparison; gaokao2023en / mmlu_stem tables at every beta).")
+flags.DEFINE_bool("write_presets", True, "Write the paper_*.cfg presets into --config_dir at the fitted values.")
 flags.DEFINE_bool("heldout", True, "Train the gaokao2023en / mmlu_stem tables at the fitted beta and predict.")
 
 DATASETS = ("gsm8k", "gaokao2023en", "mmlu_stem")
@@ -85,7 +88,7 @@ def targets() -> list[dict]:
                 value = by_dataset[dataset][policy]
                 if value is None:
                     continue
-                fit = dataset == "gsm8k" or policy == "all_slm"
+                fit = dataset == "gsm8k" or policy == "all_slm" or FLAGS.fit_rows == "all"
                 out.append(dict(dataset=dataset, policy=policy, metric=metric, paper=value,
                                 role="fit" if fit else "heldout"))
     assert len(out) == 24, len(out)
@@ -144,16 +147,18 @@ def evaluate(dataset: str, policy: str, beta: float, points: list[dict], episode
 
 
 def stage(betas, points, episodes, horizon_ms, all_slm_rows, fit_targets) -> list[dict]:
-    """Evaluate pi_only and prada on gsm8k at every (beta, point); return records with their fit loss."""
+    """Evaluate pi_only and prada at every (beta, point) on gsm8k (all three datasets with --fit_rows=all); return
+    records with their fit loss."""
     records = []
+    datasets = DATASETS if FLAGS.fit_rows == "all" else ("gsm8k",)
     for beta in betas:
-        rows = {p: evaluate("gsm8k", p, beta, points, episodes, horizon_ms) for p in ("pi_only", "prada")}
+        rows = {(d, p): evaluate(d, p, beta, points, episodes, horizon_ms) for d in datasets for p in ("pi_only", "prada")}
         for g, point in enumerate(points):
-            got = {("gsm8k", p): rows[p][g] for p in rows} | all_slm_rows
+            got = {key: rows[key][g] for key in rows} | all_slm_rows
             res = {f"{t['dataset']}/{t['policy']}/{t['metric']}": residual(t, got[(t["dataset"], t["policy"])])
                    for t in fit_targets}
             records.append(dict(beta=beta, **point, loss=float(sum(r * r for r in res.values())), residuals=res,
-                                rows={f"{d}/{p}": v for (d, p), v in got.items() if d == "gsm8k"}))
+                                rows={f"{d}/{p}": v for (d, p), v in got.items() if p != "all_slm"}))
     return records
 
 
@@ -240,10 +245,12 @@ def main(argv):
     logging.info("fitted: %s loss=%.2f", fitted, best["loss"])
 
     # All 24 at the fitted point: fit rows from the fine stage, held-out rows predicted now.
-    got = {("gsm8k", p): best["rows"][f"gsm8k/{p}"] for p in ("pi_only", "prada")} | all_slm_rows
+    got = {tuple(k.split("/")): v for k, v in best["rows"].items()} | all_slm_rows
     if FLAGS.heldout:
         for d in ("gaokao2023en", "mmlu_stem"):
             for p in ("pi_only", "prada"):
+                if (d, p) in got:
+                    continue
                 got[(d, p)] = evaluate(d, p, fitted["beta"], [{k: fitted[k] for k in CHANNEL}], FLAGS.fine_episodes,
                                        FLAGS.fine_horizon_ms)[0]
     table = []
@@ -278,7 +285,8 @@ def main(argv):
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(obj, handle, indent=1)
             handle.write("\n")
-    write_configs(fitted, FLAGS.config_dir)
+    if FLAGS.write_presets:
+        write_configs(fitted, FLAGS.config_dir)
     print(json.dumps(dict(fitted=fitted, fit_loss=summary["fit_loss"], counts=summary["counts"]), indent=1))
     for x in table:
         print(f"{x['role']:8s} {x['dataset']:13s} {x['policy']:8s} {x['metric']:17s} paper {x['paper']:6.1f} "
