@@ -153,6 +153,7 @@ def train_policy_table(dataset: str, beta: float, traces_dir: str, ckpt_dir: str
     cmd = [
         sys.executable, "-m", "prada_jax.cli.train", f"--datasets={dataset}", f"--beta={beta!r}",
         f"--trace_dir={traces_dir}", f"--ckpt_dir={ckpt_dir}", f"--seed={seed}",
+        "--frontier_betas=",  # only the table at `beta` is used here (no vmapped frontier betas: faster)
         "--resume",  # continue an interrupted first-use training (a no-op when nothing was saved yet)
     ]
     package_root = os.path.dirname(data_paths.PACKAGE_DIR)
