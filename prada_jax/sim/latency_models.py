@@ -24,6 +24,7 @@ from flax import struct
 
 from prada_jax import costs, latency
 from prada_jax.latency import QWEN25_MATH_1_5B, QWEN25_MATH_7B, TransformerArch
+from prada_jax.sim.named import Registry
 from prada_jax.sim.params import params_hardware
 
 FLOPS, ROOFLINE = "flops", "roofline"
@@ -61,21 +62,15 @@ class LatencyModel:
     description: str
 
 
-LATENCY_MODELS: dict[str, LatencyModel] = {}
+LATENCY_MODELS: Registry[LatencyModel] = Registry("latency model")
 
 
 def register(model: LatencyModel) -> LatencyModel:
-    if model.name in LATENCY_MODELS:
-        raise ValueError(f"latency model {model.name!r} is already registered")
-    LATENCY_MODELS[model.name] = model
-    return model
+    return LATENCY_MODELS.add(model.name, model)
 
 
 def get(name: str) -> LatencyModel:
-    try:
-        return LATENCY_MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown latency model {name!r}; registered: {sorted(LATENCY_MODELS)}") from None
+    return LATENCY_MODELS.lookup(name)
 
 
 def server_load(in_service, context) -> ServerLoad:

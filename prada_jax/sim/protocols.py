@@ -16,6 +16,7 @@ from typing import Callable
 
 import jax.numpy as jnp
 
+from prada_jax.sim.named import Registry
 from prada_jax.sim.policies import nominated
 from prada_jax.sim.state import QUEUED
 
@@ -41,21 +42,15 @@ class Protocol:
     description: str
 
 
-PROTOCOLS: dict[str, Protocol] = {}
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
 
 
 def register(protocol: Protocol) -> Protocol:
-    if protocol.name in PROTOCOLS:
-        raise ValueError(f"protocol {protocol.name!r} is already registered")
-    PROTOCOLS[protocol.name] = protocol
-    return protocol
+    return PROTOCOLS.add(protocol.name, protocol)
 
 
 def get(name: str) -> Protocol:
-    try:
-        return PROTOCOLS[name]
-    except KeyError:
-        raise ValueError(f"unknown protocol {name!r}; registered: {sorted(PROTOCOLS)}") from None
+    return PROTOCOLS.lookup(name)
 
 
 def _offload_split(users, ready, table, draws, config):

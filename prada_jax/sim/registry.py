@@ -25,6 +25,7 @@ import math
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from prada_jax import constants as C
+from prada_jax.sim.named import Registry
 
 
 class RegistryError(ValueError):
@@ -61,15 +62,12 @@ class TableKind:
     description: str = ""
 
 
-TABLES: dict[str, TableKind] = {}
+TABLES: Registry[TableKind] = Registry("table kind", RegistryError)
 
 
 def register_table(name: str, build: Callable, learned: bool = False, description: str = "") -> TableKind:
     """Register a Stage-1 table kind (once)."""
-    if name in TABLES:
-        raise RegistryError(f"table kind {name!r} is already registered")
-    TABLES[name] = TableKind(name, build, bool(learned), description)
-    return TABLES[name]
+    return TABLES.add(name, TableKind(name, build, bool(learned), description))
 
 
 def _p():
@@ -133,7 +131,7 @@ class Policy:
         return TABLES[self.table].build(trace, ctx)
 
 
-POLICIES: dict[str, Policy] = {}
+POLICIES: Registry[Policy] = Registry("policy", RegistryError)
 
 
 def register_policy(name: str, *, table: str, scheduler: str, stage1_sampling: bool = False,
@@ -143,22 +141,18 @@ def register_policy(name: str, *, table: str, scheduler: str, stage1_sampling: b
     from prada_jax.sim import schedulers
 
     if name in POLICIES:
-        raise RegistryError(f"policy {name!r} is already registered")
+        raise RegistryError(f"policy {name!r} is already registered")  # before the checks of its parts
     if table not in TABLES:
         raise RegistryError(f"policy {name!r}: unknown table kind {table!r}; registered: {sorted(TABLES)}")
     if scheduler not in schedulers.SCHEDULERS:
         raise RegistryError(f"policy {name!r}: unknown scheduler {scheduler!r}; registered: {sorted(schedulers.SCHEDULERS)}")
     label = label or name
-    POLICIES[name] = Policy(name, table, scheduler, bool(stage1_sampling), description, label,
-                            text_label or label, tuple(style) if style else ("#333333", "x"))
-    return POLICIES[name]
+    return POLICIES.add(name, Policy(name, table, scheduler, bool(stage1_sampling), description, label,
+                                     text_label or label, tuple(style) if style else ("#333333", "x")))
 
 
 def get_policy(name: str) -> Policy:
-    try:
-        return POLICIES[name]
-    except KeyError:
-        raise RegistryError(f"unknown policy {name!r}; registered: {list(POLICIES)}") from None
+    return POLICIES.lookup(name)
 
 
 register_policy("all_slm", table="all_slm", scheduler="prada", label="All SLM", style=("#7f7f7f", "s"),
@@ -232,7 +226,7 @@ class Param:
         return value
 
 
-PARAMS: dict[str, Param] = {}
+PARAMS: Registry[Param] = Registry("system parameter", RegistryError)
 
 
 def register_param(name: str, kind: type, default: float, help: str, *, unit: str = "",
@@ -251,15 +245,11 @@ def register_param(name: str, kind: type, default: float, help: str, *, unit: st
         label = help.rstrip(".") + (f" ({unit})" if unit and f"({unit})" not in help else "")
     param = Param(name, kind, kind(default), help, unit, check, label, bool(log_scale))
     param.validate(param.default)  # a default that fails its own check is a registration bug
-    PARAMS[name] = param
-    return param
+    return PARAMS.add(name, param)
 
 
 def get_param(name: str) -> Param:
-    try:
-        return PARAMS[name]
-    except KeyError:
-        raise RegistryError(f"unknown system parameter {name!r}; registered: {list(PARAMS)}") from None
+    return PARAMS.lookup(name)
 
 
 register_param("bandwidth_bps", float, C.DEFAULT_BANDWIDTH_BPS, "Total uplink bandwidth B (bit/s).", unit="bit/s",

@@ -19,6 +19,7 @@ from flax import struct
 
 from prada_jax import costs
 from prada_jax.sim import stage2 as S2
+from prada_jax.sim.named import Registry
 from prada_jax.sim.draws import SlotDraws
 from prada_jax.sim.params import SimConfig, SimParams
 from prada_jax.sim.policies import PolicyTable
@@ -54,24 +55,18 @@ class Scheduler:
     description: str
 
 
-SCHEDULERS: dict[str, Scheduler] = {}
+SCHEDULERS: Registry[Scheduler] = Registry("scheduler")
 
 
 def register(name: str, decide: Callable, protocol: str = OFFLOAD, description: str = "") -> Scheduler:
     """Register a Stage-2 scheduler under `name` (once; a second registration of a name is an error)."""
-    if name in SCHEDULERS:
-        raise ValueError(f"scheduler {name!r} is already registered")
     if protocol not in PROTOCOLS:
         raise ValueError(f"scheduler {name!r}: protocol {protocol!r} is not one of {sorted(PROTOCOLS)}")
-    SCHEDULERS[name] = Scheduler(name, decide, protocol, description)
-    return SCHEDULERS[name]
+    return SCHEDULERS.add(name, Scheduler(name, decide, protocol, description))
 
 
 def get(name: str) -> Scheduler:
-    try:
-        return SCHEDULERS[name]
-    except KeyError:
-        raise ValueError(f"unknown scheduler {name!r}; registered: {sorted(SCHEDULERS)}") from None
+    return SCHEDULERS.lookup(name)
 
 
 def make_view(users: Users, cand, gamma, feasible, draws, table, params: SimParams, t) -> SlotView:
