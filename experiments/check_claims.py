@@ -21,10 +21,15 @@ from prada_jax.plots import PAPER_TABLE2
 from prada_jax.sweep.store import read_results
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("table2", None, "--out_dir of the Table-2 sweep (paper_table2.cfg).")
-flags.DEFINE_string("capacity", None, "--out_dir of the server-capacity sweep (paper_capacity.cfg).")
-flags.DEFINE_string("bandwidth", None, "--out_dir of the bandwidth sweep (paper_bandwidth.cfg).")
-flags.DEFINE_string("out", None, "Write the claims as JSON here.")
+
+
+def define_flags() -> None:
+    """The command's flags, defined only when it runs as a command: importing the claim rules (the tests do)
+    must not add global absl flags that clash with other modules' (`--out` is also bench's)."""
+    flags.DEFINE_string("table2", None, "--out_dir of the Table-2 sweep (paper_table2.cfg).")
+    flags.DEFINE_string("capacity", None, "--out_dir of the server-capacity sweep (paper_capacity.cfg).")
+    flags.DEFINE_string("bandwidth", None, "--out_dir of the bandwidth sweep (paper_bandwidth.cfg).")
+    flags.DEFINE_string("out", None, "Write the claims as JSON here.")
 
 DATASETS = ("gsm8k", "gaokao2023en", "mmlu_stem")
 
@@ -195,4 +200,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     sys.exit(app.run(main))
