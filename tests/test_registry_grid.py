@@ -15,17 +15,9 @@ from absl import flags
 from prada_jax import constants as C
 from prada_jax import plots, sim, sweep
 from prada_jax.sim import registry
-from prada_jax.traces import pack_traces, save_trace
+from prada_jax.traces import pack_traces
 from tests.conftest import REPO_ROOT, make_tiny_trace
-from tests.test_sweep import FakeRunner, read_csv, spec_for
-
-
-@pytest.fixture
-def traces_dir(tmp_path):
-    d = tmp_path / "traces"
-    for i, name in enumerate(("gsm8k", "mmlu_stem")):
-        save_trace(d / f"{name}.npz", make_tiny_trace(seed=i))
-    return str(d)
+from tests.test_sweep import FakeRunner, read_csv, spec_for, traces_dir  # noqa: F401 (traces_dir: the same fixture)
 
 
 # ----------------------------------------------------------------------------------------------------------
