@@ -147,7 +147,8 @@ def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, infli
                                         free_slots, server_capacity, total_bw, beta, channel_wait,
                                         max_servers=max_servers, tq_iterations=tq_iterations)
 
-    b = jnp.sqrt(beta_e * costs.upload_bits(context) / costs.spectral_efficiency(snr))  # B*_i = b_i / s
+    # Eq. 30 at mu = 1 gives b_i, so B*_i = b_i / s; eq. 31's priced cost is 2 b_i s (costs.priced_upload_cost).
+    b = costs.optimal_bandwidth(context, snr, beta_e, 1.0)
     q = beta * tq  # w_bar at zero price
     wbar_slope = 0.0 if queue_pays_price else 1.0  # eq. 32 literally: w_bar = q - mu B* = q - b s
 
