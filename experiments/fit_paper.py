@@ -2,8 +2,11 @@
 
     PYTHONPATH=. python experiments/fit_paper.py            # ~15-25 min on 2 CPU cores (tables cached)
 
-Stated settings (Table 3) are kept: M=9, B=4e7 bit/s, lambda=3/slot, FlopsLLM=8e13; FlopsSLM=1.51e13 was fitted
-earlier to the gsm8k All-SLM row (experiments/calibrate_flops.py). Fitted here (the paper states none of them):
+Stated settings (Table 3) are kept: M=9, B=4e7 bit/s, lambda=3/slot, FlopsLLM=8e13. Stage 0, before this script
+(experiments/calibrate_flops.py): FlopsSLM=1.51e13 is fitted to the gsm8k All-SLM row, and a per-dataset prompt
+overhead (extra query tokens: few-shot exemplars or instructions; gaokao2023en 9, mmlu_stem 106) to the other
+All-SLM rows; the shipped traces carry it (prada_jax/calibration/prompt_overhead.json). This script refuses traces
+whose overhead is stale. The All-SLM rows depend on no parameter fitted here. Fitted here (the paper states none):
 
   beta                 trade-off weight (PRM units per second) of Stage 1 (PPO reward) and Stage 2 (utility);
                        one value for both, as in the paper. Stage-1 tables are trained once per beta in --betas
@@ -190,12 +193,29 @@ def write_configs(fitted: dict, config_dir: str) -> list[str]:
     return written
 
 
+def check_prompt_overheads() -> None:
+    """Stage 0 must be current: each Table 2 trace carries the prompt overhead its All-SLM row pins."""
+    from prada_jax import calibration
+
+    for dataset, paper_ms in calibration.PAPER_ALL_SLM_DELAY_MS.items():
+        path = os.path.join(FLAGS.traces_dir, f"{dataset}.npz")
+        trace = traces.load_trace(path)
+        have = int(trace.metadata.get("generator", {}).get("prompt_overhead_tokens", 0))
+        base = trace.query_tokens.astype(np.int64) - have
+        want = 0 if dataset == calibration.FLOPS_CALIBRATION_DATASET else calibration.fit_prompt_overhead(
+            base, trace.slm_step_tokens, trace.num_steps, C.FLOPS_SLM, paper_ms)
+        if have != want:
+            sys.exit(f"fit_paper: {path} has prompt overhead {have} tokens, its All-SLM row needs {want}: run "
+                     "python -m experiments.calibrate_flops --write_prompt_overhead, then experiments/make_traces.py")
+
+
 def main(argv):
     del argv
     if FLAGS.configs_from:
         with open(FLAGS.configs_from, encoding="utf-8") as handle:
             print("\n".join(write_configs(json.load(handle)["fitted"], FLAGS.config_dir)))
         return
+    check_prompt_overheads()
     t_start = time.perf_counter()
     all_targets = targets()
     fit_targets = [t for t in all_targets if t["role"] == "fit"]

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from prada_jax import constants as C
-from prada_jax.calibration import PUBLISHED_ACCURACY
+from prada_jax.calibration import PUBLISHED_ACCURACY, prompt_overhead
 from prada_jax.calibration.refit import POSITIONS, load_stats
 from prada_jax.traces import TraceData
 
@@ -189,8 +189,13 @@ def generate_trace(
     feature_dim: int = DEFAULT_FEATURE_DIM,
     stats: dict[str, Any] | None = None,
     targets: dict[str, float] | None = None,
+    prompt_overhead_tokens: int | None = None,
 ) -> TraceData:
-    """Generate one calibrated synthetic trace (format v1). Same (dataset, seed, args) -> identical arrays."""
+    """Generate one calibrated synthetic trace (format v1). Same (dataset, seed, args) -> identical arrays.
+
+    `prompt_overhead_tokens`: extra prompt tokens per query beyond question + chat template (few-shot exemplars
+    or instructions the paper's runs used; fitted to the paper's All-SLM processing delay by
+    experiments/fit_paper.py). Default: the dataset's value in `prompt_overhead.json` (0 when absent)."""
     if dataset not in C.DATASETS:
         raise SynthError(f"dataset {dataset!r} is not one of {C.DATASETS}")
     if feature_dim <= NUM_CONTEXT_FEATURES:
@@ -217,7 +222,10 @@ def generate_trace(
     width = int(num_steps.max())
     mask = np.arange(width)[None, :] < num_steps[:, None]
     q_len = np.exp(np.interp(rng.random(n), np.linspace(0.0, 1.0, quantiles.size), quantiles))
-    query = (_tokens(q_len) + template).astype(np.int32)
+    overhead = prompt_overhead(dataset) if prompt_overhead_tokens is None else int(prompt_overhead_tokens)
+    if overhead < 0:
+        raise SynthError(f"prompt_overhead_tokens must be >= 0, got {overhead} for {dataset}")
+    query = (_tokens(q_len) + template + overhead).astype(np.int32)
     slm_len = _sample_step_lengths(src, num_steps, width, rng)
     llm_len = slm_len * np.exp(LLM_TOKEN_LOG_SD * rng.standard_normal((n, width)) - 0.5 * LLM_TOKEN_LOG_SD**2)
     slm_tokens = np.where(mask, _tokens(slm_len), 0).astype(np.int32)
@@ -294,6 +302,8 @@ def generate_trace(
         "notes": notes,
         "generator": generator,
     }
+    if overhead:  # recorded only when used, so traces without one stay byte-identical to earlier generations
+        generator["prompt_overhead_tokens"] = overhead
     json.dumps(metadata)  # fail here, not in save_trace, if something is not JSON-serialisable
     return TraceData(
         query_tokens=query,

@@ -152,3 +152,39 @@ def test_constants_flops_slm_matches_shipped_gsm8k_calibration():
     assert delay == pytest.approx(calibration.PAPER_ALL_SLM_DELAY_MS["gsm8k"], rel=0.01), (
         f"All-SLM delay {delay:.3f} ms with FLOPS_SLM={C.FLOPS_SLM:.3e}: run python -m experiments.calibrate_flops"
     )
+
+
+def test_fit_prompt_overhead_recovers_a_known_overhead():
+    rng = np.random.default_rng(0)
+    query = rng.integers(40, 120, 50)
+    steps = rng.integers(1, 6, 50)
+    tokens = np.where(np.arange(5)[None, :] < steps[:, None], rng.integers(10, 90, (50, 5)), 0)
+    flops = calibration.all_slm_flops_per_problem(query + 37, tokens, steps).mean()
+    target = calibration.predicted_delay_ms(flops, C.FLOPS_SLM)
+    assert calibration.fit_prompt_overhead(query, tokens, steps, C.FLOPS_SLM, target) == 37
+    assert calibration.fit_prompt_overhead(query, tokens, steps, C.FLOPS_SLM, 1e-6) == 0  # already above
+    with pytest.raises(ValueError, match="extra tokens"):
+        calibration.fit_prompt_overhead(query, tokens, steps, C.FLOPS_SLM, 1e6)
+
+
+def test_prompt_overhead_file_is_read_and_checked(tmp_path):
+    path = tmp_path / "po.json"
+    assert calibration.prompt_overhead("gsm8k", str(path)) == 0  # absent file: no overhead
+    path.write_text(json.dumps({"prompt_overhead_tokens": {"mmlu_stem": 106}}))
+    assert calibration.prompt_overhead("mmlu_stem", str(path)) == 106
+    assert calibration.prompt_overhead("gsm8k", str(path)) == 0
+    path.write_text(json.dumps({"prompt_overhead_tokens": {"mmlu_stem": -3}}))
+    with pytest.raises(ValueError, match="po.json.*mmlu_stem"):
+        calibration.prompt_overhead("mmlu_stem", str(path))
+    path.write_text("{")
+    with pytest.raises(ValueError, match="po.json: malformed"):
+        calibration.prompt_overhead("mmlu_stem", str(path))
+
+
+def test_shipped_traces_carry_the_fitted_prompt_overhead_and_hit_the_paper_all_slm_delay():
+    """Table 2's All-SLM rows: gsm8k pins FlopsSLM, each other dataset's row pins its prompt overhead."""
+    for dataset, paper_ms in calibration.PAPER_ALL_SLM_DELAY_MS.items():
+        trace = load_trace(TRACE_DIR / f"{dataset}.npz")
+        assert trace.metadata["generator"].get("prompt_overhead_tokens", 0) == calibration.prompt_overhead(dataset)
+        flops = calibration.all_slm_flops_per_problem(trace.query_tokens, trace.slm_step_tokens, trace.num_steps)
+        assert calibration.predicted_delay_ms(flops.mean(), C.FLOPS_SLM) == pytest.approx(paper_ms, abs=0.02)

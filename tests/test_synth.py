@@ -191,3 +191,14 @@ def test_shipped_traces_match_regeneration(tmp_path):
         regenerated = tmp_path / f"{dataset}.npz"
         save_trace(regenerated, synth.generate_trace(dataset, seed=0))
         assert regenerated.read_bytes() == path.read_bytes(), f"{path} is stale: rerun experiments/make_traces.py"
+
+
+def test_prompt_overhead_adds_query_tokens_and_changes_nothing_else():
+    base = synth.generate_trace("mmlu_stem", seed=3, num_problems=40, prompt_overhead_tokens=0)
+    more = synth.generate_trace("mmlu_stem", seed=3, num_problems=40, prompt_overhead_tokens=50)
+    np.testing.assert_array_equal(more.query_tokens - base.query_tokens, 50)
+    for field in ("num_steps", "slm_step_tokens", "llm_step_tokens", "slm_step_success", "llm_step_success", "prm_after_slm"):
+        np.testing.assert_array_equal(getattr(more, field), getattr(base, field))
+    assert more.metadata["generator"]["prompt_overhead_tokens"] == 50
+    with pytest.raises(synth.SynthError, match="prompt_overhead_tokens"):
+        synth.generate_trace("gsm8k", seed=0, num_problems=5, prompt_overhead_tokens=-1)

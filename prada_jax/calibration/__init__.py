@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 
 from prada_jax import constants as C
@@ -62,3 +65,46 @@ def calibrate_flops_slm(mean_flops_per_task: float, target_delay_ms: float) -> f
 def predicted_delay_ms(mean_flops_per_task: float, flops_slm: float = C.FLOPS_SLM) -> float:
     """All-SLM processing delay (ms/task) implied by a FlopsSLM value."""
     return float(mean_flops_per_task) / flops_slm * 1e3
+
+
+PROMPT_OVERHEAD_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompt_overhead.json")
+MAX_PROMPT_OVERHEAD_TOKENS = 2048  # plausible range: 0 .. a few few-shot exemplars (~300-500 tokens each)
+
+
+def prompt_overhead(dataset: str, path: str = PROMPT_OVERHEAD_PATH) -> int:
+    """Fitted extra prompt tokens per query for `dataset` (0 when the file or the dataset is absent).
+
+    Written by `experiments/calibrate_flops.py --write_prompt_overhead`: the paper's All-SLM processing delay
+    pins it for every dataset but the FlopsSLM calibration one (docs/reproduction.md)."""
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as handle:
+        try:
+            table = json.load(handle)["prompt_overhead_tokens"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: malformed prompt-overhead file ({exc})") from exc
+    value = table.get(dataset, 0)
+    if not isinstance(value, int) or not 0 <= value <= MAX_PROMPT_OVERHEAD_TOKENS:
+        raise ValueError(f"{path}: prompt_overhead_tokens[{dataset!r}] must be an int in "
+                         f"[0, {MAX_PROMPT_OVERHEAD_TOKENS}], got {value!r}")
+    return value
+
+
+def fit_prompt_overhead(base_query_tokens, slm_step_tokens, num_steps, flops_slm: float, target_delay_ms: float) -> int:
+    """Smallest integer overhead X >= 0 whose mean All-SLM delay (query + X tokens) is closest to the target.
+
+    The delay rises strictly with X (a longer prefill and longer contexts), so a bisection on integers finds
+    the crossing; X = 0 when the trace is already at or above the target."""
+    def delay(x):
+        q = np.asarray(base_query_tokens, np.int64) + x
+        return predicted_delay_ms(float(np.mean(all_slm_flops_per_problem(q, slm_step_tokens, num_steps))), flops_slm)
+
+    if delay(0) >= target_delay_ms:
+        return 0
+    lo, hi = 0, MAX_PROMPT_OVERHEAD_TOKENS
+    if delay(hi) < target_delay_ms:
+        raise ValueError(f"fit_prompt_overhead: even {hi} extra tokens give {delay(hi):.2f} ms < {target_delay_ms} ms")
+    while hi - lo > 1:  # delay(lo) < target <= delay(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if delay(mid) < target_delay_ms else (lo, mid)
+    return lo if target_delay_ms - delay(lo) <= delay(hi) - target_delay_ms else hi
