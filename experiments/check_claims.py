@@ -1,7 +1,11 @@
-"""Check the paper's section-5 claims (Table 2 and the bullets under Figs 5-8) against sweep results.
+"""Check the paper's section-5 claims (Table 2 and the bullets under Figs 4-8) against sweep results.
 
     PYTHONPATH=. python experiments/check_claims.py --table2=results/paper_table2 \
-        --capacity=results/paper_capacity --bandwidth=results/paper_bandwidth [--out=results/claims.json]
+        --capacity=results/paper_capacity --bandwidth=results/paper_bandwidth \
+        --fig4=results/fit/ckpt_beta5 [--out=results/claims.json]
+
+--fig4 is a Stage-1 checkpoint folder: the single-user evaluation that training stores in
+<dir>/<dataset>/eval.json (held-out problems: All-SLM, All-LLM, pi_theta, the RSD threshold sweep).
 
 Each argument is the --out_dir of a finished `experiments/sweep.py` run (paper_table2.cfg, paper_capacity.cfg,
 paper_bandwidth.cfg; any may be omitted). Prints a markdown table (claim, the paper's number or shape, ours,
@@ -12,6 +16,7 @@ tests/test_check_claims.py); "reproduced" means the stated rule holds, "missed" 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
@@ -29,6 +34,8 @@ def define_flags() -> None:
     flags.DEFINE_string("table2", None, "--out_dir of the Table-2 sweep (paper_table2.cfg).")
     flags.DEFINE_string("capacity", None, "--out_dir of the server-capacity sweep (paper_capacity.cfg).")
     flags.DEFINE_string("bandwidth", None, "--out_dir of the bandwidth sweep (paper_bandwidth.cfg).")
+    flags.DEFINE_string("fig4", None, "Checkpoint folder whose <dataset>/eval.json hold the single-user "
+                        "evaluation (Fig. 4), e.g. results/fit/ckpt_beta5 (the fitted beta) or checkpoints.")
     flags.DEFINE_string("out", None, "Write the claims as JSON here.")
 
 DATASETS = ("gsm8k", "gaokao2023en", "mmlu_stem")
@@ -156,6 +163,72 @@ def claims_bandwidth(rows) -> list[dict]:
     return out
 
 
+FIG4_SUBSTANTIAL_POINTS = 1.0  # "substantially improves accuracy" over All-SLM
+FIG4_FRACTION_OF_LLM = 0.5  # "only a fraction of the computation required by the all-LLM strategy"
+FIG4_COMPARABLE_POINTS = 1.5  # gsm8k: "highly competitive, comparable accuracy-cost trade-offs"
+
+
+def _rsd_nearest(rsd: list[dict], compute_ms: float) -> dict:
+    """The RSD threshold point nearest to `compute_ms` in compute (by |log ratio|)."""
+    return min(rsd, key=lambda p: abs(math.log(p["compute_ms_per_task"] / compute_ms)))
+
+
+def claims_fig4(evals: dict) -> list[dict]:
+    """Section 5.1.2's three bullets, per dataset, from single-user evaluations {dataset: eval.json dict}."""
+    out = []
+    for d in DATASETS:
+        if d not in evals:
+            continue
+        su = evals[d]["single_user"]
+        slm, llm, pi = (100.0 * su[k]["accuracy"] for k in ("all_slm", "all_llm", "pi_theta"))
+        c_llm, c_pi = su["all_llm"]["compute_ms_per_task"], su["pi_theta"]["compute_ms_per_task"]
+        frac = c_pi / c_llm
+        out.append(_claim(
+            f"F4-beats-slm-{d}", f"{d}: pi_theta improves accuracy over All-SLM (> {FIG4_SUBSTANTIAL_POINTS:g} point) at "
+            f"< {FIG4_FRACTION_OF_LLM:.0%} of All-LLM's computation", "better trade-off",
+            f"{_f(slm, 1)} -> {_f(pi, 1)} % at {frac:.0%} of All-LLM",
+            pi - slm > FIG4_SUBSTANTIAL_POINTS and frac < FIG4_FRACTION_OF_LLM))
+        share = (pi - slm) / (llm - slm) if llm > slm else 0.0
+        out.append(_claim(
+            f"F4-closer-to-llm-{d}", f"{d}: pi_theta's accuracy is closer to All-LLM than to All-SLM, compute far below "
+            "All-LLM", "closer to LLM", f"{share:.0%} of the SLM-LLM gap ({_f(slm, 1)}/{_f(pi, 1)}/{_f(llm, 1)}) at "
+            f"{frac:.0%} of All-LLM", share > 0.5 and frac < FIG4_FRACTION_OF_LLM))
+        rsd = su.get("rsd") or []
+        if not rsd:
+            continue
+        near = _rsd_nearest(rsd, c_pi)
+        acc_near, c_near = 100.0 * near["accuracy"], near["compute_ms_per_task"]
+        dominated = any(100.0 * p["accuracy"] >= pi and p["compute_ms_per_task"] <= c_pi for p in rsd)
+        if d == "gsm8k":
+            ok = abs(acc_near - pi) <= FIG4_COMPARABLE_POINTS and 1 / 1.5 <= c_near / c_pi <= 1.5
+            text, paper = (f"gsm8k: pi_theta and RSD comparable (the RSD point nearest in compute within "
+                           f"{FIG4_COMPARABLE_POINTS:g} points and 1.5x compute)", "comparable")
+        else:
+            ok = not dominated and pi > acc_near
+            text, paper = (f"{d}: pi_theta better than RSD (no RSD point as accurate at no more compute; more "
+                           "accurate than the RSD point nearest in compute)", "pi_theta better")
+        ours = f"pi_theta {_f(pi, 1)} % at {_f(c_pi)} ms; nearest RSD {_f(acc_near, 1)} % at {_f(c_near)} ms"
+        out.append(_claim(f"F4-vs-rsd-{d}", text, paper, ours, ok))
+    return out
+
+
+def read_evals(ckpt_dir: str) -> dict:
+    """{dataset: eval.json} for the Table-2 datasets present under `ckpt_dir` (a one-line error names a bad file)."""
+    evals = {}
+    for d in DATASETS:
+        path = os.path.join(ckpt_dir, d, "eval.json")
+        if os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    evals[d] = json.load(handle)
+                evals[d]["single_user"]["pi_theta"]["compute_ms_per_task"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}: not a training evaluation ({exc!r})") from exc
+    if not evals:
+        raise ValueError(f"--fig4={ckpt_dir}: no <dataset>/eval.json for any of {DATASETS}")
+    return evals
+
+
 def table2_comparison(rows) -> list[dict]:
     """The paper's 24 Table-2 numbers next to ours; within = 2 accuracy points, +-35 % or +-0.3 ms of a delay."""
     out = []
@@ -187,6 +260,11 @@ def main(argv):
             print(f"| {x['dataset']} | {x['policy']} | {x['metric']} | {x['paper']} | {x['ours']} | {x['residual']:+.2f} | "
                   f"{'yes' if x['within'] else 'no'} |")
         print(f"\n{sum(x['within'] for x in table)} of {len(table)} Table-2 numbers within tolerance\n")
+    if FLAGS.fig4:
+        try:
+            claims += claims_fig4(read_evals(FLAGS.fig4))
+        except ValueError as exc:
+            sys.exit(f"check_claims: {exc}")
     for path, fn in ((FLAGS.table2, claims_table2), (FLAGS.capacity, claims_capacity), (FLAGS.bandwidth, claims_bandwidth)):
         if path:
             claims += fn(read_results(path)[1])

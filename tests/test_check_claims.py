@@ -52,3 +52,34 @@ def test_bandwidth_threshold_location(cc):
     acc[1e5], acc[1e6] = 80, 88  # the steepest rise moves below 1e6
     rows = [dict(r, accuracy_mean=acc[r["sweep_value"]] / 100) if r["policy"] == "prada" else r for r in rows]
     assert {c["id"]: c["verdict"] for c in cc.claims_bandwidth(rows)}["F8-threshold"] == "missed"
+
+
+def _eval(slm, llm, pi, c_slm, c_llm, c_pi, rsd):
+    point = lambda acc, c: {"accuracy": acc / 100, "compute_ms_per_task": c}
+    return {"single_user": {"all_slm": point(slm, c_slm), "all_llm": point(llm, c_llm), "pi_theta": point(pi, c_pi),
+                            "rsd": [point(a, c) for a, c in rsd]}}
+
+
+def test_fig4_rules(cc):
+    good = {"gsm8k": _eval(85, 95, 92, 3, 22, 6, [(91.5, 7), (93, 12)]),
+            "gaokao2023en": _eval(66, 70, 69, 6, 70, 12, [(67, 14), (69.5, 40)]),
+            "mmlu_stem": _eval(59, 73, 70, 5, 36, 14, [(62, 15), (70, 30)])}
+    verdicts = {c["id"]: c["verdict"] for c in cc.claims_fig4(good)}
+    assert len(verdicts) == 9 and set(verdicts.values()) == {"reproduced"}, verdicts
+    bad = {"gsm8k": _eval(85, 95, 92, 3, 22, 6, [(86, 9.4)]),  # RSD far below at the nearest compute
+           "gaokao2023en": _eval(66, 70, 66.3, 6, 70, 12, [(67, 11)]),  # tiny gain; an RSD point dominates
+           "mmlu_stem": _eval(59, 73, 70, 5, 36, 20, [(62, 15)])}  # 56 % of All-LLM's compute: not "a fraction"
+    verdicts = {c["id"]: c["verdict"] for c in cc.claims_fig4(bad)}
+    assert verdicts["F4-vs-rsd-gsm8k"] == "missed" and verdicts["F4-vs-rsd-gaokao2023en"] == "missed"
+    assert verdicts["F4-beats-slm-gaokao2023en"] == "missed" and verdicts["F4-closer-to-llm-gaokao2023en"] == "missed"
+    assert verdicts["F4-beats-slm-mmlu_stem"] == "missed" and verdicts["F4-closer-to-llm-mmlu_stem"] == "missed"
+    assert verdicts["F4-beats-slm-gsm8k"] == "reproduced"
+
+
+def test_read_evals_names_a_bad_file(cc, tmp_path):
+    (tmp_path / "gsm8k").mkdir()
+    (tmp_path / "gsm8k" / "eval.json").write_text("{}")
+    with pytest.raises(ValueError, match="gsm8k/eval.json: not a training evaluation"):
+        cc.read_evals(str(tmp_path))
+    with pytest.raises(ValueError, match="no <dataset>/eval.json"):
+        cc.read_evals(str(tmp_path / "empty"))
