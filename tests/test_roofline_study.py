@@ -183,3 +183,17 @@ def test_table_paths_and_checks_are_keyed_on_the_latency_model(traces_dir, tmp_p
     # the flops sweep of the same ckpt_dir does not see the roofline table (it would train its own)
     flops_spec = spec_for(traces_dir, ckpt_dir=ckpt, policies=["prada"], table_beta=0.2)
     assert flops_spec.to_config()["table_sha256"]["gsm8k"] is None
+
+
+@pytest.mark.parametrize("name", ["roofline_table2", "roofline_capacity", "roofline_bandwidth"])
+def test_roofline_study_configs_parse_with_20ms_slots(name):
+    from absl import flags
+
+    fv = flags.FlagValues()
+    sweep.define_flags(fv)
+    fv(sweep.resolve_flagfile_argv(["prog", f"--flagfile={name}.cfg"]))
+    spec = sweep.spec_from_flags(fv, supported_policies=sweep.POLICIES)
+    assert spec.latency_model == "roofline" and spec.slot_ms == 20.0 and spec.table_beta == 0.2
+    config = sweep.sim_config(spec, "prada")
+    assert config.num_slots * config.slot_seconds == pytest.approx(spec.horizon_ms / 1e3)
+    assert float(sweep.params_grid(spec).arrival_rate.reshape(-1)[0]) == pytest.approx(0.004 * 20)  # 4 tasks/s
