@@ -331,14 +331,16 @@ def _fmt(value: float | None, ci: float | None = None, digits: int = 1) -> str:
     return text
 
 
-def table2_markdown(rows: Sequence[dict], policies: Sequence[str] = ("all_slm", "pi_only", "prada")) -> str:
-    """Table 2 as markdown: for each dataset and metric, ours (mean ± 95% CI) next to the paper's value."""
+def table2_markdown(rows: Sequence[dict], policies: Sequence[str] = ("all_slm", "pi_only", "prada"),
+                    with_paper: bool = True) -> str:
+    """Table 2 as markdown: for each dataset and metric, ours (mean ± 95% CI) next to the paper's value (only
+    ours when `with_paper` is False)."""
     rows = list(rows)
     datasets = _unique(rows, "dataset")
     head = ["Dataset", "Metric"]
     for p in policies:
         name = TEXT_LABELS.get(p, p)
-        head += [f"{name} (ours)", f"{name} (paper)"]
+        head += [f"{name} (ours)", f"{name} (paper)"] if with_paper else [name]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     flagged = False
     for d in datasets:
@@ -352,14 +354,15 @@ def table2_markdown(rows: Sequence[dict], policies: Sequence[str] = ("all_slm", 
                 digits = 2 if metric.endswith("_ms") else 1
                 row = match[0]
                 if f"{metric}_mean" not in row:  # results written before this column existed
-                    cells += ["n/a", _fmt(PAPER_TABLE2.get(metric, {}).get(d, {}).get(p))]
+                    cells += ["n/a", _fmt(PAPER_TABLE2.get(metric, {}).get(d, {}).get(p))][:2 if with_paper else 1]
                     continue
                 text = _fmt(row[f"{metric}_mean"] * s, _nan0(row[f"{metric}_ci95"]) * s, digits)
                 if _overloaded(row):
                     text = f"{OVERLOAD_FLAG} {text}"
                     flagged = True
                 cells.append(text)
-                cells.append(_fmt(PAPER_TABLE2.get(metric, {}).get(d, {}).get(p)))
+                if with_paper:
+                    cells.append(_fmt(PAPER_TABLE2.get(metric, {}).get(d, {}).get(p)))
             lines.append("| " + " | ".join(cells) + " |")
     if flagged:
         lines.append("")

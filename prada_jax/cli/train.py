@@ -50,6 +50,10 @@ flags.DEFINE_string("ckpt_dir", os.path.join("results", "checkpoints"),
                     "are only replaced when you point --ckpt_dir there and pass --overwrite).")
 flags.DEFINE_bool("resume", False, "Resume from the latest checkpoints in --ckpt_dir.")
 flags.DEFINE_bool("overwrite", False, "Replace a trained policy table already in --ckpt_dir.")
+flags.DEFINE_string("latency_model", C.DEFAULT_LATENCY_MODEL,
+                    "Step costs D(x, a) of the reward (eq. 21) and D_psi's training truth: 'flops' (eqs. 14-18) or "
+                    "'roofline' (batch-1 roofline times: Jetson AGX Orin edge for TS, H100 server for TL; "
+                    "docs/latency.md). Roofline steps are ~100x longer, so rescale --beta (docs/latency.md, section 6).")
 
 
 def _progress(dataset: str, start: float):
@@ -72,7 +76,7 @@ def _fit_errors(models, mdp_all, packed, gap_targets, heldout):
     pred = np.asarray(aux.predict_advantage(cfg, models.advantage, mdp_all.obs))[mask]
     true = np.asarray(gap_targets)[mask]
     secs = np.asarray(aux.predict_server_seconds(cfg, models.delay, M.reference_context(packed)))[mask]
-    truth = np.asarray(aux.server_seconds_truth(packed))[mask]
+    truth = np.asarray(aux.server_seconds_truth(packed, latency_model=FLAGS.latency_model))[mask]
     return {
         "value_gap_rmse": float(np.sqrt(np.mean((pred - true) ** 2))),
         "value_gap_target_std": float(np.std(true)),
@@ -89,7 +93,7 @@ def run_dataset(dataset: str) -> dict:
     train = M.split_problems(trace.num_problems, FLAGS.heldout_fraction, FLAGS.seed)
     heldout = ~train
     stats = M.feature_stats(packed, train)
-    mdp_all = M.make_mdp(packed, stats)
+    mdp_all = M.make_mdp(packed, stats, latency_model=FLAGS.latency_model)
     mdp_train = evaluate.subset(mdp_all, train)
     real_steps = int(np.asarray(mdp_train.step_mask).sum())
     config = ppo.PPOConfig(
@@ -106,6 +110,8 @@ def run_dataset(dataset: str) -> dict:
     key = jax.random.PRNGKey(FLAGS.seed)
     k_ppo, k_adv, k_delay, k_eval = jax.random.split(key, 4)
     meta = {"dataset": dataset, "seed": FLAGS.seed, "heldout_fraction": FLAGS.heldout_fraction}
+    if FLAGS.latency_model != C.DEFAULT_LATENCY_MODEL:  # a resumed run must not mix latency models
+        meta["latency_model"] = FLAGS.latency_model
     logging.info("%s: %d problems (%d train), %d real training steps, betas %s", dataset, trace.num_problems,
                  int(train.sum()), real_steps, betas)
     state, history = ppo.train_resumable(
@@ -119,7 +125,8 @@ def run_dataset(dataset: str) -> dict:
     aux_cfg = aux.AuxConfig(steps=FLAGS.aux_steps, lr=FLAGS.aux_lr)
     gap_targets = aux.value_gap_targets(config, main.value, mdp_all, beta)
     adv_model = jax.jit(lambda k: aux.fit_advantage(mdp_all, gap_targets, train, k, aux_cfg))(k_adv)
-    delay_model = jax.jit(lambda k: aux.fit_delay(packed, train, k, aux_cfg))(k_delay)
+    delay_model = jax.jit(lambda k: aux.fit_delay(packed, train, k, aux_cfg,
+                                                  latency_model=FLAGS.latency_model))(k_delay)
     models = tables.LearnedModels(
         main.policy, main.value, adv_model, delay_model, stats[0], stats[1], beta, config, aux_cfg
     )
@@ -131,7 +138,8 @@ def run_dataset(dataset: str) -> dict:
     checkpoints.save(models_dir, 0, models, {"config": config.to_dict(), "aux_config": aux_cfg.to_dict(), **meta})
     trace_path = os.path.join(FLAGS.trace_dir, f"{dataset}.npz")
     tables.save_table(os.path.join(out_dir, "policy_table.npz"), tables.policy_table(packed, models),
-                      trace_sha256=tables.file_sha256(trace_path), dataset=dataset, beta=FLAGS.beta)
+                      trace_sha256=tables.file_sha256(trace_path), dataset=dataset, beta=FLAGS.beta,
+                      latency_model=FLAGS.latency_model)
     t_aux = time.time() - t0 - t_ppo
 
     held = evaluate.subset(packed, heldout)
@@ -140,6 +148,11 @@ def run_dataset(dataset: str) -> dict:
     result = {
         "dataset": dataset,
         "beta": FLAGS.beta,
+        **({} if FLAGS.latency_model == C.DEFAULT_LATENCY_MODEL else {
+            "latency_model": FLAGS.latency_model,
+            "mean_step_cost_s": {a: float(np.asarray(mdp_all.cost[..., i])[np.asarray(mdp_all.step_mask)].mean())
+                                 for i, a in enumerate(("slm", "llm"))},
+            "note": "compute_ms_per_task and the checks use the FLOPs model (prada_jax.learn.evaluate)"}),
         "evaluated_on": "held-out problems",
         "single_user": evaluate.single_user(held, greedy[0], k_eval),
         "frontier": [dict(beta=b, **evaluate.summarize(held, greedy[g])) for g, b in enumerate(betas)],
@@ -198,6 +211,10 @@ def validate_flags() -> None:
         raise app.UsageError(f"--frontier_betas: {exc}") from exc
     if any(not (math.isfinite(b) and b >= 0) for b in betas):
         raise app.UsageError(f"--frontier_betas must be finite and >= 0, got {betas}")
+    from prada_jax.sim.latency_models import LATENCY_MODELS
+
+    if FLAGS.latency_model not in LATENCY_MODELS:
+        raise app.UsageError(f"--latency_model: {FLAGS.latency_model!r} is not one of {sorted(LATENCY_MODELS)}")
     if not FLAGS.datasets:
         raise app.UsageError("--datasets: no dataset given")
     for dataset in FLAGS.datasets:

@@ -104,8 +104,11 @@ def value_gap_targets(ppo_config: ppo.PPOConfig, value_params, mdp: M.StepMDP, b
     return jnp.where(mdp.step_mask, q[..., 1] - q[..., 0], 0.0)
 
 
-def server_seconds_truth(packed: PackedTraces, flops_llm=C.FLOPS_LLM):
-    """[N, K] server compute time of each reference step with a full prefill (the D_psi regression truth)."""
+def server_seconds_truth(packed: PackedTraces, flops_llm=C.FLOPS_LLM, latency_model: str = C.DEFAULT_LATENCY_MODEL):
+    """[N, K] server compute time of each reference step with a full prefill (the D_psi regression truth), under
+    `latency_model` (another than "flops": its batch-1 server step, mdp.reference_step_seconds)."""
+    if latency_model != "flops":
+        return M.reference_step_seconds(packed, latency_model=latency_model)[1]
     ctx = M.reference_context(packed)
     t = costs.server_step_seconds(ctx, 0, packed.llm_step_tokens, flops_llm, False)
     return jnp.where(packed.step_mask, t, 0.0)
@@ -189,18 +192,21 @@ def fit_advantage(mdp: M.StepMDP, targets, train_problems, key, config: AuxConfi
     return fit_regressor(advantage_net(config), x, targets.reshape(-1), weight, k_fit, config, val_weight)
 
 
-def noisy_server_seconds(packed: PackedTraces, key, config: AuxConfig, flops_llm=C.FLOPS_LLM):
+def noisy_server_seconds(packed: PackedTraces, key, config: AuxConfig, flops_llm=C.FLOPS_LLM,
+                         latency_model: str = C.DEFAULT_LATENCY_MODEL):
     """Measured server seconds: truth x exp(sigma eps - sigma^2 / 2) (mean-one log-normal noise)."""
     s = config.delay_noise
     eps = jax.random.normal(key, packed.step_mask.shape)
-    return server_seconds_truth(packed, flops_llm) * jnp.exp(s * eps - 0.5 * s * s)
+    return server_seconds_truth(packed, flops_llm, latency_model) * jnp.exp(s * eps - 0.5 * s * s)
 
 
-@functools.partial(jax.jit, static_argnames="config")
-def fit_delay(packed: PackedTraces, train_problems, key, config: AuxConfig, flops_llm=C.FLOPS_LLM) -> AuxModel:
-    """Fit D_psi: context length -> server compute milliseconds (noisy measurements) on training problems."""
+@functools.partial(jax.jit, static_argnames=("config", "latency_model"))
+def fit_delay(packed: PackedTraces, train_problems, key, config: AuxConfig, flops_llm=C.FLOPS_LLM,
+              latency_model: str = C.DEFAULT_LATENCY_MODEL) -> AuxModel:
+    """Fit D_psi: context length -> server compute milliseconds (noisy measurements of `latency_model`'s server
+    step) on training problems."""
     k_noise, k_val, k_fit = jax.random.split(key, 3)
-    ms = 1e3 * noisy_server_seconds(packed, k_noise, config, flops_llm)
+    ms = 1e3 * noisy_server_seconds(packed, k_noise, config, flops_llm, latency_model)
     fit, val = _split_validation(train_problems, k_val, config.val_fraction)
     weight = (packed.step_mask & fit[:, None]).reshape(-1)
     val_weight = (packed.step_mask & val[:, None]).reshape(-1)

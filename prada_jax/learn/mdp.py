@@ -18,6 +18,8 @@ baseline, leaving only the last action's gain in the return: see docs/learning.m
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,13 +62,30 @@ def reference_context(packed: PackedTraces) -> jax.Array:
     return (packed.query_tokens[:, None] + before) * packed.step_mask
 
 
-def reference_step_seconds(packed: PackedTraces, flops_slm=C.FLOPS_SLM, flops_llm=C.FLOPS_LLM):
-    """(TS, TL) [N, K] seconds on the reference context; TS includes the query prefill at k = 0."""
+def reference_step_seconds(packed: PackedTraces, flops_slm=C.FLOPS_SLM, flops_llm=C.FLOPS_LLM,
+                           latency_model: str = C.DEFAULT_LATENCY_MODEL):
+    """(TS, TL) [N, K] seconds on the reference context; TS includes the query prefill at k = 0.
+
+    latency_model "flops": eqs. 14-18 with flops_slm / flops_llm. Another registered model
+    (prada_jax/sim/latency_models.py, e.g. "roofline"): its local_step / server_step at batch 1 (the server step
+    alone on the server, full prefill) on the default hardware (make_params(): C.DEFAULT_EDGE_HARDWARE for TS,
+    C.DEFAULT_SERVER_HARDWARE for TL); flops_slm / flops_llm are then unused."""
     ctx = reference_context(packed)
     k = jnp.arange(packed.max_steps)[None, :]
     slm_cached = jnp.where(k == 0, 0, ctx)
-    ts = costs.local_step_seconds(ctx, slm_cached, packed.slm_step_tokens, flops_slm)
-    tl = costs.server_step_seconds(ctx, 0, packed.llm_step_tokens, flops_llm, False)
+    if latency_model == "flops":
+        ts = costs.local_step_seconds(ctx, slm_cached, packed.slm_step_tokens, flops_slm)
+        tl = costs.server_step_seconds(ctx, 0, packed.llm_step_tokens, flops_llm, False)
+    else:
+        from prada_jax.sim import latency_models
+        from prada_jax.sim.params import make_params
+
+        model = latency_models.get(latency_model)
+        params = make_params(prefix_cache=False)
+        alone = latency_models.ServerLoad(other_requests=jnp.zeros(ctx.shape, jnp.float32),
+                                          other_context_tokens=jnp.zeros(ctx.shape, jnp.float32))
+        ts = model.local_step(ctx, slm_cached, packed.slm_step_tokens, params)
+        tl = model.server_step(ctx, 0, packed.llm_step_tokens, params, alone)
     mask = packed.step_mask
     return jnp.where(mask, ts, 0.0), jnp.where(mask, tl, 0.0)
 
@@ -86,19 +105,21 @@ def _feature_stats(packed: PackedTraces, problems):
     return mean, jnp.maximum(jnp.sqrt(var), 1e-6)
 
 
-def make_mdp(trace, stats=None, flops_slm=C.FLOPS_SLM, flops_llm=C.FLOPS_LLM) -> StepMDP:
-    """Build the MDP of a trace; `stats` = (mean, std) of the features (default: this trace's own)."""
+def make_mdp(trace, stats=None, flops_slm=C.FLOPS_SLM, flops_llm=C.FLOPS_LLM,
+             latency_model: str = C.DEFAULT_LATENCY_MODEL) -> StepMDP:
+    """Build the MDP of a trace; `stats` = (mean, std) of the features (default: this trace's own); the step
+    costs D(x, a) come from `latency_model` (reference_step_seconds)."""
     packed = as_packed(trace)
     mean, std = _feature_stats(packed, None) if stats is None else stats
-    return _make_mdp(packed, mean, std, flops_slm, flops_llm)
+    return _make_mdp(packed, mean, std, flops_slm, flops_llm, latency_model)
 
 
-@jax.jit
-def _make_mdp(packed: PackedTraces, mean, std, flops_slm, flops_llm) -> StepMDP:
+@functools.partial(jax.jit, static_argnames="latency_model")
+def _make_mdp(packed: PackedTraces, mean, std, flops_slm, flops_llm, latency_model) -> StepMDP:
     mask = packed.step_mask
     obs = jnp.where(mask[..., None], (packed.features - mean) / std, 0.0)
     gain = jnp.stack([packed.prm_after_slm - packed.prm_context, packed.prm_after_llm - packed.prm_context], -1)
-    ts, tl = reference_step_seconds(packed, flops_slm, flops_llm)
+    ts, tl = reference_step_seconds(packed, flops_slm, flops_llm, latency_model)
     return StepMDP(
         obs=obs.astype(jnp.float32),
         step_mask=mask,

@@ -65,11 +65,14 @@ def _policy_table(packed, models: LearnedModels, flops_llm) -> PolicyTable:
 
 
 def save_table(path: str, table: PolicyTable, trace_sha256: str | None = None, dataset: str | None = None,
-               beta: float | None = None) -> str:
+               beta: float | None = None, latency_model: str = C.DEFAULT_LATENCY_MODEL) -> str:
     """Write the three [N, K] arrays to `path` (.npz) with the SHA-256 of the trace file they were made from
-    (checked by `load_table`), the dataset name and the beta of the policy."""
+    (checked by `load_table`), the dataset name, the beta of the policy and (when not the default "flops") the
+    latency model its costs and D_psi came from."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     meta = {"trace_sha256": trace_sha256, "dataset": dataset, "beta": None if beta is None else float(beta)}
+    if latency_model != C.DEFAULT_LATENCY_MODEL:
+        meta["latency_model"] = latency_model
     np.savez(path, **{f: np.asarray(getattr(table, f), np.float32) for f in TABLE_FIELDS},
              metadata=np.asarray(json.dumps(meta)))
     return path

@@ -256,8 +256,9 @@ register_param("bandwidth_bps", float, C.DEFAULT_BANDWIDTH_BPS, "Total uplink ba
                check=positive, label="Total bandwidth B (bit/s)", log_scale=True)
 register_param("server_capacity", int, C.DEFAULT_SERVER_CAPACITY, "Server parallel capacity M.",
                unit="requests", check=at_least_one, label="Server parallel capacity M")
-register_param("arrival_rate", float, C.DEFAULT_ARRIVAL_RATE, "Poisson arrivals per 1 ms slot (lambda).",
-               unit="tasks/slot", check=positive, label=r"Arrival rate $\lambda$ (tasks per slot)")
+register_param("arrival_rate", float, C.DEFAULT_ARRIVAL_RATE,
+               "Poisson arrivals per ms (lambda; the sweep passes lambda x --slot_ms per slot to SimParams).",
+               unit="tasks/ms", check=positive, label=r"Arrival rate $\lambda$ (tasks per ms)")
 register_param("beta", float, C.DEFAULT_BETA, "Trade-off weight beta (PRM units per second).", unit="1/s",
                check=positive, label=r"Trade-off weight $\beta$", log_scale=True)
 register_param("snr_db", float, C.DEFAULT_SNR_DB, "Mean SNR (dB) at the median user distance.", unit="dB",

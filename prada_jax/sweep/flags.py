@@ -13,6 +13,7 @@ from prada_jax.sweep.runner import supported_policy_names
 from prada_jax.sweep.spec import (
     DEFAULT_ROUTER_LLM_FRACTION,
     DEFAULT_RSD_THRESHOLD,
+    DEFAULT_SLOT_MS,
     NO_SWEEP,
     POLICIES,
     SYSTEM_PARAMS,
@@ -53,7 +54,11 @@ def define_flags(flag_values) -> None:
         "grid", [], "Repeatable: --grid=name=v1,v2,... sweeps the Cartesian product of every --grid parameter "
         "(e.g. --grid=server_capacity=1,3,9 --grid=bandwidth_bps=1e6,4e7); not with --sweep_param.", flag_values=fv)
     flags.DEFINE_integer("episodes", DEFAULT_EPISODES, "Monte-Carlo episodes per grid point.", flag_values=fv)
-    flags.DEFINE_integer("horizon_ms", DEFAULT_HORIZON_MS, "Episode length (ms = slots).", flag_values=fv)
+    flags.DEFINE_float("slot_ms", DEFAULT_SLOT_MS, "Slot length Delta t (ms; SimConfig.slot_seconds). --horizon_ms, "
+                       "--warmup_ms and --drain_ms must be multiples of it; --arrival_rate stays tasks per ms.",
+                       flag_values=fv)
+    flags.DEFINE_integer("horizon_ms", DEFAULT_HORIZON_MS, "Episode length (ms; --horizon_ms / --slot_ms slots).",
+                         flag_values=fv)
     flags.DEFINE_integer("warmup_ms", DEFAULT_WARMUP_MS, "Warm-up excluded from averages (ms).", flag_values=fv)
     flags.DEFINE_integer("drain_ms", 1000, "After the horizon: no arrivals; run until every counted task has finished "
                          "or this long; tasks still in the system then are reported as unfinished.", flag_values=fv)
@@ -77,8 +82,8 @@ def define_flags(flag_values) -> None:
     )
     flags.DEFINE_string(
         "latency_model", C.DEFAULT_LATENCY_MODEL, "Simulator latency model: 'flops' (the paper's eqs. 14-18) or "
-        "'roofline' (H100 server, Jetson AGX Orin edge; docs/latency.md). Slots stay 1 ms: roofline steps take "
-        "hundreds of slots, so lengthen --horizon_ms and --drain_ms.", flag_values=fv)
+        "'roofline' (H100 server, Jetson AGX Orin edge; docs/latency.md). Roofline steps take 0.1-1 s: use e.g. "
+        "--slot_ms=20 and horizons of tens of seconds.", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "Discard results in --out_dir from a sweep with different flags.", flag_values=fv)
     flags.DEFINE_bool("plots", True, "Draw PNG figures into --out_dir after the sweep.", flag_values=fv)
 
@@ -108,6 +113,7 @@ def spec_from_flags(fv, supported_policies: Sequence[str] | None = None) -> Swee
         rsd_threshold=fv.rsd_threshold,
         drain_ms=fv.drain_ms,
         latency_model=fv.latency_model,
+        slot_ms=fv.slot_ms,
         explicitly_set=explicitly,
         supported_policies=supported_policies,
     )

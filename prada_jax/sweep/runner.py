@@ -22,6 +22,7 @@ from prada_jax.sweep.spec import (
     RANDOM_POLICY_PROB,
     SweepSpec,
     learned_table_paths,
+    table_ckpt_dir,
 )
 from prada_jax.sweep.store import REQUIRED_METRICS, ResultStore, acquire_lock
 
@@ -79,14 +80,14 @@ def rows_from_summary(spec: SweepSpec, dataset: str, policy: str, summary: dict,
 
 
 def sim_config(spec: SweepSpec, scheduler: str, stage1_sampling: bool = False):
-    """Static SimConfig of a sweep: horizon/warm-up in 1 ms slots, U user slots, max_servers = largest M."""
-    if not math.isclose(C.SLOT_SECONDS, 1e-3):
-        raise ValueError(f"--horizon_ms assumes 1 ms slots; constants.SLOT_SECONDS is {C.SLOT_SECONDS}")
+    """Static SimConfig of a sweep: horizon/warm-up/drain in slots of spec.slot_ms, U user slots, max_servers =
+    largest M."""
     capacities = [g["server_capacity"] for g in spec.grid()]
     return SimConfig(
-        num_slots=spec.horizon_ms,
-        warmup_slots=spec.warmup_ms,
-        drain_slots=spec.drain_ms,
+        num_slots=spec.slots(spec.horizon_ms),
+        warmup_slots=spec.slots(spec.warmup_ms),
+        drain_slots=spec.slots(spec.drain_ms),
+        slot_seconds=spec.slot_ms / 1e3,
         max_users=spec.max_users,
         max_servers=max(capacities),
         max_arrivals_per_slot=None,  # chosen by the simulator for the largest rate (P(N > A_max) <= 1e-9)
@@ -97,12 +98,14 @@ def sim_config(spec: SweepSpec, scheduler: str, stage1_sampling: bool = False):
 
 
 def params_grid(spec: SweepSpec):
-    """SimParams with a leading grid axis [G], one entry per swept value."""
+    """SimParams with a leading grid axis [G], one entry per swept value; arrival_rate converted from tasks per ms
+    (the flag's unit) to tasks per slot."""
     from prada_jax.sim.params import params_from_mapping, stack_params
 
     points = []
     for g in spec.grid():
         values = {k: v for k, v in g.items() if k != "server_prefill"}
+        values["arrival_rate"] = spec.arrival_rate_per_slot(values["arrival_rate"])
         values["prefix_cache"] = g["server_prefill"] == "prefix"
         points.append(params_from_mapping(values))
     return stack_params(points)
@@ -122,7 +125,8 @@ def simulate_point(spec: SweepSpec, dataset: str, policy: str) -> list[dict[str,
         # D_psi's reference server time uses one FLOP/s value; a flops_llm sweep keeps the Table-3 one for it.
         flops_llm = C.FLOPS_LLM
     table, ps = policy_setup(spec, policy, dataset, trace, flops_llm)
-    if spec.latency_model != C.DEFAULT_LATENCY_MODEL:  # D_psi (PRADA's TQ) under the same latency model
+    if spec.latency_model != C.DEFAULT_LATENCY_MODEL and not ps.learned:
+        # D_psi (TQ) under the same latency model; learned tables were trained under it (learned_table)
         from prada_jax.sim import latency_models, params as sim_params
 
         table = latency_models.with_reference_server_seconds(table, trace, sim_params.make_params(), spec.latency_model)
@@ -136,12 +140,14 @@ class PolicyTableError(RuntimeError):
     """A learned policy table is missing, was trained for another beta, or could not be trained."""
 
 
-def train_policy_table(dataset: str, beta: float, traces_dir: str, ckpt_dir: str, seed: int = 0) -> None:
+def train_policy_table(dataset: str, beta: float, traces_dir: str, ckpt_dir: str, seed: int = 0,
+                       latency_model: str = C.DEFAULT_LATENCY_MODEL) -> None:
     """Train on first use: run the training command (prada-train, prada_jax.cli.train) for one dataset at `beta`
     in a child process (its progress log streams).
 
     Runs the documented training entry point rather than re-implementing it, so a table trained here is the
     same as one from `prada-train --datasets=<d> --beta=<b> --seed=<s>` (or `python experiments/train.py ...`).
+    A latency model other than "flops" trains with --latency_model=<it> into table_ckpt_dir(ckpt_dir, it).
     The child imports this very copy of prada_jax (its root goes first on PYTHONPATH)."""
     from prada_jax import data_paths
 
@@ -152,7 +158,8 @@ def train_policy_table(dataset: str, beta: float, traces_dir: str, ckpt_dir: str
         )
     cmd = [
         sys.executable, "-m", "prada_jax.cli.train", f"--datasets={dataset}", f"--beta={beta!r}",
-        f"--trace_dir={traces_dir}", f"--ckpt_dir={ckpt_dir}", f"--seed={seed}",
+        f"--trace_dir={traces_dir}", f"--ckpt_dir={table_ckpt_dir(ckpt_dir, latency_model)}", f"--seed={seed}",
+        f"--latency_model={latency_model}",
         "--frontier_betas=",  # only the table at `beta` is used here (no vmapped frontier betas: faster)
         "--resume",  # continue an interrupted first-use training (a no-op when nothing was saved yet)
     ]
@@ -188,16 +195,21 @@ def learned_table(spec: SweepSpec, dataset: str, trace):
     """
     from prada_jax.learn import tables as learn_tables
 
-    table_path, eval_path = learned_table_paths(spec.ckpt_dir, dataset)
+    table_path, eval_path = learned_table_paths(spec.ckpt_dir, dataset, spec.latency_model)
     if not os.path.exists(table_path):
-        train_policy_table(dataset, spec.table_beta, spec.traces_dir, spec.ckpt_dir, spec.seed)
+        train_policy_table(dataset, spec.table_beta, spec.traces_dir, spec.ckpt_dir, spec.seed, spec.latency_model)
     if not os.path.exists(eval_path):
         raise PolicyTableError(f"{eval_path} not found: cannot tell which beta {table_path} was trained for")
     try:
         with open(eval_path, encoding="utf-8") as handle:
-            trained_beta = float(json.load(handle)["beta"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
+            record = json.load(handle)
+        trained_beta = float(record["beta"])
+        trained_model = str(record.get("latency_model", C.DEFAULT_LATENCY_MODEL))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise PolicyTableError(f"{eval_path}: unreadable training record ({type(err).__name__}: {err})") from err
+    if trained_model != spec.latency_model:
+        raise PolicyTableError(f"{table_path} was trained under --latency_model={trained_model}, this sweep runs "
+                               f"--latency_model={spec.latency_model}")
     if not math.isclose(trained_beta, spec.table_beta, rel_tol=1e-6):
         raise PolicyTableError(
             f"{table_path} was trained for beta={trained_beta:g}, this sweep needs --table_beta={spec.table_beta:g}; "
@@ -259,7 +271,7 @@ def validate_inputs(spec: SweepSpec) -> None:
     learned = any(registry.get_policy(p).learned for p in spec.policies)
     for dataset in spec.datasets:
         trace = traces.load_trace(spec.trace_path(dataset))
-        if learned and os.path.exists(learned_table_paths(spec.ckpt_dir, dataset)[0]):
+        if learned and os.path.exists(learned_table_paths(spec.ckpt_dir, dataset, spec.latency_model)[0]):
             learned_table(spec, dataset, trace)
 
 
@@ -268,8 +280,9 @@ def train_missing_tables(spec: SweepSpec) -> None:
     if not any(registry.get_policy(p).learned for p in spec.policies):
         return
     for dataset in spec.datasets:
-        if not os.path.exists(learned_table_paths(spec.ckpt_dir, dataset)[0]):
-            train_policy_table(dataset, spec.table_beta, spec.traces_dir, spec.ckpt_dir, spec.seed)
+        if not os.path.exists(learned_table_paths(spec.ckpt_dir, dataset, spec.latency_model)[0]):
+            train_policy_table(dataset, spec.table_beta, spec.traces_dir, spec.ckpt_dir, spec.seed,
+                               spec.latency_model)
 
 
 class Eta:

@@ -33,6 +33,7 @@ LEARNED_POLICIES = registry.NamesView(registry.POLICIES, lambda p: p.learned)
 RANDOM_POLICY_PROB = 0.5  # paper section 5.3: Stage 1 replaced by uniform sampling over {SLM, LLM}
 DEFAULT_ROUTER_LLM_FRACTION = 0.5
 DEFAULT_RSD_THRESHOLD = 0.7
+DEFAULT_SLOT_MS = 1.0e3 * C.SLOT_SECONDS  # 1 ms: the paper's slot (Delta t)
 
 
 class SweepConfigError(ValueError):
@@ -82,6 +83,15 @@ class SweepSpec:
     def swept_params(self) -> list[str]:
         return [name for name, _ in self.axes()]
     latency_model: str = C.DEFAULT_LATENCY_MODEL  # SimConfig.latency_model (prada_jax/sim/latency_models.py)
+    slot_ms: float = DEFAULT_SLOT_MS  # SimConfig.slot_seconds in ms; horizon/warm-up/drain are multiples of it
+
+    def slots(self, milliseconds: int) -> int:
+        """A length in ms (a multiple of slot_ms, checked by make_spec) as a number of slots."""
+        return int(round(milliseconds / self.slot_ms))
+
+    def arrival_rate_per_slot(self, per_ms: float) -> float:
+        """--arrival_rate (Poisson tasks per ms) as SimParams.arrival_rate (tasks per slot of slot_ms)."""
+        return per_ms * self.slot_ms
 
     @property
     def grid_size(self) -> int:
@@ -131,19 +141,29 @@ class SweepSpec:
             del config["grid_axes"]  # the fingerprint of a one-parameter sweep is what it was before --grid
         if config["latency_model"] == C.DEFAULT_LATENCY_MODEL:
             del config["latency_model"]  # fingerprints of sweeps from before the choice existed stay valid
+        if config["slot_ms"] == DEFAULT_SLOT_MS:
+            del config["slot_ms"]  # recorded whenever it is not the 1 ms default (old fingerprints stay valid)
         config["trace_sha256"] = {d: file_sha256(self.trace_path(d)) for d in self.datasets}
         # The learned tables the sweep reads (a different table between a kill and a restart must not mix results).
         if any(registry.get_policy(p).learned for p in self.policies):
             config["table_sha256"] = {
                 d: (file_sha256(path) if os.path.exists(path) else None)
-                for d in self.datasets for path in [learned_table_paths(self.ckpt_dir, d)[0]]
+                for d in self.datasets for path in [learned_table_paths(self.ckpt_dir, d, self.latency_model)[0]]
             }
         return json.loads(json.dumps(config))
 
 
-def learned_table_paths(ckpt_dir: str, dataset: str) -> tuple[str, str]:
-    """(policy_table.npz, eval.json) that experiments/train.py writes under <ckpt_dir>/<dataset>/."""
-    base = os.path.join(ckpt_dir, dataset)
+def table_ckpt_dir(ckpt_dir: str, latency_model: str = C.DEFAULT_LATENCY_MODEL) -> str:
+    """The folder of the learned tables trained under `latency_model`: <ckpt_dir> for the default "flops",
+    <ckpt_dir>/<latency_model> otherwise (tables of different latency models never share a file)."""
+    return ckpt_dir if latency_model == C.DEFAULT_LATENCY_MODEL else os.path.join(ckpt_dir, latency_model)
+
+
+def learned_table_paths(ckpt_dir: str, dataset: str,
+                        latency_model: str = C.DEFAULT_LATENCY_MODEL) -> tuple[str, str]:
+    """(policy_table.npz, eval.json) that experiments/train.py --latency_model=<latency_model> writes under
+    table_ckpt_dir(ckpt_dir, latency_model)/<dataset>/."""
+    base = os.path.join(table_ckpt_dir(ckpt_dir, latency_model), dataset)
     return os.path.join(base, "policy_table.npz"), os.path.join(base, "eval.json")
 
 
@@ -218,6 +238,7 @@ def make_spec(
     rsd_threshold: float = DEFAULT_RSD_THRESHOLD,
     drain_ms: int = 1000,
     latency_model: str = C.DEFAULT_LATENCY_MODEL,
+    slot_ms: float = DEFAULT_SLOT_MS,
     explicitly_set: Iterable[str] = (),
     supported_policies: Sequence[str] = POLICIES,
 ) -> SweepSpec:
@@ -314,10 +335,13 @@ def make_spec(
         values = ()
     full["server_prefill"] = server_prefill
 
+    if isinstance(slot_ms, bool) or not (math.isfinite(float(slot_ms)) and float(slot_ms) > 0):
+        raise SweepConfigError("slot_ms", f"must be finite and > 0, got {slot_ms!r}")
+    slot_ms = float(slot_ms)
     if episodes < 2:
         raise SweepConfigError("episodes", f"must be >= 2 (a 95% CI needs two episodes), got {episodes}")
-    if horizon_ms < 1:
-        raise SweepConfigError("horizon_ms", f"must be >= 1, got {horizon_ms}")
+    if horizon_ms < slot_ms:
+        raise SweepConfigError("horizon_ms", f"must be >= one slot (--slot_ms={slot_ms:g}), got {horizon_ms}")
     if warmup_ms < 0:
         raise SweepConfigError("warmup_ms", f"must be >= 0, got {warmup_ms}")
     if warmup_ms >= horizon_ms:
@@ -326,6 +350,10 @@ def make_spec(
         raise SweepConfigError("max_users", f"must be >= 1, got {max_users}")
     if drain_ms < 0:
         raise SweepConfigError("drain_ms", f"must be >= 0, got {drain_ms}")
+    for flag, value in (("horizon_ms", horizon_ms), ("warmup_ms", warmup_ms), ("drain_ms", drain_ms)):
+        slots = value / slot_ms
+        if not math.isclose(slots, round(slots), rel_tol=0.0, abs_tol=1e-9):
+            raise SweepConfigError(flag, f"{value} ms is not a whole number of --slot_ms={slot_ms:g} slots")
     if seed < 0:
         raise SweepConfigError("seed", f"must be >= 0, got {seed}")
     if table_beta is None:
@@ -370,4 +398,5 @@ def make_spec(
         drain_ms=int(drain_ms),
         grid_axes=grid_axes,
         latency_model=str(latency_model),
+        slot_ms=slot_ms,
     )
