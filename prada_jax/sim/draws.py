@@ -83,18 +83,47 @@ def step_uniform(task_seed, step):
     return bits_to_uniform(x)
 
 
+def _prefix_is_stable() -> bool:
+    """Whether the first n words of `jax.random.bits(key, (m,))` equal `jax.random.bits(key, (n,))` (n <= m): true
+    for the partitionable threefry (each word is a function of its own index), checked once on concrete keys."""
+    global _PREFIX_STABLE
+    if _PREFIX_STABLE is None:
+        with jax.ensure_compile_time_eval():
+            key = jax.random.PRNGKey(12345)
+            full = np.asarray(jax.random.bits(key, (37,), jnp.uint32))
+            part = np.asarray(jax.random.bits(key, (20,), jnp.uint32))
+        _PREFIX_STABLE = bool(np.array_equal(full[:20], part))
+    return _PREFIX_STABLE
+
+
+_PREFIX_STABLE = None
+
+
+def _bits_prefix(key, total: int, need: int):
+    """The first `need` words of `jax.random.bits(key, (total,))`, computing only those when the PRNG allows it."""
+    if need < total and _prefix_is_stable():
+        return jax.random.bits(key, (need,), jnp.uint32)
+    return jax.random.bits(key, (total,), jnp.uint32)[:need]
+
+
 def slot_draws(episode_key, t, arrival_rate, num_problems: int, max_steps: int, max_users: int,
-               max_arrivals: int) -> SlotDraws:
+               max_arrivals: int, stage1: bool = True, sched: bool = True) -> SlotDraws:
     """All random numbers slot t needs. Shapes are static; `arrival_rate` may be traced.
 
     One threefry call of random bits per slot, sliced into the named draws. An arrival's K per-step quality draws
     are not drawn here (most of the A_max arrival rows are unused): each arrival gets one 32-bit seed and its
     step-k uniform is `step_uniform(seed, k)`, computed when the step ends.
+
+    `stage1=False` / `sched=False` (static) skip the trailing words of the Stage-1 and scheduler uniforms when the
+    caller does not read them (their fields are then zeros); the other draws are unchanged (see `_bits_prefix`).
     """
     del max_steps  # the per-step draws come from task_seed
     a, u = max_arrivals, max_users
     sizes = (1, a, a, a, u, u, u)
-    bits = jax.random.bits(jax.random.fold_in(episode_key, t), (sum(sizes),), jnp.uint32)
+    total = sum(sizes)
+    need = total if sched else (total - u if stage1 else total - 2 * u)
+    bits = _bits_prefix(jax.random.fold_in(episode_key, t), total, need)
+    bits = jnp.concatenate([bits, jnp.zeros((total - need,), jnp.uint32)]) if need < total else bits
     parts = jnp.split(bits, list(itertools.accumulate(sizes))[:-1])
     n_b, p_b, d_b, seed_b, f_b, s1_b, sc_b = parts
     n_u, p_u, d_u, f_u, s1_u, sc_u = (bits_to_uniform(x) for x in (n_b, p_b, d_b, f_b, s1_b, sc_b))

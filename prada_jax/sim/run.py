@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from prada_jax.sim.draws import slot_draws
+from prada_jax.sim.schedulers import get as get_scheduler
 from prada_jax.sim.metrics import EpisodeMetrics, finalize
 from prada_jax.sim.params import SimConfig, SimParams, resolve_config, validate_params
 from prada_jax.sim.policies import PolicyTable, check_table
@@ -40,9 +41,13 @@ def _rollout(packed, table, params, config: SimConfig, key, record: bool):
     """Horizon: `num_slots` slots with arrivals. Drain: up to `drain_slots` more without arrivals, until every
     counted task has finished (tasks still in the system then are censored, see metrics.finalize)."""
     n, k = packed.slm_step_tokens.shape
+    # Draw only what this configuration reads: Stage-1 uniforms with stage1_sampling, scheduler uniforms for the
+    # schedulers that use them (the words drawn are the same either way; draws.slot_draws).
+    sched = get_scheduler(config.scheduler)
 
     def step(state: SimState, t):
-        draws = slot_draws(key, t, params.arrival_rate, n, k, config.max_users, config.max_arrivals_per_slot)
+        draws = slot_draws(key, t, params.arrival_rate, n, k, config.max_users, config.max_arrivals_per_slot,
+                           stage1=config.stage1_sampling, sched=sched.reads_sched_draws)
         return step_slot(state, t, draws, packed, table, params, config)
 
     def draining(state: SimState, t):

@@ -53,16 +53,21 @@ class Scheduler:
     decide: Callable[[SlotView, SimConfig], tuple]
     protocol: str
     description: str
+    reads_sched_draws: bool = True  # decide reads view.draws.sched_u (False: the slot draws skip those words)
 
 
 SCHEDULERS: Registry[Scheduler] = Registry("scheduler")
 
 
-def register(name: str, decide: Callable, protocol: str = OFFLOAD, description: str = "") -> Scheduler:
-    """Register a Stage-2 scheduler under `name` (once; a second registration of a name is an error)."""
+def register(name: str, decide: Callable, protocol: str = OFFLOAD, description: str = "",
+             reads_sched_draws: bool = True) -> Scheduler:
+    """Register a Stage-2 scheduler under `name` (once; a second registration of a name is an error).
+
+    `reads_sched_draws=False` promises that `decide` never reads `view.draws.sched_u`, so the slot draws can skip
+    those U words (a speed-up; the other draws are unchanged). Leave it True when in doubt."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"scheduler {name!r}: protocol {protocol!r} is not one of {sorted(PROTOCOLS)}")
-    return SCHEDULERS.add(name, Scheduler(name, decide, protocol, description))
+    return SCHEDULERS.add(name, Scheduler(name, decide, protocol, description, reads_sched_draws))
 
 
 def get(name: str) -> Scheduler:
@@ -200,9 +205,13 @@ def decide_prada_exact(view: SlotView, config: SimConfig):
     return scatter(view, c, decision, out.bandwidth)
 
 
-register("prada", decide_prada, OFFLOAD, "Theorem 2: local / queue / immediate, closed-form bandwidth, price mu")
-register("fifo", decide_fifo, OFFLOAD, "FIFO admission of every nominee (All-LLM, pi-only, router)")
+register("prada", decide_prada, OFFLOAD, "Theorem 2: local / queue / immediate, closed-form bandwidth, price mu",
+         reads_sched_draws=False)
+register("fifo", decide_fifo, OFFLOAD, "FIFO admission of every nominee (All-LLM, pi-only, router)",
+         reads_sched_draws=False)
 register("random", decide_random, OFFLOAD, "uniformly random local / queue / immediate (ablation)")
 register("prada_exact", decide_prada_exact, OFFLOAD,
-         "problem (28) per slot: best admitted set with the sqrt(c) bandwidth split (near-exact, certified bound)")
-register("rsd", decide_fifo, DRAFT_VERIFY, "reward-guided speculative decoding: FIFO queue of online PRM checks")
+         "problem (28) per slot: best admitted set with the sqrt(c) bandwidth split (near-exact, certified bound)",
+         reads_sched_draws=False)
+register("rsd", decide_fifo, DRAFT_VERIFY, "reward-guided speculative decoding: FIFO queue of online PRM checks",
+         reads_sched_draws=False)

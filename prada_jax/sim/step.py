@@ -40,15 +40,15 @@ def _arrivals(users, draws: SlotDraws, packed, params: SimParams, t, horizon: in
     def put(old, value):
         return jnp.where(new.reshape(new.shape + (1,) * (old.ndim - 1)), value, old)
 
+    # Only the fields a READY user reads are reset. on_server, busy_slots, upload_slots, bandwidth, queue_entry,
+    # step_proc_s and step_comm_s are written by the Stage-2 decision that starts a step (local, immediate, or
+    # queued) before anything reads them, so a new task's row may keep its predecessor's values there.
     users = users.replace(
         phase=put(users.phase, READY), problem=put(users.problem, prob), step=put(users.step, 0),
         context=put(users.context, packed.query_tokens[prob]), slm_cached=put(users.slm_cached, 0),
         server_cached=put(users.server_cached, 0), on_track=put(users.on_track, True),
-        on_server=put(users.on_server, False), busy_slots=put(users.busy_slots, 0),
-        upload_slots=put(users.upload_slots, 0), bandwidth=put(users.bandwidth, 0.0),
-        wait_slots=put(users.wait_slots, 0), queue_entry=put(users.queue_entry, t),
-        proc_s=put(users.proc_s, 0.0), comm_s=put(users.comm_s, 0.0), step_proc_s=put(users.step_proc_s, 0.0),
-        step_comm_s=put(users.step_comm_s, 0.0),
+        wait_slots=put(users.wait_slots, 0),
+        proc_s=put(users.proc_s, 0.0), comm_s=put(users.comm_s, 0.0),
         queue_s=put(users.queue_s, 0.0), offloaded=put(users.offloaded, 0), arrival_slot=put(users.arrival_slot, t),
         task_seed=put(users.task_seed, draws.task_seed[a]), mean_snr=put(users.mean_snr, mean_snr),
     )
