@@ -41,12 +41,6 @@ def mean_flops(trace) -> float:
     return float(np.mean(calibration.all_slm_flops_per_problem(trace.query_tokens, trace.slm_step_tokens, trace.num_steps)))
 
 
-def base_query_tokens(trace) -> np.ndarray:
-    """Query tokens without the prompt overhead the trace was generated with (metadata; 0 for older traces)."""
-    overhead = int(trace.metadata.get("generator", {}).get("prompt_overhead_tokens", 0))
-    return trace.query_tokens.astype(np.int64) - overhead
-
-
 def main(argv):
     del argv
     ref = calibration.FLOPS_CALIBRATION_DATASET
@@ -69,8 +63,7 @@ def main(argv):
     for d, target in calibration.PAPER_ALL_SLM_DELAY_MS.items():
         if d == ref or d not in traces:
             continue
-        t = traces[d]
-        fitted[d] = calibration.fit_prompt_overhead(base_query_tokens(t), t.slm_step_tokens, t.num_steps, C.FLOPS_SLM, target)
+        fitted[d] = calibration.fit_trace_prompt_overhead(traces[d], C.FLOPS_SLM, target)
         now = calibration.prompt_overhead(d)
         print(f"prompt overhead {d}: fitted {fitted[d]} tokens (paper All-SLM {target} ms at constants.FLOPS_SLM); "
               f"prompt_overhead.json has {now}" + ("" if now == fitted[d] else "  -> rerun with --write_prompt_overhead"))

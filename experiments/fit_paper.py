@@ -200,10 +200,9 @@ def check_prompt_overheads() -> None:
     for dataset, paper_ms in calibration.PAPER_ALL_SLM_DELAY_MS.items():
         path = os.path.join(FLAGS.traces_dir, f"{dataset}.npz")
         trace = traces.load_trace(path)
-        have = int(trace.metadata.get("generator", {}).get("prompt_overhead_tokens", 0))
-        base = trace.query_tokens.astype(np.int64) - have
-        want = 0 if dataset == calibration.FLOPS_CALIBRATION_DATASET else calibration.fit_prompt_overhead(
-            base, trace.slm_step_tokens, trace.num_steps, C.FLOPS_SLM, paper_ms)
+        have = calibration.recorded_prompt_overhead(trace)
+        want = 0 if dataset == calibration.FLOPS_CALIBRATION_DATASET else calibration.fit_trace_prompt_overhead(
+            trace, C.FLOPS_SLM, paper_ms)
         if have != want:
             sys.exit(f"fit_paper: {path} has prompt overhead {have} tokens, its All-SLM row needs {want}: run "
                      "python -m experiments.calibrate_flops --write_prompt_overhead, then experiments/make_traces.py")

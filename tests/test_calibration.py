@@ -185,6 +185,8 @@ def test_shipped_traces_carry_the_fitted_prompt_overhead_and_hit_the_paper_all_s
     """Table 2's All-SLM rows: gsm8k pins FlopsSLM, each other dataset's row pins its prompt overhead."""
     for dataset, paper_ms in calibration.PAPER_ALL_SLM_DELAY_MS.items():
         trace = load_trace(TRACE_DIR / f"{dataset}.npz")
-        assert trace.metadata["generator"].get("prompt_overhead_tokens", 0) == calibration.prompt_overhead(dataset)
+        assert calibration.recorded_prompt_overhead(trace) == calibration.prompt_overhead(dataset)
+        if dataset != calibration.FLOPS_CALIBRATION_DATASET:
+            assert calibration.fit_trace_prompt_overhead(trace, C.FLOPS_SLM, paper_ms) == calibration.prompt_overhead(dataset)
         flops = calibration.all_slm_flops_per_problem(trace.query_tokens, trace.slm_step_tokens, trace.num_steps)
         assert calibration.predicted_delay_ms(flops.mean(), C.FLOPS_SLM) == pytest.approx(paper_ms, abs=0.02)

@@ -108,3 +108,14 @@ def fit_prompt_overhead(base_query_tokens, slm_step_tokens, num_steps, flops_slm
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if delay(mid) < target_delay_ms else (lo, mid)
     return lo if target_delay_ms - delay(lo) <= delay(hi) - target_delay_ms else hi
+
+
+def recorded_prompt_overhead(trace) -> int:
+    """The prompt overhead a trace was generated with (its generator metadata; 0 for traces without one)."""
+    return int(trace.metadata.get("generator", {}).get("prompt_overhead_tokens", 0))
+
+
+def fit_trace_prompt_overhead(trace, flops_slm: float, target_delay_ms: float) -> int:
+    """`fit_prompt_overhead` on a trace, from its query lengths without the overhead it already carries."""
+    base = np.asarray(trace.query_tokens, np.int64) - recorded_prompt_overhead(trace)
+    return fit_prompt_overhead(base, trace.slm_step_tokens, trace.num_steps, flops_slm, target_delay_ms)
