@@ -23,7 +23,6 @@ import optax
 from flax import struct
 
 from prada_jax import constants as C
-from prada_jax import costs
 from prada_jax.learn import mdp as M
 from prada_jax.learn import ppo
 from prada_jax.learn.nets import AUX_HIDDEN, FILM_HIDDEN, AuxRegressor
@@ -106,12 +105,8 @@ def value_gap_targets(ppo_config: ppo.PPOConfig, value_params, mdp: M.StepMDP, b
 
 def server_seconds_truth(packed: PackedTraces, flops_llm=C.FLOPS_LLM, latency_model: str = C.DEFAULT_LATENCY_MODEL):
     """[N, K] server compute time of each reference step with a full prefill (the D_psi regression truth), under
-    `latency_model` (another than "flops": its batch-1 server step, mdp.reference_step_seconds)."""
-    if latency_model != "flops":
-        return M.reference_step_seconds(packed, latency_model=latency_model)[1]
-    ctx = M.reference_context(packed)
-    t = costs.server_step_seconds(ctx, 0, packed.llm_step_tokens, flops_llm, False)
-    return jnp.where(packed.step_mask, t, 0.0)
+    `latency_model`: the TL of mdp.reference_step_seconds, the same step cost the Stage-1 reward uses."""
+    return M.reference_step_seconds(packed, flops_llm=flops_llm, latency_model=latency_model)[1]
 
 
 def fit_regressor(net: AuxRegressor, x, y, weight, key, config: AuxConfig, val_weight=None) -> AuxModel:
