@@ -41,8 +41,9 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
+from prada_jax import cli_support
 from prada_jax import constants as C
 from prada_jax import sim, traces
 from prada_jax.plots import PAPER_TABLE2
@@ -313,4 +314,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli_support.run_main(main, __doc__)  # every CPU core as a device (--cpu_devices), then main

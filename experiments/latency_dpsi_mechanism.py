@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from prada_jax import sweep, traces
+from prada_jax import cli_support, sweep, traces
 from prada_jax.learn import mdp as M
 from prada_jax.sim import latency_models, metrics, run
 from prada_jax.sim.params import make_params
@@ -67,4 +67,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_support.run_main(main, __doc__)  # every CPU core as a device (--cpu_devices), then main

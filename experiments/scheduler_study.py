@@ -20,6 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
+from prada_jax import cli_support  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("baseline", "prada", "Registered scheduler of the baseline (the paper's rule).")
@@ -180,4 +181,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_support.run_main(main, __doc__)  # every CPU core as a device (--cpu_devices), then main

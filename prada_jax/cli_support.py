@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from absl import flags
+
+flags.DEFINE_integer("cpu_devices", 0, "CPU devices JAX exposes, set before any JAX work: 0 = one per available "
+                     "core, so that simulations use every core (prada_jax.sharding.use_cpu_cores); 1 = the "
+                     "single-device path. Ignored when XLA_FLAGS sets --xla_force_host_platform_device_count.")
+
 # Loggers whose INFO lines are noise for a user: JAX's backend probe ("Unable to initialize backend 'tpu'").
 NOISY_LOGGERS = ("jax._src.xla_bridge",)
 
@@ -33,7 +39,7 @@ def run_main(main, doc: str | None, key_flag_modules=(), argv=None) -> None:
     """
     import sys
 
-    from absl import app, flags
+    from absl import app
 
     main_module = sys.modules.get("__main__")
     if main_module is not None and doc and not getattr(main_module, "__doc__", None):
@@ -41,4 +47,15 @@ def run_main(main, doc: str | None, key_flag_modules=(), argv=None) -> None:
     for module in key_flag_modules:
         for flag in flags.FLAGS.get_key_flags_for_module(module):
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(main, argv=argv)
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["cpu_devices"])
+
+    def main_on_every_core(argv_):
+        from prada_jax import sharding
+
+        try:
+            sharding.use_cpu_cores(flags.FLAGS.cpu_devices)
+        except sharding.ShardingError as err:
+            raise app.UsageError(str(err)) from err
+        return main(argv_)
+
+    app.run(main_on_every_core, argv=argv)

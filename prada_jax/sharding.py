@@ -8,8 +8,10 @@ episode e always uses key e of `episode_keys(episodes, seed)`, and each episode 
 nothing is reduced across devices. The episode count (and the grid size) are padded up to a multiple of
 the mesh dimension with copies of the last key (grid point) and the padding is trimmed from the result.
 
-Several CPU "devices" on one machine: set `XLA_FLAGS=--xla_force_host_platform_device_count=N` before
-jax is imported. Several hosts: call `initialize_distributed()` (or set PRADA_DISTRIBUTED=1 and call
+One process with several local devices (GPUs, or CPU cores exposed as devices by `use_cpu_cores`, which the
+command-line tools call first): `prada_jax.sim.simulate_grid` spreads its work over them by itself
+(`spreads_over_devices`). XLA:CPU runs one device's program on about one core, so on a CPU host one device per
+core is what uses the machine (1.6-1.8x on 2 cores, docs/performance.md). Several hosts: call `initialize_distributed()` (or set PRADA_DISTRIBUTED=1 and call
 `maybe_initialize_distributed()`) first in every process; it wraps `jax.distributed.initialize`, which reads
 the coordinator address / process count / process id from its arguments, from the JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES and JAX_PROCESS_ID environment variables, or from a cluster environment (SLURM, ...).
@@ -67,6 +69,39 @@ def maybe_initialize_distributed(enabled: bool | None = None) -> bool:
     if enabled:
         initialize_distributed()
     return bool(enabled)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def use_cpu_cores(count: int = 0) -> int:
+    """Expose `count` CPU devices to JAX (0: one per available core) so that `simulate_grid` uses every core.
+
+    Must run before the first JAX computation (JAX fixes its devices then); an explicit
+    XLA_FLAGS=--xla_force_host_platform_device_count wins. Returns the CPU device count asked for. Only the CPU
+    platform is affected: on a GPU host the GPUs stay the default devices.
+    """
+    if count < 0:
+        raise ShardingError(f"--cpu_devices must be >= 0 (0: one per core), got {count}")
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return int(os.environ["XLA_FLAGS"].split("xla_force_host_platform_device_count=")[1].split()[0])
+    count = count or available_cores()
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError as err:  # a JAX computation already ran: the device count is fixed
+        raise ShardingError(f"--cpu_devices={count}: JAX's devices are already initialised; set it before the "
+                            f"first JAX computation") from err
+    return count
+
+
+def spreads_over_devices() -> bool:
+    """Whether `simulate_grid` runs sharded: one process that sees several local devices."""
+    return jax.process_count() == 1 and jax.local_device_count() > 1
 
 
 def pad_to_multiple(count: int, multiple: int) -> int:
@@ -168,6 +203,16 @@ def prepare_sharded(packed, table: PolicyTable, params_grid: SimParams, config: 
     return _sharded_fn(config, out_sharding), args, trim
 
 
+def prepare_grid(packed, table: PolicyTable, params_grid: SimParams, config: SimConfig, episodes: int, seed: int):
+    """(fn, args, trim) for what `simulate_grid` runs: `prepare_sharded` over the local devices when it spreads
+    (`spreads_over_devices`), else the single-device jit. For benchmarks that time the compile apart."""
+    if spreads_over_devices():
+        return prepare_sharded(packed, table, params_grid, config, episodes, seed)
+    config = sim_run._check(packed, table, params_grid, config)
+    fn = jax.jit(functools.partial(sim_run._simulate_grid, config=config))
+    return fn, (packed, table, params_grid, sim_run.episode_keys(episodes, seed)), lambda out: out
+
+
 def _shard_map(fn, mesh: Mesh, in_specs, out_specs):
     """`jax.shard_map` without the replication / varying-axis check (the simulator has no collectives, and
     the check rejects while loops whose carry starts from constants)."""
@@ -211,6 +256,7 @@ def local_device_summary() -> dict:
 
 
 __all__ = [
-    "ShardingError", "initialize_distributed", "maybe_initialize_distributed", "pad_to_multiple", "mesh_shape",
+    "ShardingError", "available_cores", "use_cpu_cores", "spreads_over_devices", "prepare_grid",
+    "initialize_distributed", "maybe_initialize_distributed", "pad_to_multiple", "mesh_shape",
     "make_mesh", "simulate_grid_sharded", "prepare_sharded", "local_device_summary", "GRID_AXIS", "EPISODE_AXIS",
 ]

@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
     from jax.sharding import Mesh
     from sim_helpers import mixed_table, tiny
     from prada_jax import sharding
-    from prada_jax.sim import SimConfig, param_grid, simulate_grid
+    from prada_jax.sim import SimConfig, param_grid, run, simulate_grid
     from prada_jax.traces import pack_traces
 
     trace = tiny(seed=0)
@@ -39,7 +39,9 @@ SCRIPT = textwrap.dedent(
                        max_candidates=8)
     grid = param_grid(bandwidth_bps=[1e5, 1e6, 4e7], arrival_rate=[0.5], server_capacity=[2])
     episodes, seed = 7, 3  # neither 3 nor 7 divides 4 devices: both axes get padded and trimmed
-    want = simulate_grid(packed, table, grid, config, episodes, seed)
+    # The single-device jit, called directly: simulate_grid itself spreads over the 4 devices.
+    want = run._simulate_grid(packed, table, grid, run._check(packed, table, grid, config),
+                              run.episode_keys(episodes, seed))
 
     def compare(got):
         bad = []
@@ -50,6 +52,7 @@ SCRIPT = textwrap.dedent(
         return bad
 
     default = sharding.simulate_grid_sharded(packed, table, grid, config, episodes, seed)
+    auto = simulate_grid(packed, table, grid, config, episodes, seed)
     mesh = Mesh(np.asarray(jax.devices()).reshape(2, 2), (sharding.GRID_AXIS, sharding.EPISODE_AXIS))
     fn, args, trim = sharding.prepare_sharded(packed, table, grid, config, episodes, seed, mesh)
     compiled = fn.lower(*args).compile()
@@ -59,6 +62,9 @@ SCRIPT = textwrap.dedent(
         "devices": jax.device_count(),
         "default_mesh": dict(sharding.make_mesh(3, episodes).shape),
         "default_mismatch": compare(default),
+        "spreads": sharding.spreads_over_devices(),
+        "auto_mismatch": compare(auto),
+        "auto_types": sorted({type(x).__name__ for x in jax.tree.leaves(auto)}),
         "mesh22_mismatch": compare(trim(out)),
         "shard_shapes": sorted({tuple(s.data.shape) for s in out.completed.addressable_shards}),
         "completed_total": int(np.asarray(want.completed).sum()),
@@ -112,12 +118,50 @@ def test_four_host_devices_match_single_device():
     assert result["devices"] == 4
     assert result["default_mesh"] == {"grid": 1, "episodes": 4}
     assert result["default_mismatch"] == [], result
+    assert result["spreads"] is True
+    assert result["auto_mismatch"] == [], result  # simulate_grid spreads over the devices, same numbers
+    assert result["auto_types"] == ["ArrayImpl"], result  # device arrays, as on one device
     assert result["mesh22_mismatch"] == [], result
     assert result["shard_shapes"] == [[2, 4]], result  # G 3 -> 4 over 2, E 7 -> 8 over 2
     assert result["result_shape"] == [3, 7]
     assert result["completed_total"] > 0
     # Each device runs its own episodes (shard_map): no cross-device communication inside the rollout.
     assert result["collectives"] == [], result
+
+
+CORES_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    from prada_jax import sharding
+    asked = sharding.use_cpu_cores(int(sys.argv[1]))
+    before = sharding.spreads_over_devices()
+    try:
+        sharding.use_cpu_cores(1)
+        late = "no error"
+    except sharding.ShardingError as err:
+        late = str(err)
+    print(json.dumps({"asked": asked, "devices": jax.device_count(), "spreads": before, "late": late}))
+    """
+)
+
+
+@pytest.mark.parametrize("count, want", [(3, 3), (0, sharding.available_cores())])
+def test_use_cpu_cores_sets_the_device_count_before_jax_starts(count, want):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO_ROOT))
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-c", CORES_SCRIPT, str(count)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["asked"] == want and result["devices"] == want
+    assert result["spreads"] is (want > 1)
+    assert "already initialised" in result["late"] and "--cpu_devices=1" in result["late"]
+
+
+def test_use_cpu_cores_rejects_a_negative_count():
+    with pytest.raises(sharding.ShardingError, match="--cpu_devices must be >= 0"):
+        sharding.use_cpu_cores(-1)
 
 
 def test_maybe_initialize_distributed_is_off_by_default(monkeypatch):

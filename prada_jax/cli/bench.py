@@ -56,7 +56,6 @@ flags.DEFINE_integer("seed", 0, "Episode seed.")
 flags.DEFINE_bool("profile", True, "Profile one run (jax.profiler) and break it down by op / source line.")
 flags.DEFINE_integer("profile_episodes", 256, "Episodes of the profiled run.")
 flags.DEFINE_integer("profile_horizon_ms", 200, "Slots of the profiled run.")
-flags.DEFINE_bool("sharded", True, "With more than one device, also time prada_jax.sharding at the largest E.")
 flags.DEFINE_bool("sweep_check", False, "Time the issue-6 sweep: B values x datasets x episodes x horizon.")
 flags.DEFINE_list("sweep_datasets", ["gsm8k", "math500", "gaokao2023en"], "Datasets of --sweep_check.")
 flags.DEFINE_list("sweep_values", ["1e5", "2e5", "5e5", "1e6", "2e6", "5e6", "1e7", "2e7", "4e7", "1e8"],
@@ -168,24 +167,25 @@ def load_average() -> list[float] | None:
 
 
 def time_jax(packed, table, grid, config, episodes: int, seed: int, repeats: int = 1):
-    """Compile and run simulate_grid's jitted rollout once per repeat; returns (record, metrics)."""
+    """Compile and run what simulate_grid runs (over every local device, prada_jax.sharding.prepare_grid) once
+    per repeat; returns (record, metrics)."""
     import jax
     import numpy as np
 
-    from prada_jax.sim import run as sim_run
+    from prada_jax import sharding
 
-    sim_run._check(packed, table, grid, config)
-    keys = sim_run.episode_keys(episodes, seed)
     t0 = time.perf_counter()
-    lowered = sim_run._simulate_grid.lower(packed, table, grid, config, keys)
+    fn, args, trim = sharding.prepare_grid(packed, table, grid, config, episodes, seed)
+    lowered = fn.lower(*args)
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
     runs = []
     for _ in range(max(1, repeats)):
         start = time.perf_counter()
-        out = jax.block_until_ready(compiled(packed, table, grid, keys))
+        out = jax.block_until_ready(compiled(*args))
         runs.append(time.perf_counter() - start)
+    out = trim(out)
     run_s = min(runs)
     g = int(np.shape(grid.bandwidth_bps)[0])
     episode_slots = g * episodes * config.num_slots
@@ -200,6 +200,7 @@ def time_jax(packed, table, grid, config, episodes: int, seed: int, repeats: int
         "state_bytes_per_episode": state_bytes, "bytes_per_episode": bytes_per_episode,
         "episodes_per_gib": int(2**30 // bytes_per_episode),
         "episodes": episodes, "grid": g, "max_users": config.max_users, "slots": config.num_slots,
+        "devices": len(jax.local_devices()) if sharding.spreads_over_devices() else 1,
         "trace_s": t1 - t0, "compile_s": t2 - t1, "run_s": run_s, "runs_s": runs,
         "episode_slots_per_s": episode_slots / run_s,
         "user_slots_per_s": episode_slots * config.max_users / run_s,
@@ -256,24 +257,6 @@ def compare_with_oracle(jax_metrics, oracle_metrics) -> dict:
             if rel > 2e-4:
                 mismatches.append(f"episode {e} {name}: jax {got:.6g} oracle {want[name]:.6g}")
     return {"agrees": not mismatches, "max_rel_diff": worst, "mismatches": mismatches[:10]}
-
-
-def time_sharded(packed, table, grid, config, episodes: int, seed: int) -> dict:
-    """prada_jax.sharding over all devices: compile and run times."""
-    import jax
-
-    from prada_jax import sharding
-
-    fn, args, trim = sharding.prepare_sharded(packed, table, grid, config, episodes, seed)
-    t0 = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    t1 = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    t2 = time.perf_counter()
-    trim(out)
-    slots = int(grid.bandwidth_bps.shape[0]) * episodes * config.num_slots
-    return {"devices": jax.device_count(), "episodes": episodes, "compile_s": t1 - t0, "run_s": t2 - t1,
-            "user_slots_per_s": slots * config.max_users / (t2 - t1)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -419,7 +402,7 @@ def sweep_check(datasets, values, episodes, horizon, warmup, policy, max_users, 
     """Time a bandwidth sweep end to end: load, compile, run and summarise every dataset."""
     import jax
 
-    from prada_jax.sim import run as sim_run
+    from prada_jax import sharding
     from prada_jax.sim import summarize
 
     start = time.perf_counter()
@@ -429,12 +412,11 @@ def sweep_check(datasets, values, episodes, horizon, warmup, policy, max_users, 
         _, packed, table, scheduler, sampling = setup(dataset, policy)
         config = make_config(horizon, warmup, max_users, scheduler, sampling)
         grid = default_grid(bandwidth_bps=[float(v) for v in values])
-        sim_run._check(packed, table, grid, config)
-        keys = sim_run.episode_keys(episodes, seed)
+        fn, args, trim = sharding.prepare_grid(packed, table, grid, config, episodes, seed)
         t1 = time.perf_counter()
-        compiled = sim_run._simulate_grid.lower(packed, table, grid, config, keys).compile()
+        compiled = fn.lower(*args).compile()
         t2 = time.perf_counter()
-        out = jax.block_until_ready(compiled(packed, table, grid, keys))
+        out = trim(jax.block_until_ready(compiled(*args)))
         t3 = time.perf_counter()
         summary = summarize(out)
         t4 = time.perf_counter()
@@ -478,7 +460,7 @@ def print_table(title: str, rows: list[dict], columns: list[tuple[str, str]]) ->
 def table_row(rec: dict, oracle_rate: float | None) -> dict:
     mem = rec["memory"]["compiled"] or {}
     return {
-        "E": rec["episodes"], "U": rec["max_users"], "T": rec["slots"],
+        "E": rec["episodes"], "U": rec["max_users"], "T": rec["slots"], "dev": rec["devices"],
         "compile": f"{rec['compile_s']:.1f}" if rec["compile_s"] > 0.05 else "cached", "run": f"{rec['run_s']:.2f}",
         "usr": fmt_rate(rec["user_slots_per_s"]), "eps": fmt_rate(rec["episode_slots_per_s"]),
         "x": f"{rec['user_slots_per_s'] / oracle_rate:.0f}" if oracle_rate else "-",
@@ -487,7 +469,7 @@ def table_row(rec: dict, oracle_rate: float | None) -> dict:
     }
 
 
-COLUMNS = [("E", "episodes"), ("U", "U"), ("T", "slots"), ("compile", "compile_s"), ("run", "run_s"),
+COLUMNS = [("E", "episodes"), ("U", "U"), ("T", "slots"), ("dev", "devices"), ("compile", "compile_s"), ("run", "run_s"),
            ("usr", "user-slots/s"), ("eps", "episode-slots/s"), ("x", "x oracle"), ("temp", "XLA temp MB"),
            ("rss", "maxrss MB"), ("state", "state B/episode"), ("per_gib", "episodes/GiB")]
 
@@ -529,7 +511,7 @@ def time_reference(rev: str, episodes_list) -> dict:
         cmd = [sys.executable, os.path.join(tmp, "experiments", "bench.py"),
                "--episodes_list=" + ",".join(str(e) for e in episodes_list), f"--max_users_list={FLAGS.max_users}",
                f"--max_users={FLAGS.max_users}", "--users_episodes=1", "--oracle_episodes=0", "--noprofile",
-               "--nosharded", f"--horizon_ms={FLAGS.horizon_ms}", f"--warmup_ms={FLAGS.warmup_ms}",
+               f"--horizon_ms={FLAGS.horizon_ms}", f"--warmup_ms={FLAGS.warmup_ms}",
                f"--dataset={FLAGS.dataset}", f"--policy={FLAGS.policy}", f"--repeats={FLAGS.repeats}",
                f"--seed={FLAGS.seed}", f"--out={out}"]
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=tmp))
@@ -642,10 +624,6 @@ def main(argv):
             if r["episodes"] in by_e:
                 print(f"  E={r['episodes']}: {fmt_rate(r['user_slots_per_s'])} vs {fmt_rate(by_e[r['episodes']])} "
                       f"user-slots/s = {ref['ratios'][r['episodes']]:.2f}x")
-
-    if FLAGS.sharded and jax.device_count() > 1:
-        result["sharded"] = time_sharded(packed, table, grid, config, max(episodes_list), FLAGS.seed)
-        print(f"sharded over {jax.device_count()} devices: {result['sharded']}")
 
     if FLAGS.profile:
         from prada_jax.sim import run as sim_run

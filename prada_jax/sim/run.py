@@ -127,8 +127,16 @@ def episode_keys(episodes: int, seed: int):
 def simulate_grid(packed, table: PolicyTable, params_grid: SimParams, config: SimConfig, episodes: int,
                   seed: int) -> EpisodeMetrics:
     """vmap over grid points (params leaves [G]) and episodes; result leaves are [G, E]. One compile per
-    (config, trace shape, G, E)."""
+    (config, trace shape, G, E).
+
+    With several local devices (one process) the grid points and episodes are spread over them
+    (prada_jax.sharding; the same numbers, since each episode runs on one device with its own key)."""
     config = _check(packed, table, params_grid, config)
     if jnp.ndim(params_grid.bandwidth_bps) != 1:
         raise ValueError("simulate_grid needs params with a leading grid axis [G]; use param_grid/stack_params")
+    from prada_jax import sharding  # sharding builds on this module
+
+    if sharding.spreads_over_devices():
+        metrics = sharding.simulate_grid_sharded(packed, table, params_grid, config, episodes, seed)
+        return jax.tree.map(jnp.asarray, metrics)  # device arrays, as from the single-device path
     return _simulate_grid(packed, table, params_grid, config, episode_keys(episodes, seed))
