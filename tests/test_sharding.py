@@ -167,3 +167,22 @@ def test_use_cpu_cores_rejects_a_negative_count():
 def test_maybe_initialize_distributed_is_off_by_default(monkeypatch):
     monkeypatch.delenv(sharding.DISTRIBUTED_ENV, raising=False)
     assert sharding.maybe_initialize_distributed() is False
+
+
+def test_stage2_cost_probes_run_and_offload_nothing(tmp_path):
+    """experiments/stage2_cost.py end to end at tiny sizes: four variants in order, the probes offload no step
+    (they bound the cost of the slot without Stage 2), prada does, and the bound is prada's time over the first."""
+    out = tmp_path / "cost.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "experiments/stage2_cost.py", "--episodes=3", "--horizon_ms=60",
+                           "--max_users=16", "--repeats=1", f"--out={out}"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert [r["variant"] for r in rows] == ["cost_probe_none", "cost_probe_compaction", "cost_probe_tq", "prada"]
+    assert all(r["arrived"] > 0 for r in rows)
+    assert [r["offloaded_steps"] for r in rows[:3]] == [0, 0, 0] and rows[3]["offloaded_steps"] > 0
+    assert result["stage2_speedup_bound"] == pytest.approx(rows[3]["run_s"] / rows[0]["run_s"])
+    assert "upper bound on any Stage-2 speed-up" in proc.stdout
