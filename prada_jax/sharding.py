@@ -209,8 +209,11 @@ def prepare_grid(packed, table: PolicyTable, params_grid: SimParams, config: Sim
     if spreads_over_devices():
         return prepare_sharded(packed, table, params_grid, config, episodes, seed)
     config = sim_run._check(packed, table, params_grid, config)
-    fn = jax.jit(functools.partial(sim_run._simulate_grid, config=config))
-    return fn, (packed, table, params_grid, sim_run.episode_keys(episodes, seed)), lambda out: out
+
+    def grid_rollout(packed_, table_, params_, keys):
+        return sim_run._simulate_grid(packed_, table_, params_, config, keys)
+
+    return jax.jit(grid_rollout), (packed, table, params_grid, sim_run.episode_keys(episodes, seed)), lambda out: out
 
 
 def _shard_map(fn, mesh: Mesh, in_specs, out_specs):

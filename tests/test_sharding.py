@@ -186,3 +186,24 @@ def test_stage2_cost_probes_run_and_offload_nothing(tmp_path):
     assert [r["offloaded_steps"] for r in rows[:3]] == [0, 0, 0] and rows[3]["offloaded_steps"] > 0
     assert result["stage2_speedup_bound"] == pytest.approx(rows[3]["run_s"] / rows[0]["run_s"])
     assert "upper bound on any Stage-2 speed-up" in proc.stdout
+
+
+def test_prepare_grid_on_one_device_is_simulate_grid(tiny_trace):
+    """What the benchmark times on one device (prepare_grid's plain jit) gives simulate_grid's numbers."""
+    import jax
+    import numpy as np
+
+    from prada_jax.sim import SimConfig, param_grid, policies, simulate_grid
+    from prada_jax.traces import pack_traces
+
+    assert not sharding.spreads_over_devices()  # the test process has one CPU device
+    packed, table = pack_traces(tiny_trace), policies.all_llm_table(tiny_trace)
+    config = SimConfig(num_slots=60, warmup_slots=10, max_users=6, max_servers=3, drain_slots=50, scheduler="fifo")
+    grid = param_grid(bandwidth_bps=[1e6, 4e7], server_capacity=[2])
+    fn, args, trim = sharding.prepare_grid(packed, table, grid, config, 3, 5)
+    got = trim(fn.lower(*args).compile()(*args))
+    want = simulate_grid(packed, table, grid, config, 3, 5)
+    assert int(np.sum(want.arrived)) > 0
+    for name in want.__dataclass_fields__:
+        assert np.array_equal(np.asarray(getattr(got, name)), np.asarray(getattr(want, name))), name
+    assert jax.tree.structure(got) == jax.tree.structure(want)
