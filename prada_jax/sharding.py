@@ -13,8 +13,9 @@ command-line tools call first): `prada_jax.sim.simulate_grid` spreads its work o
 (`spreads_over_devices`). XLA:CPU runs one device's program on about one core, so on a CPU host one device per
 core is what uses the machine (1.5-1.7x on 2 cores, docs/performance.md). Several hosts: call
 `initialize_distributed()` (or set PRADA_DISTRIBUTED=1 and call `maybe_initialize_distributed()`) first in every
-process; it wraps `jax.distributed.initialize`, which reads the coordinator address / process count / process id from its arguments, from the JAX_COORDINATOR_ADDRESS,
-JAX_NUM_PROCESSES and JAX_PROCESS_ID environment variables, or from a cluster environment (SLURM, ...).
+process; it wraps `jax.distributed.initialize`, which reads the coordinator address / process count / process id
+from its arguments, from the JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID environment variables,
+or from a cluster environment (SLURM, ...).
 The mesh then spans `jax.devices()` (all hosts) and the result is gathered to every process. This path is
 tested with 2 processes on localhost (2 CPU devices each, gloo collectives): tests/test_multiprocess.py,
 whose worker tests/multiprocess_worker.py can also be run by hand (see docs/performance.md).
