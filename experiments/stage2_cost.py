@@ -118,7 +118,8 @@ def main(argv):
     for name, v in variants.items():
         best = min(v["runs_s"])
         rows.append({"variant": name, "what": LEVELS[name], "run_s": best, "runs_s": v["runs_s"],
-                     "compile_s": v["compile_s"], "arrived": v["arrived"], "offloaded_steps": v["offloaded_steps"], "share_of_prada": best / full,
+                     "compile_s": v["compile_s"], "arrived": v["arrived"], "offloaded_steps": v["offloaded_steps"],
+                     "share_of_prada": best / full,
                      "increment_share": (best - previous) / full})
         print(f"{LEVELS[name]:42s} {best:7.2f} {100 * best / full:14.0f}% {100 * (best - previous) / full:9.0f}%")
         previous = best

@@ -469,7 +469,8 @@ def table_row(rec: dict, oracle_rate: float | None) -> dict:
     }
 
 
-COLUMNS = [("E", "episodes"), ("U", "U"), ("T", "slots"), ("dev", "devices"), ("compile", "compile_s"), ("run", "run_s"),
+COLUMNS = [("E", "episodes"), ("U", "U"), ("T", "slots"), ("dev", "devices"), ("compile", "compile_s"),
+           ("run", "run_s"),
            ("usr", "user-slots/s"), ("eps", "episode-slots/s"), ("x", "x oracle"), ("temp", "XLA temp MB"),
            ("rss", "maxrss MB"), ("state", "state B/episode"), ("per_gib", "episodes/GiB")]
 
