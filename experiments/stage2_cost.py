@@ -76,27 +76,24 @@ def main(argv):
         raise app.UsageError(f"unexpected positional arguments {argv[1:]}")
     if FLAGS.episodes < 1 or FLAGS.horizon_ms < 2 or FLAGS.repeats < 1:
         raise app.UsageError("--episodes >= 1, --horizon_ms >= 2 and --repeats >= 1 are needed")
+    import dataclasses
+
     import jax
     import numpy as np
 
-    from prada_jax import constants as C
-    from prada_jax import sharding, traces
-    from prada_jax.sim import SimConfig, make_params, registry, stack_params
-    from prada_jax.sim.draws import required_max_arrivals
+    from prada_jax import sharding
+    from prada_jax.cli import bench_setup
 
-    path = os.path.join(FLAGS.traces_dir, f"{FLAGS.dataset}.npz")
-    if not os.path.exists(path):
-        raise app.UsageError(f"--dataset={FLAGS.dataset!r}: {path} not found")
+    try:
+        _, packed, table, scheduler, sampling = bench_setup.setup(FLAGS.dataset, "prada", FLAGS.traces_dir)
+    except ValueError as err:
+        raise app.UsageError(str(err)) from err
     register_probes()
-    trace = traces.load_trace(path)
-    packed = traces.pack_traces(trace)
-    table = registry.prm_gain_table(trace)  # the benchmark's stand-in for the learned Stage-1 table
-    grid = stack_params([make_params()])  # Table-3 defaults
+    base = bench_setup.make_config(FLAGS.horizon_ms, FLAGS.horizon_ms // 10, FLAGS.max_users, scheduler, sampling)
+    grid = bench_setup.default_grid()
     variants = {}
     for name in PROBES + ("prada",):
-        config = SimConfig(num_slots=FLAGS.horizon_ms, warmup_slots=FLAGS.horizon_ms // 10,
-                           max_users=FLAGS.max_users, scheduler=name, drain_slots=0,
-                           max_arrivals_per_slot=required_max_arrivals(C.DEFAULT_ARRIVAL_RATE))
+        config = dataclasses.replace(base, scheduler=name)
         fn, args, trim = sharding.prepare_grid(packed, table, grid, config, FLAGS.episodes, 0)
         t0 = time.perf_counter()  # compile and the warm-up run
         compiled = fn.lower(*args).compile()
@@ -110,7 +107,7 @@ def main(argv):
             jax.block_until_ready(v["compiled"](*v["args"]))
             v["runs_s"].append(time.perf_counter() - start)
     full = min(variants["prada"]["runs_s"])
-    devices = jax.local_device_count() if sharding.spreads_over_devices() else 1
+    devices = sharding.grid_devices()
     print(f"{FLAGS.dataset}, E={FLAGS.episodes}, {FLAGS.horizon_ms} slots, U={FLAGS.max_users}, {devices} device(s), "
           f"fastest of {FLAGS.repeats} interleaved runs")
     print(f"{'variant':42s} {'run s':>7s} {'share of prada':>15s} {'increment':>10s}")

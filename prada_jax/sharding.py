@@ -105,6 +105,11 @@ def spreads_over_devices() -> bool:
     return jax.process_count() == 1 and jax.local_device_count() > 1
 
 
+def grid_devices() -> int:
+    """How many devices `simulate_grid` runs on (for benchmark records)."""
+    return jax.local_device_count() if spreads_over_devices() else 1
+
+
 def pad_to_multiple(count: int, multiple: int) -> int:
     """Smallest multiple of `multiple` that is >= count (count >= 1)."""
     if count < 1 or multiple < 1:
@@ -260,7 +265,7 @@ def local_device_summary() -> dict:
 
 
 __all__ = [
-    "ShardingError", "available_cores", "use_cpu_cores", "spreads_over_devices", "prepare_grid",
+    "ShardingError", "available_cores", "use_cpu_cores", "spreads_over_devices", "grid_devices", "prepare_grid",
     "initialize_distributed", "maybe_initialize_distributed", "pad_to_multiple", "mesh_shape",
     "make_mesh", "simulate_grid_sharded", "prepare_sharded", "local_device_summary", "GRID_AXIS", "EPISODE_AXIS",
 ]

@@ -32,6 +32,8 @@ import time
 from absl import app, flags, logging
 
 from prada_jax import cli_support, data_paths
+from prada_jax.cli import bench_setup
+from prada_jax.cli.bench_setup import build_table, default_grid, make_config  # noqa: F401  (bench.* names)
 from prada_jax.sim import registry
 
 # The source checkout (tests/reference_sim.py, git worktrees of --reference_rev); None for an installed copy.
@@ -87,42 +89,12 @@ ORACLE_FLOAT_FIELDS = ("processing_s", "communication_s", "queuing_s", "sojourn_
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def build_table(trace, policy: str):
-    """PolicyTable of a registered policy, with the PRM-gain stand-in for the learned Stage-1 table."""
-    ctx = registry.TableContext(learned=lambda: registry.prm_gain_table(trace))
-    return registry.get_policy(policy).build_table(trace, ctx)
-
-
 def setup(dataset: str, policy: str):
-    """(trace, packed, table, scheduler, stage1_sampling) of a dataset and a registered policy name."""
-    from prada_jax import traces
-
-    if policy not in registry.POLICIES:
-        raise app.UsageError(f"--policy={policy!r}: choose from {list(registry.POLICIES)}")
-    path = os.path.join(FLAGS.traces_dir, f"{dataset}.npz")
-    if not os.path.exists(path):
-        raise app.UsageError(f"--dataset={dataset!r}: {path} not found")
-    entry = registry.get_policy(policy)
-    trace = traces.load_trace(path)
-    return trace, traces.pack_traces(trace), build_table(trace, policy), entry.scheduler, entry.stage1_sampling
-
-
-def make_config(horizon: int, warmup: int, max_users: int, scheduler: str, sampling: bool):
-    """Benchmark config: Table-3 arrival cap, no drain phase (throughput of the slot step over the horizon)."""
-    from prada_jax import constants as C
-    from prada_jax.sim import SimConfig
-    from prada_jax.sim.draws import required_max_arrivals
-
-    return SimConfig(num_slots=horizon, warmup_slots=warmup, max_users=max_users, scheduler=scheduler,
-                     stage1_sampling=sampling, drain_slots=0,
-                     max_arrivals_per_slot=required_max_arrivals(C.DEFAULT_ARRIVAL_RATE))
-
-
-def default_grid(**axes):
-    """Table-3 defaults, one grid point unless axes are given."""
-    from prada_jax.sim import make_params, param_grid, stack_params
-
-    return param_grid(**axes) if axes else stack_params([make_params()])
+    """bench_setup.setup with --traces_dir; a bad name is a usage error."""
+    try:
+        return bench_setup.setup(dataset, policy, FLAGS.traces_dir)
+    except ValueError as err:
+        raise app.UsageError(str(err)) from err
 
 
 def maxrss_mb() -> float:
@@ -200,7 +172,7 @@ def time_jax(packed, table, grid, config, episodes: int, seed: int, repeats: int
         "state_bytes_per_episode": state_bytes, "bytes_per_episode": bytes_per_episode,
         "episodes_per_gib": int(2**30 // bytes_per_episode),
         "episodes": episodes, "grid": g, "max_users": config.max_users, "slots": config.num_slots,
-        "devices": len(jax.local_devices()) if sharding.spreads_over_devices() else 1,
+        "devices": sharding.grid_devices(),
         "trace_s": t1 - t0, "compile_s": t2 - t1, "run_s": run_s, "runs_s": runs,
         "episode_slots_per_s": episode_slots / run_s,
         "user_slots_per_s": episode_slots * config.max_users / run_s,
@@ -470,8 +442,7 @@ def table_row(rec: dict, oracle_rate: float | None) -> dict:
 
 
 COLUMNS = [("E", "episodes"), ("U", "U"), ("T", "slots"), ("dev", "devices"), ("compile", "compile_s"),
-           ("run", "run_s"),
-           ("usr", "user-slots/s"), ("eps", "episode-slots/s"), ("x", "x oracle"), ("temp", "XLA temp MB"),
+           ("run", "run_s"), ("usr", "user-slots/s"), ("eps", "episode-slots/s"), ("x", "x oracle"), ("temp", "XLA temp MB"),
            ("rss", "maxrss MB"), ("state", "state B/episode"), ("per_gib", "episodes/GiB")]
 
 
