@@ -49,6 +49,22 @@ def test_grid_matches_single_runs_and_summary_shapes():
     np.testing.assert_allclose(np.asarray(grid.bandwidth_bps), [1e5, 4e7, 1e5, 4e7])
 
 
+def test_batched_drain_freezes_each_episode_at_its_own_end():
+    """The grid's slot loop runs until the last episode of the batch has drained (one loop for horizon and drain);
+    every other episode must stop at its own end: same metrics as its single run, drains of different lengths."""
+    grid = sim.param_grid(sim.make_params(arrival_rate=0.8, server_capacity=1), bandwidth_bps=[3e4, 4e7])
+    m = sim.simulate_grid(PACKED, TABLE, grid, CONFIG, episodes=4, seed=3)
+    drains = np.asarray(m.drain_s)
+    assert len(np.unique(drains)) > 1 and drains.max() > 0.0, drains  # the batch's episodes end at different slots
+    keys = sim.episode_keys(4, 3)
+    for g in range(2):
+        point = jax.tree.map(lambda x: x[g], grid)
+        for e in range(4):
+            one = metrics_dict(sim.simulate(PACKED, TABLE, point, CONFIG, keys[e]))
+            for name, value in one.items():
+                np.testing.assert_allclose(np.asarray(getattr(m, name))[g, e], value, rtol=1e-5, err_msg=name)
+
+
 def test_all_slm_never_offloads_and_processing_matches_cost_model():
     # One user slot at a time, one arrival at most: every task runs alone, so the processing time of each
     # task is the sum of its local step times from the cost model.

@@ -1,4 +1,4 @@
-"""Episode rollout: `lax.scan` over slots, `vmap` over episodes and grid points, one `jit` per config."""
+"""Episode rollout: one `lax.while_loop` over slots, `vmap` over episodes and grid points, one `jit` per config."""
 
 from __future__ import annotations
 
@@ -37,9 +37,19 @@ def counted_in_system(state: SimState, config: SimConfig):
     return (u.phase != FREE) & (u.arrival_slot >= config.warmup_slots)
 
 
-def _rollout(packed, table, params, config: SimConfig, key, record: bool):
+# Names of _simulate_grid's vmapped axes. The slot loop stops when no episode of the batch is still draining (a psum
+# over these axes), so its condition is not batched: the horizon slots need no per-episode select, and the slot
+# step appears once in the program (a scan for the horizon plus a while_loop for the drain compiled it twice).
+# Distinct from the device mesh axes (prada_jax.sharding), so no collective ever crosses devices.
+GRID_BATCH_AXIS, EPISODE_BATCH_AXIS = "sim_grid_batch", "sim_episode_batch"
+
+
+def _rollout(packed, table, params, config: SimConfig, key, record: bool, batch_axes: tuple = ()):
     """Horizon: `num_slots` slots with arrivals. Drain: up to `drain_slots` more without arrivals, until every
-    counted task has finished (tasks still in the system then are censored, see metrics.finalize)."""
+    counted task has finished (tasks still in the system then are censored, see metrics.finalize).
+
+    batch_axes: names of the vmapped axes this call runs under (none for one episode); the loop runs until no
+    episode of the batch is draining, and each episode stops at its own t_end either way."""
     n, k = packed.slm_step_tokens.shape
     # Draw only what this configuration reads: Stage-1 uniforms with stage1_sampling, scheduler uniforms for the
     # schedulers that use them (the words drawn are the same either way; draws.slot_draws).
@@ -56,9 +66,20 @@ def _rollout(packed, table, params, config: SimConfig, key, record: bool):
 
     init = (init_state(config.max_users, k), jnp.int32(0))
     if not record:
-        state, _ = jax.lax.scan(lambda s, t: (step(s, t), None), init[0], jnp.arange(config.num_slots))
-        state, t_end = jax.lax.while_loop(lambda c: draining(*c), lambda c: (step(*c), c[1] + 1),
-                                          (state, jnp.int32(config.num_slots)))
+        def any_running(carry):
+            state, t, _ = carry
+            return jax.lax.psum(draining(state, t).astype(jnp.int32), batch_axes) > 0
+
+        def advance(carry):
+            state, t, t_end = carry
+            new = step(state, t)
+            running = draining(state, t)
+            # In the horizon every episode steps; in the drain an episode whose counted tasks finished stays frozen.
+            state = jax.lax.cond(t < config.num_slots, lambda: new,
+                                 lambda: jax.tree.map(lambda a, b: jnp.where(running, a, b), new, state))
+            return state, t + 1, jnp.where(running, t + 1, t_end)
+
+        state, _, t_end = jax.lax.while_loop(any_running, advance, (init[0], jnp.int32(0), jnp.int32(0)))
         return finalize(state, t_end, params, config), None
 
     def body(carry, t):
@@ -95,8 +116,10 @@ def _simulate_recorded(packed, table, params, config, key):
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _simulate_grid(packed, table, params_grid, config, keys):
-    one = lambda p, key: _rollout(packed, table, p, config, key, record=False)[0]
-    return jax.vmap(lambda p: jax.vmap(lambda key: one(p, key))(keys))(params_grid)
+    axes = (GRID_BATCH_AXIS, EPISODE_BATCH_AXIS)
+    one = lambda p, key: _rollout(packed, table, p, config, key, record=False, batch_axes=axes)[0]
+    return jax.vmap(lambda p: jax.vmap(lambda key: one(p, key), axis_name=EPISODE_BATCH_AXIS)(keys),
+                    axis_name=GRID_BATCH_AXIS)(params_grid)
 
 
 def _check(packed, table, params, config) -> SimConfig:
