@@ -263,3 +263,13 @@ def test_cli_grid_end_to_end_prints_the_table_quietly(tmp_path):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1].startswith("FATAL Flags error: --grid")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bench_median_rate_by_hand():
+    """The benchmark's ratio of medians: a record keeps its fastest run; the median run's rate is work / median."""
+    from prada_jax.cli import bench
+
+    # 1,000 user-slot updates; runs of 2, 4 and 5 s: fastest 500/s, median 250/s.
+    record = {"user_slots_per_s": 500.0, "run_s": 2.0, "runs_s": [4.0, 2.0, 5.0]}
+    assert bench.median_rate(record) == 250.0
+    assert bench.median_rate({"user_slots_per_s": 500.0, "run_s": 2.0}) == 500.0  # older JSON without runs_s

@@ -471,6 +471,14 @@ def positive_ints(flag: str, items) -> list[int]:
     return values
 
 
+def median_rate(record: dict) -> float:
+    """User-slot updates/s of a record's median timed run (its `user_slots_per_s` is the fastest run's)."""
+    import numpy as np
+
+    runs = record.get("runs_s") or [record["run_s"]]
+    return record["user_slots_per_s"] * record["run_s"] / float(np.median(runs))
+
+
 def time_reference(rev: str, episodes_list) -> dict:
     """Episode-table throughput of git revision `rev` (its own bench.py in a temporary worktree), same sizes."""
     import subprocess
@@ -587,15 +595,19 @@ def main(argv):
 
     if FLAGS.reference_rev:
         ref = time_reference(FLAGS.reference_rev, episodes_list)
-        by_e = {r["episodes"]: r["user_slots_per_s"] for r in ref["episodes_table"]}
-        ref["ratios"] = {r["episodes"]: r["user_slots_per_s"] / by_e[r["episodes"]] for r in records
-                         if r["episodes"] in by_e}
+        by_e = {r["episodes"]: r for r in ref["episodes_table"]}
+        ref["ratios"] = {r["episodes"]: r["user_slots_per_s"] / by_e[r["episodes"]]["user_slots_per_s"]
+                         for r in records if r["episodes"] in by_e}
+        ref["median_ratios"] = {r["episodes"]: median_rate(r) / median_rate(by_e[r["episodes"]])
+                                for r in records if r["episodes"] in by_e}
         result["reference"] = ref
-        print(f"\nreference {FLAGS.reference_rev} (same sizes, same machine, this run):")
+        print(f"\nreference {FLAGS.reference_rev} (same sizes, same machine, this run; fastest of "
+              f"{FLAGS.repeats} run(s) each, and the ratio of the median runs):")
         for r in records:
             if r["episodes"] in by_e:
-                print(f"  E={r['episodes']}: {fmt_rate(r['user_slots_per_s'])} vs {fmt_rate(by_e[r['episodes']])} "
-                      f"user-slots/s = {ref['ratios'][r['episodes']]:.2f}x")
+                print(f"  E={r['episodes']}: {fmt_rate(r['user_slots_per_s'])} vs "
+                      f"{fmt_rate(by_e[r['episodes']]['user_slots_per_s'])} user-slots/s = "
+                      f"{ref['ratios'][r['episodes']]:.2f}x (medians: {ref['median_ratios'][r['episodes']]:.2f}x)")
 
     if FLAGS.profile:
         from prada_jax.sim import run as sim_run
