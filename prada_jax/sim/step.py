@@ -2,7 +2,7 @@
  semantics", docs/simulator.md).
 
 Order inside a slot: arrivals -> fading -> Stage 1 -> Stage 2 -> time accounting -> progress.
-Pure function of (state, slot draws); `run.py` scans it over slots and vmaps it over episodes and grids.
+Pure function of (state, slot draws); `run.py` loops it over slots and vmaps it over episodes and grids.
 """
 
 from __future__ import annotations
