@@ -30,6 +30,9 @@ import time
 from absl import app, flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+from prada_jax import cli_support  # noqa: E402  (defines --cpu_devices, passed on to bench.py)
 
 DEFAULT_TESTS = ("tests/test_sim_oracle.py", "tests/test_sim_oracle_baselines.py", "tests/test_sim_invariants.py",
                  "tests/test_stage2.py", "tests/test_stage2_price.py", "tests/test_sim_run.py",
@@ -55,13 +58,11 @@ FLAGS = flags.FLAGS
 
 
 def positive_sizes(values) -> list[int]:
-    """--episodes_list as ascending positive ints; a one-line error naming the flag otherwise."""
-    try:
-        sizes = [int(v) for v in values]
-    except ValueError:
-        raise app.UsageError(f"--episodes_list: integers expected, got {values}") from None
-    if not sizes or min(sizes) < 1 or sizes != sorted(set(sizes)):
-        raise app.UsageError(f"--episodes_list: distinct positive integers in ascending order, got {sizes}")
+    """--episodes_list as distinct ascending positive ints (the first is the per-slot reference); UsageError
+    naming the flag otherwise."""
+    sizes = cli_support.positive_ints("episodes_list", values)
+    if sizes != sorted(set(sizes)):
+        raise app.UsageError(f"--episodes_list: distinct sizes in ascending order expected, got {sizes}")
     return sizes
 
 
@@ -70,7 +71,7 @@ def bench_command(episodes: int, out_json: str) -> list[str]:
             f"--max_users_list={FLAGS.max_users}", f"--max_users={FLAGS.max_users}", "--users_episodes=1",
             "--oracle_episodes=0", "--noprofile", f"--horizon_ms={FLAGS.horizon_ms}",
             f"--warmup_ms={FLAGS.warmup_ms}", f"--repeats={FLAGS.repeats}", f"--dataset={FLAGS.dataset}",
-            f"--policy={FLAGS.policy}", f"--out={out_json}"]
+            f"--policy={FLAGS.policy}", f"--cpu_devices={FLAGS.cpu_devices}", f"--out={out_json}"]
 
 
 def size_row(record: dict, floor_slot_ms: float | None) -> dict:

@@ -10,6 +10,21 @@ flags.DEFINE_integer("cpu_devices", 0, "CPU devices JAX exposes, set before any 
                      "core, so that simulations use every core (prada_jax.sharding.use_cpu_cores); 1 = the "
                      "single-device path. Ignored when XLA_FLAGS sets --xla_force_host_platform_device_count.")
 
+
+
+def positive_ints(flag: str, items) -> list[int]:
+    """A list flag's items as positive ints; absl's UsageError naming --flag otherwise."""
+    from absl import app
+
+    try:
+        values = [int(x) for x in items]
+    except ValueError as exc:
+        raise app.UsageError(f"--{flag}: integers expected, got {items}") from exc
+    if not values or min(values) < 1:
+        raise app.UsageError(f"--{flag}: positive integers expected, got {items}")
+    return values
+
+
 # Loggers whose INFO lines are noise for a user: JAX's backend probe ("Unable to initialize backend 'tpu'").
 NOISY_LOGGERS = ("jax._src.xla_bridge",)
 

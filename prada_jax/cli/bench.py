@@ -461,16 +461,6 @@ def apply_quick() -> None:
             FLAGS[name].value = value
 
 
-def positive_ints(flag: str, items) -> list[int]:
-    try:
-        values = [int(x) for x in items]
-    except ValueError as exc:
-        raise app.UsageError(f"--{flag}: integers expected, got {items}") from exc
-    if not values or min(values) < 1:
-        raise app.UsageError(f"--{flag}: positive integers expected, got {items}")
-    return values
-
-
 def median_rate(record: dict) -> float:
     """User-slot updates/s of a record's median timed run (its `user_slots_per_s` is the fastest run's)."""
     import numpy as np
@@ -522,8 +512,8 @@ def main(argv):
 
     from prada_jax import sharding
 
-    episodes_list = positive_ints("episodes_list", FLAGS.episodes_list)
-    users_list = positive_ints("max_users_list", FLAGS.max_users_list)
+    episodes_list = cli_support.positive_ints("episodes_list", FLAGS.episodes_list)
+    users_list = cli_support.positive_ints("max_users_list", FLAGS.max_users_list)
     if FLAGS.warmup_ms >= FLAGS.horizon_ms:
         raise app.UsageError("--warmup_ms must be < --horizon_ms")
     trace, packed, table, scheduler, sampling = setup(FLAGS.dataset, FLAGS.policy)
