@@ -128,13 +128,15 @@ def run_tests(out_dir: str) -> dict:
     try:
         proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=FLAGS.tests_timeout_s)
         rc, text = proc.returncode, proc.stdout + proc.stderr
+        lines = text.strip().splitlines()
+        last = lines[-1] if lines else ""
     except subprocess.TimeoutExpired as exc:
-        rc, text = None, f"timed out after {FLAGS.tests_timeout_s} s\n{exc.stdout or ''}"
+        partial = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        rc, last = None, f"timed out after {FLAGS.tests_timeout_s} s"
+        text = f"{partial}\n{last}\n"
     with open(os.path.join(out_dir, "tests.log"), "w", encoding="utf-8") as handle:
-        handle.write(text if isinstance(text, str) else text.decode(errors="replace"))
-    tail = (text if isinstance(text, str) else text.decode(errors="replace")).strip().splitlines()[-1:]
-    return {"files": list(FLAGS.test_files), "rc": rc, "wall_s": time.perf_counter() - start,
-            "last_line": tail[0] if tail else ""}
+        handle.write(text)
+    return {"files": list(FLAGS.test_files), "rc": rc, "wall_s": time.perf_counter() - start, "last_line": last}
 
 
 def markdown(summary: dict) -> str:

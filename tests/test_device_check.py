@@ -37,13 +37,16 @@ def test_sizes_tests_and_files(tmp_path):
     assert again.returncode != 0 and "--out_dir" in again.stderr and "--overwrite" in again.stderr
 
 
-def test_a_size_that_runs_out_of_time_is_listed_not_dropped(tmp_path):
-    proc, out = run_check(tmp_path, "--episodes_list=1", "--bench_timeout_s=1", "--notests")
+def test_what_runs_out_of_time_is_listed_not_dropped(tmp_path):
+    proc, out = run_check(tmp_path, "--episodes_list=1", "--bench_timeout_s=1", "--tests_timeout_s=1",
+                          "--test_files=tests/test_sim_oracle.py")
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["sizes"] == [] and summary["tests"] is None
+    assert summary["sizes"] == []
     assert summary["skipped"] == [{"episodes": 1, "reason": "timed out after 1 s"}]
-    assert "skipped: timed out" in (out / "summary.md").read_text()
+    assert summary["tests"]["rc"] is None and summary["tests"]["last_line"] == "timed out after 1 s"
+    text = (out / "summary.md").read_text()
+    assert "skipped: timed out" in text and "timed out after 1 s (rc None" in text
 
 
 def test_bad_flags_name_the_flag(tmp_path):
