@@ -74,22 +74,26 @@ def bench_command(episodes: int, out_json: str) -> list[str]:
             f"--policy={FLAGS.policy}", f"--cpu_devices={FLAGS.cpu_devices}", f"--out={out_json}"]
 
 
-def size_row(record: dict, floor_slot_ms: float | None) -> dict:
-    """One summary row from a bench episodes-table record; slot_ms is the wall time of one slot of the batch."""
-    slot_ms = 1e3 * record["run_s"] / record["slots"]
+def slot_ms(record: dict) -> float:
+    """Wall time of one slot of the whole batch (ms) in a bench episodes-table record."""
+    return 1e3 * record["run_s"] / record["slots"]
+
+
+def size_row(record: dict, smallest: dict) -> dict:
+    """One summary row from a bench episodes-table record, its slot time relative to the smallest size's."""
     device_peak = ((record.get("memory") or {}).get("device") or {}).get("peak_bytes_in_use")
     return {"episodes": record["episodes"], "devices": record.get("devices"), "compile_s": record["compile_s"],
-            "run_s": record["run_s"], "slot_ms": slot_ms, "user_slots_per_s": record["user_slots_per_s"],
-            "slot_ms_vs_smallest": 1.0 if floor_slot_ms is None else slot_ms / floor_slot_ms,
+            "run_s": record["run_s"], "slot_ms": slot_ms(record), "user_slots_per_s": record["user_slots_per_s"],
+            "slot_ms_vs_smallest": slot_ms(record) / slot_ms(smallest),
             "device_peak_mib": None if device_peak is None else device_peak / 2**20,
             "episodes_per_gib": record.get("episodes_per_gib")}
 
 
-def run_bench(sizes: list[int], out_dir: str) -> tuple[list[dict], list[dict], list[dict], dict | None]:
-    """(rows, records, skipped, machine) over the sizes, each in its own process within the time limits.
+def run_bench(sizes: list[int], out_dir: str) -> tuple[list[dict], list[dict], dict | None]:
+    """(records, skipped, machine) over the sizes, each in its own process within the time limits.
 
     All logs go to one bench.log and the bench JSONs into summary.json (the device tool returns at most 8 files)."""
-    rows, records, skipped, machine = [], [], [], None
+    records, skipped, machine = [], [], None
     start = time.perf_counter()
     log_path = os.path.join(out_dir, "bench.log")
     with tempfile.TemporaryDirectory(prefix="prada-device-check-") as tmp, \
@@ -115,10 +119,8 @@ def run_bench(sizes: list[int], out_dir: str) -> tuple[list[dict], list[dict], l
             with open(out_json, encoding="utf-8") as handle:
                 result = json.load(handle)
             machine = machine or result.get("machine")
-            record = result["episodes_table"][0]
-            records.append(record)
-            rows.append(size_row(record, rows[0]["slot_ms"] if rows else None))
-    return rows, records, skipped, machine
+            records.append(result["episodes_table"][0])
+    return records, skipped, machine
 
 
 def run_tests(out_dir: str) -> dict:
@@ -172,7 +174,8 @@ def main(argv):
     if missing:
         raise app.UsageError(f"--test_files: {missing} not found under {REPO_ROOT}")
     os.makedirs(out_dir, exist_ok=True)
-    rows, records, skipped, machine = run_bench(sizes, out_dir)
+    records, skipped, machine = run_bench(sizes, out_dir)
+    rows = [size_row(record, records[0]) for record in records]
     summary = {"config": {"horizon_ms": FLAGS.horizon_ms, "max_users": FLAGS.max_users, "dataset": FLAGS.dataset,
                           "policy": FLAGS.policy, "repeats": FLAGS.repeats, "test_files": list(FLAGS.test_files)},
                "machine": machine, "sizes": rows, "skipped": skipped, "bench_records": records,
