@@ -51,47 +51,52 @@ def _instances(n, seed, competitive):
 
 
 def _demand_fn(valid, feasible, gap, ctx, snr, tq, beta, free, abundant):
-    """Theorem 2's admitted set at price mu (float64) and its bandwidth demand."""
+    """Bandwidth demand of Theorem 2's admitted set at each price of an array of prices mu (float64, vectorised
+    over the prices so that the dense scan below stays cheap)."""
     elig = valid & feasible
     b = np.sqrt(max(beta, 1e-12) * 32.0 * ctx.astype(np.float64) / np.log2(1.0 + snr.astype(np.float64)))
     q = beta * tq.astype(np.float64)
 
-    def at(mu):
-        s = np.sqrt(mu)
-        w = gap - 2.0 * b * s
+    def demand(mu):
+        s = np.sqrt(np.asarray(mu, np.float64))[:, None]  # [P, 1]
+        w = gap - 2.0 * b * s  # [P, C]
         if abundant:
             adm = elig & (w >= 0.0)
         else:
             sc = np.where(elig, np.minimum(w, q), -np.inf)
-            order = sorted(range(len(sc)), key=lambda j: (-sc[j], j))
-            adm = np.zeros(len(sc), bool)
-            for j in order[:free]:
-                adm[j] = elig[j] and sc[j] >= 0.0
-        return adm, float(np.sum(b[adm]) / s) if adm.any() else 0.0
+            order = np.argsort(-sc, axis=1, kind="stable")  # descending score, lower index first on ties
+            rank = np.empty_like(order)
+            np.put_along_axis(rank, order, np.arange(sc.shape[1])[None, :], axis=1)
+            adm = elig & (rank < free) & (sc >= 0.0)
+        return np.where(adm.any(axis=1), np.sum(np.where(adm, b, 0.0), axis=1) / s[:, 0], 0.0)
 
-    return at
+    return demand
 
 
-def bisection_price(at, available, iters=40, lo=-30.0, hi=10.0):
+def _fits(demand, log10_mu, available):
+    return demand(np.array([10.0 ** log10_mu]))[0] <= available
+
+
+def bisection_price(demand, available, iters=40, lo=-30.0, hi=10.0):
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        if at(10.0 ** mid)[1] <= available:
+        if _fits(demand, mid, available):
             hi = mid
         else:
             lo = mid
     return hi
 
 
-def scan_price(at, available, lo=-30.0, hi=10.0, points=4001):
+def scan_price(demand, available, lo=-30.0, hi=10.0, points=4001):
     grid = np.linspace(lo, hi, points)
-    ok = np.array([at(10.0 ** g)[1] <= available for g in grid])
+    ok = demand(10.0 ** grid) <= available
     first = int(np.argmax(ok))
     if first == 0:
         return lo
     a, b = grid[first - 1], grid[first]
     for _ in range(50):
         m = 0.5 * (a + b)
-        a, b = (a, m) if at(10.0 ** m)[1] <= available else (m, b)
+        a, b = (a, m) if _fits(demand, m, available) else (m, b)
     return b
 
 
@@ -108,13 +113,13 @@ def test_price_is_feasible_and_not_above_the_old_bisection(competitive):
         assert np.all(out.bandwidth[i][~admitted] == 0) and np.all(out.bandwidth[i][admitted] > 0)
         case = int(out.case[i])
         assert case == (S2.CASE_COMPETITIVE if competitive else S2.CASE_ABUNDANT)
-        at = _demand_fn(valid[i], feasible[i], gap[i], ctx[i], snr[i], out.tq[i], float(beta[i]), int(free[i]),
+        demand = _demand_fn(valid[i], feasible[i], gap[i], ctx[i], snr[i], out.tq[i], float(beta[i]), int(free[i]),
                         abundant=not competitive)
         if not admitted.any() and not np.isfinite(out.log10_mu[i]):
             continue  # nothing admissible: no price needed
         new = float(out.log10_mu[i])
-        old = bisection_price(at, float(avail[i]))
-        smallest = scan_price(at, float(avail[i]))
+        old = bisection_price(demand, float(avail[i]))
+        smallest = scan_price(demand, float(avail[i]))
         above_old += new > old + 1e-4
         above_min += new > smallest + 1e-4
         excess = max(excess, new - old)
