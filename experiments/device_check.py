@@ -130,7 +130,8 @@ def run_tests(out_dir: str) -> dict:
     try:
         proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=FLAGS.tests_timeout_s)
         rc, text = proc.returncode, proc.stdout + proc.stderr
-        lines = text.strip().splitlines()
+        # pytest's summary is the last line of its stdout; stderr may end with a plugin's warning.
+        lines = proc.stdout.strip().splitlines() or proc.stderr.strip().splitlines()
         last = lines[-1] if lines else ""
     except subprocess.TimeoutExpired as exc:
         partial = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
