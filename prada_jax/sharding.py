@@ -241,8 +241,8 @@ def _sharded_fn(config: SimConfig, out_sharding: NamedSharding):
     running" predicate into every iteration of the vmapped while loops -- the bisection and fixed-point
     loops of every slot -- and all-gathers around top_k: identical results, but thousands of cross-device,
     and with several processes cross-host, collectives per rollout.) The slot loop's own "any episode still
-    draining" psum runs over the named vmapped axes inside each device (sim.run.GRID_BATCH_AXIS, ...), not over
-    the mesh, so each device stops on its own.
+    draining" test runs over each device's own batch (sim.run._slot_loop), not over the mesh, so each device stops
+    on its own.
     """
     mesh = out_sharding.mesh
 
