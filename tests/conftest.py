@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
+
+# One XLA compilation cache for the test session, shared by the pytest-xdist workers and by the CLI subprocesses the
+# tests start: the same small programs compile in many processes. Set before jax is imported (it reads the variable
+# then). The first process to load this file (the xdist controller, or the only process) makes it and removes it at
+# exit; a JAX_COMPILATION_CACHE_DIR of your own is used as it is and kept.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _xla_cache = tempfile.mkdtemp(prefix="prada-jax-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _xla_cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    atexit.register(shutil.rmtree, _xla_cache, ignore_errors=True)
 
 import numpy as np
 import pytest
