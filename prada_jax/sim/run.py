@@ -139,14 +139,14 @@ def _simulate_grid(packed, table, params_grid, config, keys):
 
     The loop sits outside the vmaps, not inside a vmapped per-episode rollout: vmap's rule for a while_loop
     re-batches the whole slot step once per round of its fixpoint over which carry leaves vary, and again per vmap
-    level. Stepping the batch inside one loop traces the step once: trace + lower 2.3 s -> 1.0 s at U = 64, the
-    same program and numbers."""
+    level. Stepping the batch inside one loop traces the step once: trace + lower about 3.0 s -> 1.9 s at E = 1,024,
+    U = 64, the same program and numbers (docs/performance.md)."""
     step = _episode_step(packed, table, config)
     # in_axes: inner vmap over the episodes (keys, states), outer over the grid points (params, states).
     step_b = jax.vmap(jax.vmap(step, in_axes=(None, 0, 0, None)), in_axes=(0, None, 0, None))
     draining_b = jax.vmap(jax.vmap(lambda state, t: _draining(state, t, config), in_axes=(0, None)), in_axes=(0, None))
     finalize_b = jax.vmap(jax.vmap(lambda state, t_end, p: finalize(state, t_end, p, config), in_axes=(0, 0, None)))
-    batch = (params_grid.arrival_rate.shape[0], keys.shape[0])
+    batch = (params_grid.bandwidth_bps.shape[0], keys.shape[0])  # [G] leaves (simulate_grid checks)
     state0 = jax.tree.map(lambda x: jnp.broadcast_to(x, batch + x.shape),
                           init_state(config.max_users, packed.slm_step_tokens.shape[1]))
     state, t_end = _slot_loop(lambda state, t: step_b(params_grid, keys, state, t), draining_b, state0, config)
