@@ -87,7 +87,7 @@ def _slot_loop(step, draining, state, config: SimConfig):
         state = jax.lax.cond(t < config.num_slots, lambda: new, lambda: _freeze(running, new, state))
         return state, t + 1, jnp.where(running, t + 1, t_end)
 
-    t_end = jnp.zeros(draining(state, jnp.int32(0)).shape, jnp.int32)
+    t_end = jnp.zeros(jax.eval_shape(draining, state, jnp.int32(0)).shape, jnp.int32)  # [*batch]
     state, _, t_end = jax.lax.while_loop(any_running, advance, (state, jnp.int32(0), t_end))
     return state, t_end
 
