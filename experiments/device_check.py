@@ -124,7 +124,7 @@ def run_bench(sizes: list[int], out_dir: str) -> tuple[list[dict], list[dict], d
 
 
 def run_tests(out_dir: str) -> dict:
-    """The correctness stage: pytest on --test_files with this backend; returns rc, wall time and the last lines."""
+    """The correctness stage: pytest on --test_files with this backend; returns rc, wall time and pytest's summary line."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *FLAGS.test_files]
     start = time.perf_counter()
     try:
