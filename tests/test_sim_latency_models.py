@@ -202,7 +202,11 @@ def test_roofline_invariants_every_slot():
     t = rec.totals
     np.testing.assert_array_equal(t.arrived, t.completed + rec.in_system + t.dropped)  # no task lost, every slot
     assert int(m.arrived) == int(m.completed) + int(m.unfinished) + int(m.dropped)
-    assert np.all(rec.min_latency >= 0.0) and np.all(rec.inflight <= 2)
+    assert np.all(rec.min_latency >= 0.0)
+    assert np.all(t.peak_in_service <= 2) and np.all(t.peak_held_bandwidth <= 1e6 * (1 + 1e-5))  # after admissions
+    assert t.peak_held_bandwidth[-1] > 0  # uploads did hold bandwidth
+    for name in ("stray_bandwidth", "upload_beyond_busy", "step_out_of_range", "cache_beyond_context"):
+        assert not np.any(getattr(rec, name)), name
     for name in ("processing_s", "communication_s", "queuing_s", "server_compute_s"):
         assert np.all(np.diff(getattr(t, name)) >= 0), name
     assert float(m.processing_s) > 0 and float(m.server_compute_s) > 0

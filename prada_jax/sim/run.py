@@ -20,7 +20,8 @@ from prada_jax.sim.step import step_slot
 
 @struct.dataclass
 class SlotRecord:
-    """Per-slot snapshot for invariant checks (after the slot's progress)."""
+    """Per-slot snapshot for invariant checks (after the slot's progress; `totals.peak_*` hold the resource use
+    right after the admissions, before one-slot uploads give their bandwidth back)."""
 
     inflight: jnp.ndarray  # int32: UPLOAD + SERVE users
     held_bandwidth: jnp.ndarray  # float32: bit/s held by UPLOAD users
@@ -28,7 +29,11 @@ class SlotRecord:
     local: jnp.ndarray  # int32
     in_system: jnp.ndarray  # int32 counted tasks not FREE
     totals: Totals
-    min_latency: jnp.ndarray  # float32: smallest per-user latency accumulator
+    min_latency: jnp.ndarray  # float32: smallest per-user delay (accumulated, and of the current step)
+    stray_bandwidth: jnp.ndarray  # bool: a user that is not uploading holds bandwidth
+    upload_beyond_busy: jnp.ndarray  # bool: an upload outlasts its request's busy time
+    step_out_of_range: jnp.ndarray  # bool: a user in the system points past its problem's last step
+    cache_beyond_context: jnp.ndarray  # bool: an SLM or server cache longer than the context
     active: jnp.ndarray  # bool: the slot was simulated (False: after the drain ended early, state frozen)
 
 
@@ -109,7 +114,11 @@ def _rollout_recorded(packed, table, params, config: SimConfig, key):
             local=jnp.sum(u.phase == LOCAL).astype(jnp.int32),
             in_system=jnp.sum(counted_in_system(state, config)).astype(jnp.int32),
             totals=state.totals,
-            min_latency=jnp.minimum(jnp.min(u.proc_s), jnp.minimum(jnp.min(u.comm_s), jnp.min(u.queue_s))),
+            min_latency=jnp.min(jnp.stack([u.proc_s, u.comm_s, u.queue_s, u.step_proc_s, u.step_comm_s])),
+            stray_bandwidth=jnp.any((u.phase != UPLOAD) & (u.bandwidth != 0.0)),
+            upload_beyond_busy=jnp.any((u.phase == UPLOAD) & (u.upload_slots > u.busy_slots)),
+            step_out_of_range=jnp.any((u.phase != FREE) & ((u.step < 0) | (u.step >= packed.num_steps[u.problem]))),
+            cache_beyond_context=jnp.any((u.slm_cached > u.context) | (u.server_cached > u.context)),
             active=active,
         )
         return (state, jnp.where(active, t + 1, t_end)), rec

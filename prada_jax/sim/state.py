@@ -60,6 +60,10 @@ class Totals:
     bandwidth_used_bit: jnp.ndarray  # float32: sum of B_i x TC_i of uploads admitted in the window
     server_slot_busy_s: jnp.ndarray  # float32: sum over window slots of reserved server slots x slot length
     bandwidth_reserved_bit: jnp.ndarray  # float32: sum over window slots of held bandwidth x slot length
+    # Largest resource use seen right after any slot's admissions (every slot, not only the window): the invariant
+    # checks read these, because a one-slot upload has already returned its bandwidth when the slot ends.
+    peak_held_bandwidth: jnp.ndarray  # float32: bit/s held by uploads
+    peak_in_service: jnp.ndarray  # int32: requests holding a server slot (uploading or served)
 
 
 @struct.dataclass
@@ -84,6 +88,7 @@ def init_state(num_users: int, max_steps: int) -> SimState:
         arrived=i0, dropped=i0, completed=i0, correct=i0, processing_s=f0, communication_s=f0,
         queuing_s=f0, sojourn_s=f0, offloaded_steps=i0, executed_steps=i0, server_work_s=f0,
         server_compute_s=f0, bandwidth_used_bit=f0, server_slot_busy_s=f0, bandwidth_reserved_bit=f0,
+        peak_held_bandwidth=f0, peak_in_service=i0,
     )
     state = SimState(users=users, totals=totals)
     chex.assert_shape(state.users.task_seed, (num_users,))

@@ -129,6 +129,8 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
         bandwidth_used_bit=totals.bandwidth_used_bit + w * jnp.sum(jnp.where(immediate, bw * tc, 0.0)),
         server_slot_busy_s=totals.server_slot_busy_s + w * jnp.sum(occupied) * dt,
         bandwidth_reserved_bit=totals.bandwidth_reserved_bit + w * held_bw * dt,
+        peak_held_bandwidth=jnp.maximum(totals.peak_held_bandwidth, held_bw),
+        peak_in_service=jnp.maximum(totals.peak_in_service, jnp.sum(occupied).astype(jnp.int32)),
     )
 
     # Progress by one slot.
