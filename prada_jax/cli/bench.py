@@ -398,7 +398,7 @@ def sweep_check(datasets, values, episodes, horizon, warmup, policy, max_users, 
         logging.info("sweep %s: compile %.1f s, run %.1f s", dataset, t2 - t1, t3 - t2)
     total = time.perf_counter() - start
     episode_slots = len(datasets) * len(values) * episodes * horizon
-    # The scan costs the same per slot, so the run time scales with the horizon; setup and compile do not.
+    # Every slot of the loop costs about the same, so the run time scales with the horizon; setup and compile do not.
     scale = max(1.0, FLAGS.sweep_full_horizon_ms / horizon)
     run_s = sum(d["run_s"] for d in per_dataset)
     estimate = total + (scale - 1.0) * run_s

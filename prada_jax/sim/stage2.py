@@ -1,9 +1,11 @@
 """Stage 2 schedulers over a compacted candidate set [C].
 
-`prada_stage2` is Theorem 2 with the closed-form bandwidth (eq. 30), the price mu found by bisection in
-log10 space and the queueing delay TQ from a self-consistent list-scheduling estimate. `fifo_stage2` and
-`random_stage2` are the baselines' schedulers. Decisions: 0 local, 1 queue, 2 immediate. All functions
-are pure and shape-static; docs/simulator.md states every modelling choice made here.
+`prada_stage2` is Theorem 2 with the closed-form bandwidth (eq. 30), the price mu = s^2 found by a binary search
+over the sorted breakpoints in s (static ceil(log2(C + 2)) steps), a closed form in the final segment and a
+static number of segment halvings, and the queueing delay TQ from a list-scheduling estimate whose priority order
+is re-ranked a static `tq_iterations` times. `fifo_stage2` and `random_stage2` are the baselines' schedulers.
+Decisions: 0 local, 1 queue, 2 immediate. All functions are pure and shape-static; docs/simulator.md states every
+modelling choice made here.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def prada_stage2(valid, feasible, value_gap, server_seconds, context, snr, infli
     valid/feasible/value_gap/server_seconds/context/snr: [C] (snr = faded SNR, or the mean SNR for
     candidates whose channel is below the threshold; those cannot be admitted this slot).
     inflight_seconds: [U] remaining seconds of in-flight requests (+inf elsewhere).
-    channel_wait: [C] expected seconds until the channel clears gamma_th (step.channel_wait_seconds; +inf when it
+    channel_wait: [C] expected seconds until the channel clears gamma_th (schedulers.channel_wait_seconds; +inf when it
     never does); a candidate infeasible now cannot be served before it, so its queueing estimate is at least that.
     num_candidates: |O_t| (may exceed C); free_slots: F = M - |M_t|; available_bw: B - held bandwidth.
     queue_pays_price: a queued request pays the same bandwidth price mu B* when it is admitted later, so
