@@ -123,8 +123,9 @@ def t_half_width(std, n, level: float = CI_LEVEL):
 def summarize(m: EpisodeMetrics) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (mean over episodes, Student-t 95 % CI half-width), reduced over the last (episode) axis.
 
-    For grid results ([G, E] leaves) both arrays are [G]. Episodes where a metric is undefined (NaN: no task
-    entered the system) are left out of that metric's mean and its n.
+    For grid results ([G, E] leaves) both arrays are [G]. Episodes where a metric is undefined (NaN, see
+    `per_episode`: per-task means when no task entered the system, offload_fraction when no step was executed,
+    accuracy_of_arrivals when nothing arrived) are left out of that metric's mean and its n.
     """
     out = {}
     for name, value in per_episode(m).items():
