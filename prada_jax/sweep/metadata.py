@@ -20,8 +20,13 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+GENERATED_DIR = "figures"  # tracked outputs of the experiments (make_figures, scheduler_study)
+
+
 def git_revision() -> dict[str, Any]:
-    """HEAD commit of the repository holding this package and whether its tree is dirty (read-only git calls)."""
+    """HEAD commit of the repository holding this package and whether its tracked files differ from it (read-only
+    git calls). The outputs under figures/ do not count: make_figures rewrites them while it runs its sweeps, which
+    would otherwise mark every sweep after the first as made from a dirty tree."""
     from prada_jax.data_paths import source_root
 
     root = source_root()
@@ -32,7 +37,7 @@ def git_revision() -> dict[str, Any]:
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", f":(top,exclude){GENERATED_DIR}"],
             cwd=root, capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
         return {"commit": head, "dirty": bool(dirty)}
