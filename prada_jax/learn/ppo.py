@@ -100,6 +100,56 @@ def rollout_batch(config: PPOConfig, policy_net, value_net, policy, value, beta,
     }
 
 
+def advantages(targets, v0, normalize: bool):
+    """Advantages A = G - V_phi(x_0) (eq. 24) for a trajectory batch; with `normalize`, standardised over the
+    batch to mean 0 and std 1 (the 1e-8 guards a constant batch) so the policy step size does not depend on the
+    reward scale, which changes with beta."""
+    adv = targets - v0
+    if normalize:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    return adv
+
+
+class PPOLossParts(NamedTuple):
+    """Scalar parts of `ppo_losses` (minibatch means)."""
+
+    policy_loss: jax.Array  # -surrogate - ent_coef * entropy: what pi_theta minimises
+    value_loss: jax.Array  # mean (V_phi(x) - G)^2: what V_phi minimises
+    surrogate: jax.Array  # mean clipped surrogate min(r A, clip(r, 1 - eps, 1 + eps) A)
+    entropy: jax.Array  # mean entropy of pi_theta(. | x)
+    approx_kl: jax.Array  # mean (r - 1) - log r, the non-negative k3 estimator of KL(pi_old || pi_theta)
+    clip_fraction: jax.Array  # fraction of samples with |r - 1| > eps (diagnostic only)
+
+
+def ppo_losses(logits, values, actions, old_logp, adv, targets, clip_eps, ent_coef):
+    """PPO losses on one minibatch, as a pure function of the network outputs so it can be tested directly.
+
+    logits [B, A] of pi_theta, values [B] of V_phi, actions [B] int, old_logp [B] = log pi_old(a | x) stored at
+    rollout, adv [B] advantages (eq. 24, possibly normalised), targets [B] (eq. 23). With r = pi_theta(a | x) /
+    pi_old(a | x), the policy maximises the clipped surrogate mean min(r A, clip(r, 1 - eps, 1 + eps) A), which
+    removes the incentive to move r outside [1 - eps, 1 + eps] (Schulman et al. 2017), plus `ent_coef` times the
+    mean entropy; V_phi regresses onto the targets with a squared error. Returns (total, PPOLossParts) with
+    total = policy_loss + value_loss: pi and V have disjoint parameters (and separate optimisers), so the gradient
+    of total with respect to each is the gradient of its own loss.
+    """
+    logp_all = jax.nn.log_softmax(logits)
+    new_logp = jnp.take_along_axis(logp_all, actions[:, None], -1)[:, 0]
+    ratio = jnp.exp(new_logp - old_logp)
+    surr = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - clip_eps, 1 + clip_eps) * adv)
+    entropy = -(jnp.exp(logp_all) * logp_all).sum(-1)
+    policy_loss = -surr.mean() - ent_coef * entropy.mean()
+    value_loss = jnp.mean((values - targets) ** 2)
+    parts = PPOLossParts(
+        policy_loss=policy_loss,
+        value_loss=value_loss,
+        surrogate=surr.mean(),
+        entropy=entropy.mean(),
+        approx_kl=((ratio - 1) - jnp.log(ratio)).mean(),
+        clip_fraction=(jnp.abs(ratio - 1) > clip_eps).mean(),
+    )
+    return policy_loss + value_loss, parts
+
+
 def make_trainer(config: PPOConfig) -> Trainer:
     policy_net, value_net = PolicyNet(config.hidden), ValueNet(config.hidden)
     policy_tx = _optimizer(config.lr_policy, config.max_grad_norm)
@@ -115,34 +165,28 @@ def make_trainer(config: PPOConfig) -> Trainer:
     def iteration(state: TrainState, beta, mdp: M.StepMDP):
         key, k_roll, k_perm = jax.random.split(state.key, 3)
         ro = rollout_batch(config, policy_net, value_net, state.policy, state.value, beta, mdp, k_roll)
-        adv = ro["targets"] - ro["v0"]  # eq. 24
-        if config.normalize_advantages:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        adv = advantages(ro["targets"], ro["v0"], config.normalize_advantages)
         batch = (ro["obs"], ro["actions"][:, 0], ro["logp"], adv, ro["targets"])
         total = config.batch_steps
         mb = total // config.num_minibatches
 
-        def policy_loss(params, obs, act, old_logp, a):
-            lg = policy_net.apply(params, obs)
-            logp_all = jax.nn.log_softmax(lg)
-            new_logp = jnp.take_along_axis(logp_all, act[:, None], -1)[:, 0]
-            ratio = jnp.exp(new_logp - old_logp)
-            surr = jnp.minimum(ratio * a, jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps) * a)
-            entropy = -(jnp.exp(logp_all) * logp_all).sum(-1)
-            loss = -surr.mean() - config.ent_coef * entropy.mean()
-            return loss, (entropy.mean(), ((ratio - 1) - jnp.log(ratio)).mean())
-
-        def value_loss(params, obs, g):
-            return jnp.mean((value_net.apply(params, obs) - g) ** 2)
+        def loss_fn(pol, val, obs, act, old_logp, a, g):
+            return ppo_losses(
+                policy_net.apply(pol, obs), value_net.apply(val, obs), act, old_logp, a, g,
+                config.clip_eps, config.ent_coef,
+            )
 
         def minibatch_step(carry, idx):
             pol, val, pol_opt, val_opt = carry
             obs, act, old_logp, a, g = (x[idx] for x in batch)
-            (pl, (ent, kl)), pg = jax.value_and_grad(policy_loss, has_aux=True)(pol, obs, act, old_logp, a)
-            vl, vg = jax.value_and_grad(value_loss)(val, obs, g)
+            # pi and V have disjoint parameters, so d total / d pol = d policy_loss / d pol and likewise for V.
+            (_, parts), (pg, vg) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+                pol, val, obs, act, old_logp, a, g
+            )
             pu, pol_opt = policy_tx.update(pg, pol_opt, pol)
             vu, val_opt = value_tx.update(vg, val_opt, val)
-            return (optax.apply_updates(pol, pu), optax.apply_updates(val, vu), pol_opt, val_opt), (pl, vl, ent, kl)
+            out = (parts.policy_loss, parts.value_loss, parts.entropy, parts.approx_kl)
+            return (optax.apply_updates(pol, pu), optax.apply_updates(val, vu), pol_opt, val_opt), out
 
         def epoch(carry, k):
             perm = jax.random.permutation(k, total)[: mb * config.num_minibatches]
