@@ -8,8 +8,9 @@ from absl import flags
 
 flags.DEFINE_integer("cpu_devices", 0, "CPU devices JAX exposes, set before any JAX work: 0 = one per available "
                      "core, so that simulations use every core (prada_jax.sharding.use_cpu_cores); 1 = the "
-                     "single-device path. Ignored when XLA_FLAGS sets --xla_force_host_platform_device_count.")
-
+                     "single-device path. More than the cores this process may use is allowed (e.g. to try a "
+                     "multi-device layout on a small machine; only slower) with a one-line warning. Ignored when "
+                     "XLA_FLAGS sets --xla_force_host_platform_device_count.")
 
 
 def positive_ints(flag: str, items) -> list[int]:
@@ -45,16 +46,79 @@ def quiet_third_party_logs(verbosity: int = 0) -> None:
         absl_logging.get_absl_handler().addFilter(_not_orbax_info)
 
 
+def one_line(message) -> str:
+    """A message as one line: its non-blank lines joined by '; ' (the CLIs' errors are single FATAL lines)."""
+    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
+def _flagfile_args(args) -> list[str]:
+    """The --flagfile values among command-line args or flagfile lines, as absl reads them (`--flagfile=x`,
+    `-flagfile=x`, `--flagfile x`)."""
+    import os
+
+    found = []
+    for i, arg in enumerate(args):
+        if arg in ("--flagfile", "-flagfile") and i + 1 < len(args):
+            found.append(os.path.expanduser(args[i + 1].strip()))
+        for prefix in ("--flagfile=", "-flagfile="):
+            if arg.startswith(prefix):
+                found.append(os.path.expanduser(arg[len(prefix):].strip()))
+    return [f for f in found if f]
+
+
+def undecodable_flagfile(argv, _seen=None) -> str | None:
+    """'--flagfile=PATH: not UTF-8 text (...)' for the first flagfile in argv, or nested in one, that absl cannot
+    read as text; None when every readable flagfile decodes."""
+    seen = set() if _seen is None else _seen
+    for path in _flagfile_args(list(argv)):
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+        except OSError:
+            continue  # absl reports a flagfile it cannot open (one line)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return (f"--flagfile={path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+                    "a flagfile holds one --flag=value per line")
+        nested = undecodable_flagfile([line.strip() for line in text.splitlines()], seen)
+        if nested:
+            return nested
+    return None
+
+
+def parse_flags_one_line(argv):
+    """absl's flag parsing (app.run's flags_parser) with every error as ONE line on stderr and exit status 1:
+    absl's own parse errors (unknown flag, ill-typed value, unreadable flagfile) without its second 'Pass
+    --helpshort' line, and a flagfile that is not UTF-8 text named instead of a UnicodeDecodeError traceback."""
+    import sys
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        sys.exit(f"FATAL Flags parsing error: {one_line(err)} (--helpshort lists the flags)")
+    except UnicodeDecodeError as err:
+        sys.exit(f"FATAL Flags parsing error: {undecodable_flagfile(argv) or f'a --flagfile is not UTF-8 text ({err})'}")
+
+
 def run_main(main, doc: str | None, key_flag_modules=(), argv=None) -> None:
     """`absl.app.run(main)` for a command whose code lives in a package module (prada_jax/cli/*.py), started as a
     console script (prada-sweep ...) or through its thin experiments/*.py wrapper.
 
     absl's --help/--helpshort describe the *main* module (sys.argv[0]): give it `doc` when it has no docstring of
     its own, and make the flags of `key_flag_modules` its key flags, so --helpshort lists them.
+
+    Every error before and during main's validation is ONE line on stderr (`FATAL ...`, exit status 1): flag
+    parsing (parse_flags_one_line) and an `app.UsageError` raised by main (absl would print the whole module
+    docstring and flag list before it; --helpshort still prints them on request).
     """
     import sys
 
     from absl import app
+    from absl import logging
 
     main_module = sys.modules.get("__main__")
     if main_module is not None and doc and not getattr(main_module, "__doc__", None):
@@ -67,10 +131,19 @@ def run_main(main, doc: str | None, key_flag_modules=(), argv=None) -> None:
     def main_on_every_core(argv_):
         from prada_jax import sharding
 
+        requested = flags.FLAGS.cpu_devices
         try:
-            sharding.use_cpu_cores(flags.FLAGS.cpu_devices)
+            count = sharding.use_cpu_cores(requested)
         except sharding.ShardingError as err:
-            raise app.UsageError(str(err)) from err
-        return main(argv_)
+            sys.exit(f"FATAL Flags error: {one_line(err)}")
+        cores = sharding.available_cores()
+        if requested > cores and count == requested:  # (an XLA_FLAGS device count wins and is not warned about)
+            logging.warning("--cpu_devices=%d exceeds the %d cores this process may use: allowed, but the "
+                            "simulations run slower than with at most one device per core", requested, cores)
+        try:
+            return main(argv_)
+        except app.UsageError as err:
+            print(f"FATAL {one_line(err)}", file=sys.stderr, flush=True)
+            sys.exit(err.exitcode if err.exitcode else 1)
 
-    app.run(main_on_every_core, argv=argv)
+    app.run(main_on_every_core, argv=argv, flags_parser=parse_flags_one_line)

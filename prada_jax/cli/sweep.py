@@ -30,7 +30,8 @@ sweep.define_flags(FLAGS)
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected positional arguments {argv[1:]}")
+        raise app.UsageError(f"unexpected positional arguments {argv[1:]}: every flag, also on a --flagfile line, "
+                             "starts with -- (--name=value)")
     cli_support.quiet_third_party_logs(FLAGS.verbosity)
     try:
         spec = sweep.spec_from_flags(FLAGS)

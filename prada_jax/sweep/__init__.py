@@ -10,7 +10,8 @@ One job per module; this package re-exports their public names (`from prada_jax 
 
     spec.py      SweepSpec, check_param, make_spec, parse_grid, SweepConfigError; SYSTEM_PARAMS / POLICY_SPECS are
                  views of the one registry, prada_jax.sim.registry
-    store.py     ResultStore (results.csv / results.json / run.json), read_results, the lock, SweepStateError
+    store.py     ResultStore (results.csv / results.json / run.json), inspect_out_dir (read-only resume check),
+                 read_results, the lock, SweepStateError
     metadata.py  package_versions, git_revision, device_info, session_metadata (recorded in run.json)
     runner.py    sim_config, params_grid, simulate_point, learned tables (trained on first use), run_sweep
     report.py    summary_table: the compact table printed at the end of a sweep
@@ -32,12 +33,16 @@ from prada_jax.sweep.spec import (
     PolicySpec,
     SweepConfigError,
     SweepSpec,
+    SEED_LIMIT,
     available_datasets,
+    check_dataset_name,
     check_param,
+    check_simulator_values,
     learned_table_paths,
     make_spec,
     parse_float_list,
     parse_grid,
+    simulator_value,
 )
 from prada_jax.sweep.metadata import device_info, git_revision, package_versions, session_metadata
 from prada_jax.sweep.store import (
@@ -52,7 +57,9 @@ from prada_jax.sweep.store import (
     ResultStore,
     SweepStateError,
     acquire_lock,
+    check_out_dir_path,
     format_value,
+    inspect_out_dir,
     parse_cell,
     read_results,
 )
@@ -95,5 +102,6 @@ __all__ = [
     "make_spec", "package_versions", "params_grid", "parse_cell", "parse_float_list", "policy_setup",
     "read_results", "resolve_flagfile_argv", "rows_from_summary", "run_sweep", "session_metadata", "sim_config",
     "simulate_point", "spec_from_flags", "supported_policy_names", "train_missing_tables", "train_policy_table",
-    "validate_inputs",
+    "validate_inputs", "SEED_LIMIT", "check_dataset_name", "check_simulator_values", "simulator_value",
+    "check_out_dir_path", "inspect_out_dir",
 ]

@@ -46,7 +46,8 @@ def define_flags(flag_values) -> None:
     flags.DEFINE_string(
         "server_prefill", C.DEFAULT_SERVER_PREFILL, f"Server prefill mode, one of {list(C.SERVER_PREFILL_MODES)}.", flag_values=fv
     )
-    flags.DEFINE_list("datasets", ["gsm8k"], "Datasets (trace names in --traces_dir).", flag_values=fv)
+    flags.DEFINE_list("datasets", ["gsm8k"], "Datasets: plain trace names <name> of <name>.npz in --traces_dir.",
+                      flag_values=fv)
     flags.DEFINE_list("policies", ["all_slm", "prada"], f"Policies, from {list(POLICIES)} (prada_jax.sim.registry).", flag_values=fv)
     flags.DEFINE_string("sweep_param", NO_SWEEP, f"Swept parameter: {NO_SWEEP} or one of {list(SYSTEM_PARAMS)} (prada_jax.sim.registry).", flag_values=fv)
     flags.DEFINE_list("sweep_values", [], "Values of --sweep_param (comma separated).", flag_values=fv)
@@ -63,7 +64,8 @@ def define_flags(flag_values) -> None:
     flags.DEFINE_integer("drain_ms", 1000, "After the horizon: no arrivals; run until every counted task has finished "
                          "or this long; tasks still in the system then are reported as unfinished.", flag_values=fv)
     flags.DEFINE_integer("max_users", DEFAULT_MAX_USERS, "User slots (static); arrivals finding none are dropped.", flag_values=fv)
-    flags.DEFINE_integer("seed", 0, "Base seed of the episodes.", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Base seed of the episodes, 0 <= seed < 2**32 (jax.random.PRNGKey keeps 32 "
+                         "bits).", flag_values=fv)
     flags.DEFINE_string("out_dir", "results/sweep", "Output folder (results, metadata, figures).", flag_values=fv)
     flags.DEFINE_string("traces_dir", "traces", "Folder of <dataset>.npz traces (default: ./traces, else the traces "
                          "shipped with the package).", flag_values=fv)

@@ -24,7 +24,7 @@ from prada_jax.sweep.spec import (
     learned_table_paths,
     table_ckpt_dir,
 )
-from prada_jax.sweep.store import REQUIRED_METRICS, ResultStore, acquire_lock
+from prada_jax.sweep.store import REQUIRED_METRICS, ResultStore, acquire_lock, check_out_dir_path, inspect_out_dir
 
 PointRunner = Callable[[SweepSpec, str, str], list[dict[str, Any]]]
 
@@ -162,6 +162,7 @@ def train_policy_table(dataset: str, beta: float, traces_dir: str, ckpt_dir: str
         f"--latency_model={latency_model}",
         "--frontier_betas=",  # only the table at `beta` is used here (no vmapped frontier betas: faster)
         "--resume",  # continue an interrupted first-use training (a no-op when nothing was saved yet)
+        "--if_missing",  # another sweep training the same table: wait for it and use its table
     ]
     package_root = os.path.dirname(data_paths.PACKAGE_DIR)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
@@ -245,12 +246,18 @@ def run_sweep(
     run_point: PointRunner | None = None,
     argv: Sequence[str] | None = None,
 ) -> ResultStore:
-    """Run every (dataset, policy) point not already in out_dir; log each point's time and an ETA."""
+    """Run every (dataset, policy) point not already in out_dir; log each point's time and an ETA.
+
+    Order: --out_dir usable, every input valid, the lock, out_dir's results checked against this sweep (read-only;
+    a table still to train matches what run.json recorded), THEN the missing learned tables are trained, and only
+    then ResultStore writes run.json (comparing the trained tables' hashes too)."""
     run_point = run_point or simulate_point
+    check_out_dir_path(out_dir)  # a file, or a path through one: refused before any input is read
     if run_point is simulate_point:
         validate_inputs(spec)  # every trace and existing table, before anything is written
     lock = acquire_lock(out_dir)
     try:
+        inspect_out_dir(out_dir, spec, spec.to_config(), overwrite=overwrite, pending_tables=True)
         if run_point is simulate_point:
             train_missing_tables(spec)
         store = ResultStore(out_dir, spec, overwrite=overwrite, argv=argv, lock=lock)

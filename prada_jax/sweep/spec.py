@@ -34,6 +34,7 @@ RANDOM_POLICY_PROB = 0.5  # paper section 5.3: Stage 1 replaced by uniform sampl
 DEFAULT_ROUTER_LLM_FRACTION = 0.5
 DEFAULT_RSD_THRESHOLD = 0.7
 DEFAULT_SLOT_MS = 1.0e3 * C.SLOT_SECONDS  # 1 ms: the paper's slot (Delta t)
+SEED_LIMIT = C.SEED_LIMIT  # episode keys: prada_jax.sim.run.episode_keys
 
 
 class SweepConfigError(ValueError):
@@ -217,6 +218,49 @@ def available_datasets(traces_dir: str) -> list[str]:
     return sorted(f[:-4] for f in os.listdir(traces_dir) if f.endswith(".npz"))
 
 
+def check_dataset_name(name: str) -> None:
+    """A dataset is a plain name (the file <traces_dir>/<name>.npz, the folder <ckpt_dir>/<name>/): a path such as
+    '../traces/gsm8k' is refused (a first-use training would write outside --ckpt_dir)."""
+    separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if any(sep in name for sep in separators) or name in (".", "..") or name.startswith("."):
+        raise SweepConfigError(
+            "datasets", f"{name!r} is a path, not a dataset name: put <name>.npz into --traces_dir and pass <name>")
+
+
+def simulator_value(name: str, value: Any, slot_ms: float = DEFAULT_SLOT_MS) -> Any:
+    """A system parameter's value as the simulator holds it: SimParams leaves are float32 (server_capacity int32),
+    and arrival_rate is passed per slot (x slot_ms; SweepSpec.arrival_rate_per_slot)."""
+    import numpy as np
+
+    if registry.get_param(name).kind is int:
+        return int(value)
+    value = float(value) * (slot_ms if name == "arrival_rate" else 1.0)
+    with np.errstate(over="ignore", under="ignore"):
+        return float(np.float32(value))
+
+
+def check_simulator_values(name: str, values: Sequence[Any], flag: str, slot_ms: float) -> None:
+    """Refuse values the simulator's dtype cannot tell apart or hold: a value that overflows float32 or loses what
+    its check needs (1e-50 -> 0.0 fails "> 0"), and distinct values that become one float32 number (two identical
+    grid points: identical results under different labels)."""
+    param = registry.get_param(name)
+    seen: dict[Any, Any] = {}
+    for value in values:
+        held = simulator_value(name, value, slot_ms)
+        if isinstance(held, int) and not -2**31 <= held < 2**31:
+            raise SweepConfigError(flag, f"{name}={value!r} overflows int32, the simulator's dtype")
+        if not math.isfinite(held):
+            raise SweepConfigError(flag, f"{name}={value!r} overflows float32, the simulator's dtype")
+        problem = param.check(held) if param.check is not None else None
+        if problem:
+            raise SweepConfigError(flag, f"{name}={value!r} is {held!r} in float32 (the simulator's dtype), "
+                                         f"which {problem}")
+        if held in seen and seen[held] != value:
+            raise SweepConfigError(flag, f"{name}: {seen[held]!r} and {value!r} are the same number in float32 "
+                                         "(the simulator's dtype): two identical grid points; drop one")
+        seen[held] = value
+
+
 def make_spec(
     *,
     datasets: Sequence[str],
@@ -259,9 +303,14 @@ def make_spec(
         raise SweepConfigError("datasets", "empty dataset name in the list")
     if len(set(datasets)) != len(datasets):
         raise SweepConfigError("datasets", f"duplicate dataset in {list(datasets)}")
+    for d in datasets:
+        check_dataset_name(d)
+    if not os.path.isdir(traces_dir):
+        what = "is not a folder" if os.path.exists(traces_dir) else "does not exist"
+        raise SweepConfigError("traces_dir", f"{traces_dir} {what} (it holds the <dataset>.npz traces)")
     known = available_datasets(traces_dir)
     for d in datasets:
-        if not os.path.exists(os.path.join(traces_dir, f"{d}.npz")):
+        if d not in known:
             raise SweepConfigError(
                 "datasets",
                 f"unknown dataset {d!r}: no trace {os.path.join(traces_dir, d + '.npz')} "
@@ -354,8 +403,19 @@ def make_spec(
         slots = value / slot_ms
         if not math.isclose(slots, round(slots), rel_tol=0.0, abs_tol=1e-9):
             raise SweepConfigError(flag, f"{value} ms is not a whole number of --slot_ms={slot_ms:g} slots")
-    if seed < 0:
-        raise SweepConfigError("seed", f"must be >= 0, got {seed}")
+    if isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT:
+        raise SweepConfigError(
+            "seed", f"must lie in [0, 2**32) (episode keys are jax.random.PRNGKey(seed), which keeps only 32 bits), "
+                    f"got {seed}")
+    # What the simulator holds (float32, arrival_rate per slot) must still be valid and tell swept values apart.
+    for name in SYSTEM_PARAMS:
+        if full[name] is not None:
+            check_simulator_values(name, [full[name]], name, slot_ms)
+    if grid_axes:
+        for name, axis_values in grid_axes:
+            check_simulator_values(name, axis_values, "grid", slot_ms)
+    elif sweep_param != NO_SWEEP:
+        check_simulator_values(sweep_param, values, value_flag, slot_ms)
     if table_beta is None:
         # Learned tables follow --beta; a beta sweep keeps one Stage-1 table (trained at the Table-3 default).
         table_beta = full["beta"] if full["beta"] is not None else C.DEFAULT_BETA

@@ -7,6 +7,7 @@ line or an incomplete last point left by a killed run, and appends one point's r
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -87,21 +88,208 @@ def parse_cell(column: str, text: str) -> Any:
 LOCK_FILE = ".sweep.lock"
 
 
+def check_out_dir_path(out_dir: str) -> None:
+    """Read-only: SweepStateError naming --out_dir when it can never be a result folder (a file, or a path through
+    a file); what only creating it can tell (permissions, /proc) acquire_lock reports."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise SweepStateError(f"--out_dir={out_dir}: exists and is not a folder")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise SweepStateError(f"--out_dir={out_dir}: {parent} is not a folder")
+
+
 def acquire_lock(out_dir: str):
     """One writer per result directory: an exclusive `filelock` on <out_dir>/.sweep.lock, or SweepStateError at
-    once if another sweep holds it (its results stay intact)."""
+    once if another sweep holds it (its results stay intact). Creates out_dir; a folder that cannot be made or
+    written is a one-line SweepStateError naming --out_dir."""
     import filelock
 
-    os.makedirs(out_dir, exist_ok=True)
-    lock = filelock.FileLock(os.path.join(out_dir, LOCK_FILE))
+    check_out_dir_path(out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as err:
+        raise SweepStateError(f"--out_dir={out_dir}: cannot create the folder ({err.strerror or err})") from None
+    path = os.path.join(out_dir, LOCK_FILE)
+    lock = filelock.FileLock(path)
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
+        if not os.path.exists(path):  # no lock file, so no other holder: the folder refuses new files
+            raise SweepStateError(f"--out_dir={out_dir}: cannot create the lock file {path}") from None
         raise SweepStateError(
-            f"{out_dir} is being written by another sweep (lock {os.path.join(out_dir, LOCK_FILE)} is held); "
+            f"{out_dir} is being written by another sweep (lock {path} is held); "
             "wait for it to finish or use another --out_dir"
         ) from None
+    except OSError as err:
+        raise SweepStateError(f"--out_dir={out_dir}: cannot create the lock file {path} ({err.strerror or err})") from None
     return lock
+
+
+@dataclasses.dataclass
+class _DirPlan:
+    """What ResultStore will do with an out_dir, decided without writing anything (inspect_out_dir)."""
+
+    existing: dict | None = None  # run.json to continue; None: start a new one
+    discard: str | None = None  # why results.* / run.json / fig_*.png are to be removed (--overwrite), or None
+    columns: list[str] | None = None
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    keep_bytes: int | None = None  # cut results.csv to this size (a partial last line or point of a killed run)
+    repairs: list[str] = dataclasses.field(default_factory=list)  # what the cut removes (logged when applied)
+
+
+def _read_run(run_path: str) -> dict | None:
+    if not os.path.exists(run_path):
+        return None
+    try:
+        with open(run_path, encoding="utf-8") as handle:
+            run = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SweepStateError(f"{run_path} is not valid JSON ({err}); remove it or use --overwrite") from err
+    except OSError as err:
+        raise SweepStateError(f"{run_path}: unreadable ({err.strerror or err})") from err
+    if not isinstance(run, dict) or not isinstance(run.get("sessions", []), list):
+        raise SweepStateError(f"{run_path} is not a sweep's run.json (no config/sessions); remove it or use --overwrite")
+    run.setdefault("sessions", [])
+    return run
+
+
+def _pending_tables_as_recorded(old: Any, new: dict) -> dict:
+    """`new` with each learned-table hash that is None (table not trained yet) replaced by the recorded one: such
+    a table is trained after this check, and the full check (ResultStore) compares its real hash."""
+    old_tables = old.get("table_sha256") if isinstance(old, dict) else None
+    new_tables = new.get("table_sha256")
+    if not isinstance(old_tables, dict) or not isinstance(new_tables, dict):
+        return new
+    return dict(new, table_sha256={d: (old_tables.get(d) if h is None else h) for d, h in new_tables.items()})
+
+
+def inspect_out_dir(out_dir: str, spec: SweepSpec, config: dict, overwrite: bool = False,
+                    pending_tables: bool = False) -> _DirPlan:
+    """Read-only check of out_dir against a sweep: SweepStateError if it holds results of other flags, a corrupt
+    run.json or a corrupt results.csv (unless --overwrite, then the plan discards them). `pending_tables`: tables
+    not trained yet (hash None in `config`) match whatever run.json recorded (run_sweep's check before training)."""
+    run_path, csv_path = os.path.join(out_dir, RUN_JSON), os.path.join(out_dir, RESULTS_CSV)
+    plan = _DirPlan()
+    try:
+        existing = _read_run(run_path)
+    except SweepStateError:
+        if not overwrite:
+            raise
+        plan.discard = f"{RUN_JSON} is corrupt and --overwrite is set"
+        return plan
+    if existing is not None and not os.path.exists(csv_path):
+        existing = None  # only a failed run's metadata (no result rows): nothing to protect
+    if existing is not None:
+        compared = _pending_tables_as_recorded(existing.get("config"), config) if pending_tables else config
+        if existing.get("config") != compared:
+            if not overwrite:
+                shown = compared
+                if pending_tables and isinstance(compared.get("table_sha256"), dict):
+                    shown = dict(compared, table_sha256={d: "<to be trained>" if h is None else h
+                                                         for d, h in compared["table_sha256"].items()})
+                diff = _config_diff(existing.get("config") or {}, shown)
+                raise SweepStateError(
+                    f"{out_dir} holds results of a sweep with different flags ({diff}); "
+                    "use another --out_dir, or --overwrite to discard them"
+                )
+            plan.discard = "flags changed and --overwrite is set"
+            return plan
+    elif os.path.exists(csv_path):
+        if not overwrite:
+            raise SweepStateError(
+                f"{csv_path} exists without {RUN_JSON}: cannot tell which sweep wrote it; "
+                "use another --out_dir, or --overwrite to discard it"
+            )
+        plan.discard = f"no {RUN_JSON} and --overwrite is set"
+        return plan
+    try:
+        _parse_results_csv(csv_path, spec, plan)
+    except SweepStateError:
+        if not overwrite:
+            raise
+        return _DirPlan(discard=f"{RESULTS_CSV} is corrupt and --overwrite is set")
+    plan.existing = existing
+    return plan
+
+
+def _parse_results_csv(csv_path: str, spec: SweepSpec, plan: _DirPlan) -> None:
+    """Read results.csv (if any) into plan.columns / plan.rows: complete points only; a partial last line or an
+    incomplete last point (a kill during a write) becomes plan.keep_bytes. SweepStateError names what is corrupt."""
+    if not os.path.exists(csv_path):
+        return
+    try:
+        with open(csv_path, "rb") as handle:
+            raw = handle.read()
+    except OSError as err:
+        raise SweepStateError(f"{csv_path}: unreadable ({err.strerror or err})") from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SweepStateError(f"{csv_path}: not a text CSV ({err}); remove it or use --overwrite") from err
+    keep_bytes = len(raw)
+    if text and not text.endswith("\n"):
+        # A kill mid-write leaves a partial last line: drop it (reported, then truncated when applied).
+        cut = text.rfind("\n") + 1
+        plan.repairs.append("dropping a partial last line left by an interrupted run")
+        text = text[:cut]
+        keep_bytes = len(text.encode("utf-8"))
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        plan.keep_bytes = 0 if raw else None
+        return
+    try:
+        columns = next(csv.reader([lines[0]]))
+    except csv.Error as err:
+        raise SweepStateError(f"{csv_path}: unreadable header ({err}); remove the file or use --overwrite") from err
+    missing = [c for c in KEY_COLUMNS + spec.point_columns() + TAIL_COLUMNS if c not in columns]
+    if missing:
+        raise SweepStateError(f"{csv_path}: header lacks columns {missing}")
+    offsets = [len(lines[0].encode("utf-8"))]
+    rows = []
+    for line in lines[1:]:
+        try:
+            cells = next(csv.reader([line]))
+        except csv.Error as err:
+            raise SweepStateError(f"{csv_path}: row {len(rows) + 1}: {err}; remove the file or use --overwrite") from err
+        if len(cells) != len(columns):
+            raise SweepStateError(f"{csv_path}: row {len(rows) + 1} has {len(cells)} cells, header {len(columns)}")
+        try:
+            rows.append({c: parse_cell(c, v) for c, v in zip(columns, cells)})
+        except ValueError as err:
+            raise SweepStateError(f"{csv_path}: row {len(rows) + 1}: {err}; remove the file or use --overwrite") from err
+        offsets.append(offsets[-1] + len(line.encode("utf-8")))
+    # Group rows into points (contiguous blocks); only the last block may be incomplete.
+    expected = spec.point_keys()
+    point_columns = spec.point_columns()
+    done: list[dict] = []
+    seen: set[tuple[str, str]] = set()
+    i = 0
+    while i < len(rows):
+        key = (rows[i]["dataset"], rows[i]["policy"])
+        j = i
+        while j < len(rows) and (rows[j]["dataset"], rows[j]["policy"]) == key:
+            j += 1
+        block = rows[i:j]
+        if key in seen:
+            raise SweepStateError(f"{csv_path}: point {key} appears twice")
+        if key not in spec.points():
+            raise SweepStateError(f"{csv_path}: point {key} is not part of this sweep")
+        values = [tuple(r[c] for c in point_columns) for r in block]
+        if len(block) < len(expected) and j == len(rows) and _is_prefix(values, expected):
+            plan.repairs.append(f"discarding {len(block)} rows of the incomplete point {key} left by an interrupted run")
+            keep_bytes = offsets[i]
+            break
+        if values != expected:
+            raise SweepStateError(f"{csv_path}: point {key} has sweep values {values}, expected {expected}")
+        seen.add(key)
+        done.extend(block)
+        i = j
+    plan.columns = columns
+    plan.rows = done
+    if keep_bytes != len(raw):
+        plan.keep_bytes = keep_bytes
 
 
 class ResultStore:
@@ -116,52 +304,25 @@ class ResultStore:
         self.run_path = os.path.join(out_dir, RUN_JSON)
         self.lock = lock if lock is not None else acquire_lock(out_dir)
         config = spec.to_config()
-        try:
-            existing = self._read_run()
-        except SweepStateError:
-            if not overwrite:
-                raise
-            self._discard("run.json is corrupt and --overwrite is set")
-            existing = None
-        if existing is not None and not os.path.exists(self.csv_path):
-            existing = None  # only a failed run's metadata (no result rows): nothing to protect
-        if existing is not None and existing.get("config") != config:
-            if not overwrite:
-                diff = _config_diff(existing.get("config", {}), config)
-                raise SweepStateError(
-                    f"{out_dir} holds results of a sweep with different flags ({diff}); "
-                    "use another --out_dir, or --overwrite to discard them"
-                )
-            self._discard("flags changed and --overwrite is set")
-            existing = None
-        elif existing is None and os.path.exists(self.csv_path):
-            if not overwrite:
-                raise SweepStateError(
-                    f"{self.csv_path} exists without {RUN_JSON}: cannot tell which sweep wrote it; "
-                    "use another --out_dir, or --overwrite to discard it"
-                )
-            self._discard(f"no {RUN_JSON} and --overwrite is set")
-        self.run = existing or {"config": config, "sessions": []}
+        # Everything is read and checked before the first write: a refused folder keeps its run.json unchanged.
+        plan = inspect_out_dir(out_dir, spec, config, overwrite=overwrite)
+        if plan.discard:
+            self._discard(plan.discard)
+        self.run = plan.existing or {"config": config, "sessions": []}
         self.run["sessions"].append(session_metadata(argv))
         _atomic_write(self.run_path, json.dumps(self.run, indent=2, sort_keys=True) + "\n")
-        self.columns: list[str] | None = None
-        self.rows: list[dict[str, Any]] = []
-        self._load_rows()
+        self.columns: list[str] | None = plan.columns
+        self.rows: list[dict[str, Any]] = plan.rows
+        for repair in plan.repairs:
+            logging.warning("%s: %s", self.csv_path, repair)
+        if plan.keep_bytes is not None:
+            self._truncate(plan.keep_bytes)
 
     # -- reading ------------------------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Release the out_dir lock."""
         self.lock.release()
-
-    def _read_run(self) -> dict | None:
-        if not os.path.exists(self.run_path):
-            return None
-        try:
-            with open(self.run_path, encoding="utf-8") as handle:
-                return json.load(handle)
-        except json.JSONDecodeError as err:
-            raise SweepStateError(f"{self.run_path} is not valid JSON ({err}); remove it or use --overwrite") from err
 
     def _discard(self, why: str) -> None:
         removed = []
@@ -170,74 +331,6 @@ class ResultStore:
                 os.remove(os.path.join(self.out_dir, name))
                 removed.append(name)
         logging.warning("Discarded %s from %s (%s)", removed, self.out_dir, why)
-
-    def _load_rows(self) -> None:
-        if not os.path.exists(self.csv_path):
-            return
-        with open(self.csv_path, "rb") as handle:
-            raw = handle.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise SweepStateError(f"{self.csv_path}: not a text CSV ({err}); remove it or use --overwrite") from err
-        keep_bytes = len(raw)
-        if text and not text.endswith("\n"):
-            # A kill mid-write leaves a partial last line: drop it (reported, then truncated below).
-            cut = text.rfind("\n") + 1
-            logging.warning("%s: dropping a partial last line left by an interrupted run", self.csv_path)
-            text = text[:cut]
-            keep_bytes = len(text.encode("utf-8"))
-        lines = text.splitlines(keepends=True)
-        if not lines:
-            self._truncate(0)
-            return
-        self.columns = next(csv.reader([lines[0]]))
-        missing = [c for c in KEY_COLUMNS + self.spec.point_columns() + TAIL_COLUMNS if c not in self.columns]
-        if missing:
-            raise SweepStateError(f"{self.csv_path}: header lacks columns {missing}")
-        offsets = [len(lines[0].encode("utf-8"))]
-        rows = []
-        for line in lines[1:]:
-            cells = next(csv.reader([line]))
-            if len(cells) != len(self.columns):
-                raise SweepStateError(f"{self.csv_path}: row {len(rows) + 1} has {len(cells)} cells, header {len(self.columns)}")
-            try:
-                rows.append({c: parse_cell(c, v) for c, v in zip(self.columns, cells)})
-            except ValueError as err:
-                raise SweepStateError(f"{self.csv_path}: row {len(rows) + 1}: {err}; remove the file or use --overwrite") from err
-            offsets.append(offsets[-1] + len(line.encode("utf-8")))
-        # Group rows into points (contiguous blocks); only the last block may be incomplete.
-        expected = self._expected_values()
-        point_columns = self.spec.point_columns()
-        done: list[dict] = []
-        seen: set[tuple[str, str]] = set()
-        i = 0
-        while i < len(rows):
-            key = (rows[i]["dataset"], rows[i]["policy"])
-            j = i
-            while j < len(rows) and (rows[j]["dataset"], rows[j]["policy"]) == key:
-                j += 1
-            block = rows[i:j]
-            if key in seen:
-                raise SweepStateError(f"{self.csv_path}: point {key} appears twice")
-            if key not in self.spec.points():
-                raise SweepStateError(f"{self.csv_path}: point {key} is not part of this sweep")
-            values = [tuple(r[c] for c in point_columns) for r in block]
-            if len(block) < len(expected) and j == len(rows) and _is_prefix(values, expected):
-                logging.warning(
-                    "%s: discarding %d rows of the incomplete point %s left by an interrupted run",
-                    self.csv_path, len(block), key,
-                )
-                keep_bytes = offsets[i]
-                break
-            if values != expected:
-                raise SweepStateError(f"{self.csv_path}: point {key} has sweep values {values}, expected {expected}")
-            seen.add(key)
-            done.extend(block)
-            i = j
-        if keep_bytes != len(raw):
-            self._truncate(keep_bytes)
-        self.rows = done
 
     def _truncate(self, size: int) -> None:
         with open(self.csv_path, "r+b") as handle:
