@@ -86,3 +86,39 @@ def test_restore_falls_back_to_the_newest_intact_step(tmp_path):
     np.testing.assert_array_equal(np.asarray(state["w"]), np.ones(3))
     with pytest.raises(ck.CheckpointError, match="does not match this run"):
         ck.restore(d, {"w": jnp.zeros(3)}, expected_meta={"a": 2})  # a config mismatch is never "fallen back"
+
+
+def test_second_writer_gets_a_one_line_error_naming_the_lock(tmp_path):
+    """F3: one writer per training directory; a second one fails at once, or waits when asked to."""
+    import threading
+
+    d = str(tmp_path / "ck" / "gsm8k")
+    lock, waited = ck.acquire_lock(d)
+    assert not waited
+    with pytest.raises(ck.LockHeldError) as err:
+        ck.acquire_lock(d)
+    assert "being written by another training run" in str(err.value) and ".train.lock" in str(err.value)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ck.LockHeldError, match="still being written"):
+        ck.acquire_lock(d, wait=True, timeout=0.2)
+    threading.Timer(0.3, lock.release).start()
+    second, waited = ck.acquire_lock(d, wait=True, timeout=30)
+    assert waited and second.is_locked
+    second.release()
+
+
+def test_directory_problem_and_latest_meta(tmp_path):
+    """F4: a --ckpt_dir that is a file (or lies under one) is named before anything is written; the meta a
+    --resume would read is available without loading arrays."""
+    (tmp_path / "file").write_text("x")
+    assert "is not a directory" in ck.directory_problem(str(tmp_path / "file"))
+    assert "is not a directory" in ck.directory_problem(str(tmp_path / "file" / "gsm8k" / "ppo"))
+    assert ck.directory_problem(str(tmp_path / "new" / "deeper")) is None
+    assert not (tmp_path / "new").exists()
+    d = str(tmp_path / "ppo")
+    assert ck.latest_meta(d) is None
+    ck.save(d, 1, {"w": jnp.ones(2)}, {"seed": 1})
+    ck.save(d, 2, {"w": jnp.ones(2)}, {"seed": 1, "config": {"num_iterations": 4}})
+    path, meta = ck.latest_meta(d)
+    assert path.endswith("ppo/2") and meta["config"] == {"num_iterations": 4}
+    assert ck.meta_diff({"seed": 2, "config": {"num_iterations": 4}}, meta) == ["seed: checkpoint has 1, expected 2"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -13,12 +14,14 @@ from conftest import REPO_ROOT
 @pytest.mark.parametrize(
     "flag,needle",
     [("--aux_steps=20", "--aux_steps"), ("--frontier_betas=3,abc", "--frontier_betas"), ("--epochs=0", "--epochs"),
-     ("--heldout_fraction=1.5", "--heldout_fraction"), ("--lr=-1", "--lr"), ("--datasets=nope", "--datasets")],
+     ("--heldout_fraction=1.5", "--heldout_fraction"), ("--lr=-1", "--lr"), ("--datasets=nope", "--datasets"),
+     ("--seed=4294967296", "--seed")],
 )
 def test_bad_flags_fail_fast(tmp_path, flag, needle):
     proc = subprocess.run([sys.executable, "experiments/train.py", flag, f"--ckpt_dir={tmp_path}"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and needle in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # one line, no usage text
     assert not any(tmp_path.iterdir())
 
 
@@ -27,3 +30,61 @@ def test_shipped_checkpoints_are_not_overwritten_by_default():
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--ckpt_dir=checkpoints already holds a trained table" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("case", ["garbled_summary", "ckpt_dir_is_a_file"])
+def test_unusable_ckpt_dir_fails_before_any_work(tmp_path, case):
+    """F4: a garbled summary.json (merged into after training) or a --ckpt_dir that is a file: one line, nothing
+    written (before: a JSONDecodeError after 20 s of training / a NotADirectoryError traceback)."""
+    if case == "garbled_summary":
+        ckpt = tmp_path / "ck"
+        ckpt.mkdir()
+        (ckpt / "summary.json").write_text("{bad")
+        needle = f"{ckpt / 'summary.json'}: unreadable JSON"
+    else:
+        ckpt = tmp_path / "file"
+        ckpt.write_text("x")
+        needle = f"{ckpt} is not a directory"
+    proc = subprocess.run([sys.executable, "experiments/train.py", "--datasets=gsm8k", f"--ckpt_dir={ckpt}"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path)) == [ckpt.name]
+    if case == "garbled_summary":
+        assert os.listdir(ckpt) == ["summary.json"] and (ckpt / "summary.json").read_text() == "{bad"
+
+
+def test_second_writer_on_a_dataset_fails_or_waits_with_if_missing(tmp_path):
+    """F3: while another run holds <ckpt_dir>/gsm8k/.train.lock, a plain run stops at once naming the lock; an
+    --if_missing run (first-use training) waits, then skips gsm8k because the holder wrote its table."""
+    import select
+    import time
+
+    import filelock
+
+    dataset_dir = tmp_path / "ck" / "gsm8k"
+    dataset_dir.mkdir(parents=True)
+    holder = filelock.FileLock(str(dataset_dir / ".train.lock"))
+    holder.acquire()
+    try:
+        cmd = [sys.executable, "experiments/train.py", "--datasets=gsm8k", f"--ckpt_dir={tmp_path / 'ck'}"]
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert f"{dataset_dir} is being written by another training run (lock {dataset_dir / '.train.lock'}" \
+            in proc.stderr
+        assert sorted(os.listdir(tmp_path / "ck")) == ["gsm8k"] and os.listdir(dataset_dir) == [".train.lock"]
+
+        waiter = subprocess.Popen(cmd + ["--if_missing", "--resume"], cwd=REPO_ROOT, stderr=subprocess.PIPE,
+                                  stdout=subprocess.DEVNULL, text=True)
+        seen, deadline = "", time.time() + 120
+        while "waiting for it" not in seen and waiter.poll() is None and time.time() < deadline:
+            if select.select([waiter.stderr], [], [], 1.0)[0]:
+                seen += waiter.stderr.readline()
+        assert "waiting for it" in seen, seen[-2000:]
+        (dataset_dir / "policy_table.npz").write_bytes(b"written by the holder")
+    finally:
+        holder.release()
+    rest = waiter.communicate(timeout=120)[1]
+    assert waiter.returncode == 0, (seen + rest)[-2000:]
+    assert "policy_table.npz is present (--if_missing): not retrained" in seen + rest
+    assert sorted(os.listdir(dataset_dir)) == [".train.lock", "policy_table.npz"]
+    assert not (tmp_path / "ck" / "summary.json").exists()

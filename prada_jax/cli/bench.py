@@ -89,10 +89,10 @@ ORACLE_FLOAT_FIELDS = ("processing_s", "communication_s", "queuing_s", "sojourn_
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def setup(dataset: str, policy: str):
-    """bench_setup.setup with --traces_dir; a bad name is a usage error."""
+def setup(dataset: str, policy: str, dataset_flag: str = "dataset"):
+    """bench_setup.setup with --traces_dir; a bad name or trace is a usage error naming the flag."""
     try:
-        return bench_setup.setup(dataset, policy, FLAGS.traces_dir)
+        return bench_setup.setup(dataset, policy, FLAGS.traces_dir, dataset_flag)
     except ValueError as err:
         raise app.UsageError(str(err)) from err
 
@@ -152,8 +152,10 @@ def time_jax(packed, table, grid, config, episodes: int, seed: int, repeats: int
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     runs = []
-    for _ in range(max(1, repeats)):
+    for _ in range(repeats):
         start = time.perf_counter()
         out = jax.block_until_ready(compiled(*args))
         runs.append(time.perf_counter() - start)
@@ -494,6 +496,31 @@ def time_reference(rev: str, episodes_list) -> dict:
         subprocess.run(["git", "-C", REPO_ROOT, "worktree", "remove", "--force", tmp], capture_output=True)
 
 
+def check_configs(users_list, scheduler: str, sampling: bool) -> None:
+    """Build every SimConfig / grid the run will use (and load the --sweep_check traces) before anything is printed,
+    so that a size the simulator refuses is a one-line usage error, not a traceback after the header."""
+    from prada_jax.sim.params import SimParamsError
+
+    try:
+        make_config(FLAGS.horizon_ms, FLAGS.warmup_ms, FLAGS.max_users, scheduler, sampling)
+        for users in users_list:
+            make_config(FLAGS.horizon_ms, FLAGS.warmup_ms, users, scheduler, sampling)
+        if FLAGS.oracle_episodes > 0:
+            slots = FLAGS.oracle_horizon_ms or FLAGS.horizon_ms
+            make_config(slots, min(FLAGS.warmup_ms, slots - 1), FLAGS.max_users, scheduler, sampling)
+        if FLAGS.profile:
+            make_config(FLAGS.profile_horizon_ms, min(FLAGS.warmup_ms, FLAGS.profile_horizon_ms - 1),
+                        FLAGS.max_users, scheduler, sampling)
+        if FLAGS.sweep_check:
+            make_config(FLAGS.sweep_horizon_ms, FLAGS.sweep_warmup_ms, FLAGS.max_users, scheduler, sampling)
+            default_grid(bandwidth_bps=[float(v) for v in FLAGS.sweep_values])
+    except SimParamsError as err:
+        raise app.UsageError(f"the size flags give a configuration the simulator refuses: {err}") from None
+    if FLAGS.sweep_check:
+        for dataset in FLAGS.sweep_datasets:
+            setup(dataset, FLAGS.policy, "sweep_datasets")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments {argv[1:]}")
@@ -514,9 +541,12 @@ def main(argv):
 
     episodes_list = cli_support.positive_ints("episodes_list", FLAGS.episodes_list)
     users_list = cli_support.positive_ints("max_users_list", FLAGS.max_users_list)
-    if FLAGS.warmup_ms >= FLAGS.horizon_ms:
-        raise app.UsageError("--warmup_ms must be < --horizon_ms")
+    try:
+        bench_setup.check_flags(FLAGS.flag_values_dict())
+    except ValueError as err:
+        raise app.UsageError(str(err)) from None
     trace, packed, table, scheduler, sampling = setup(FLAGS.dataset, FLAGS.policy)
+    check_configs(users_list, scheduler, sampling)
     grid = default_grid()
     result = {
         "config": {k: FLAGS[k].value for k in ("dataset", "policy", "horizon_ms", "warmup_ms", "max_users",

@@ -3,8 +3,11 @@ benchmark SimConfig and the Table-3 grid. Flag-free, so that bench.py and experi
 
 from __future__ import annotations
 
+import math
 import os
+from typing import Any, Mapping
 
+from prada_jax import constants as C
 from prada_jax.sim import registry
 
 
@@ -14,16 +17,16 @@ def build_table(trace, policy: str):
     return registry.get_policy(policy).build_table(trace, ctx)
 
 
-def setup(dataset: str, policy: str, traces_dir: str):
+def setup(dataset: str, policy: str, traces_dir: str, dataset_flag: str = "dataset"):
     """(trace, packed, table, scheduler, stage1_sampling) of `<traces_dir>/<dataset>.npz` and a registered policy
-    name; ValueError naming the flag when either is unknown."""
+    name; ValueError naming the flag (--policy, --<dataset_flag>) when either is unknown or the trace is bad."""
     from prada_jax import traces
 
     if policy not in registry.POLICIES:
         raise ValueError(f"--policy={policy!r}: choose from {list(registry.POLICIES)}")
     path = os.path.join(traces_dir, f"{dataset}.npz")
     if not os.path.exists(path):
-        raise ValueError(f"--dataset={dataset!r}: {path} not found")
+        raise ValueError(f"--{dataset_flag}={dataset!r}: {path} not found")
     entry = registry.get_policy(policy)
     trace = traces.load_trace(path)
     return trace, traces.pack_traces(trace), build_table(trace, policy), entry.scheduler, entry.stage1_sampling
@@ -45,3 +48,60 @@ def default_grid(**axes):
     from prada_jax.sim import make_params, param_grid, stack_params
 
     return param_grid(**axes) if axes else stack_params([make_params()])
+
+
+SEED_LIMIT = C.SEED_LIMIT  # the same range prada-sweep accepts (seed 2**32 would time seed 0's episodes)
+
+
+def check_flags(values: Mapping[str, Any]) -> None:
+    """Every size / count / seed flag of a benchmark run in range, before anything is printed or run; ValueError
+    naming the flag otherwise. `values`: flag name -> value (absl's FLAGS.flag_values_dict()); flags of the
+    --sweep_check and --profile parts are only checked when those parts run. Nothing is clipped or raised silently
+    (a --repeats=0 is an error, not one run)."""
+    def integer(name: str, low: int, high: int | None = None, bound: str | None = None) -> int:
+        value = values[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value >= high):
+            raise ValueError(f"--{name} must be an integer {bound or f'>= {low}'}, got {value!r}")
+        return value
+
+    horizon = integer("horizon_ms", 1)
+    warmup = integer("warmup_ms", 0)
+    if warmup >= horizon:
+        raise ValueError(f"--warmup_ms ({warmup}) must be < --horizon_ms ({horizon})")
+    for name in ("max_users", "users_episodes", "repeats"):
+        integer(name, 1)
+    integer("seed", 0, SEED_LIMIT, "in [0, 2**32) (episode keys are jax.random.PRNGKey(seed), which keeps only "
+            "32 bits)")
+    integer("oracle_episodes", 0)
+    if values.get("oracle_horizon_ms") is not None:
+        integer("oracle_horizon_ms", 1)
+    if values.get("profile"):
+        integer("profile_episodes", 1)
+        integer("profile_horizon_ms", 1)
+    if values.get("sweep_check"):
+        for name in ("sweep_episodes", "sweep_full_horizon_ms"):
+            integer(name, 1)
+        sweep_horizon = integer("sweep_horizon_ms", 1)
+        sweep_warmup = integer("sweep_warmup_ms", 0)
+        if sweep_warmup >= sweep_horizon:
+            raise ValueError(f"--sweep_warmup_ms ({sweep_warmup}) must be < --sweep_horizon_ms ({sweep_horizon})")
+        target = values["sweep_target_s"]
+        if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
+            raise ValueError(f"--sweep_target_s must be finite and > 0, got {target!r}")
+        if not values["sweep_datasets"]:
+            raise ValueError("--sweep_datasets: no dataset given")
+        try:
+            bandwidths = [float(v) for v in values["sweep_values"]]
+        except ValueError:
+            raise ValueError(f"--sweep_values: numbers expected, got {values['sweep_values']}") from None
+        if not bandwidths or not all(math.isfinite(b) and b > 0 for b in bandwidths):
+            raise ValueError(f"--sweep_values: finite bandwidths > 0 (bit/s) expected, got {values['sweep_values']}")
+    out = values.get("out")
+    if out:
+        if os.path.isdir(out):
+            raise ValueError(f"--out={out} is a directory, not a JSON file path")
+        parent = os.path.dirname(os.path.abspath(out))
+        while not os.path.lexists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"--out={out}: {parent} is not a writable directory")

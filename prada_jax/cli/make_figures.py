@@ -11,6 +11,10 @@ Sweeps come from the shipped prada_jax/configs/{table2,capacity,bandwidth}.cfg (
 roofline-latency study roofline_{table2,capacity,bandwidth} of docs/latency.md with --only) and write into
 <results_dir>/<name>/ (resumable, see docs/experiments.md). Figure 4 is the single-user
 evaluation that prada-train stores in <ckpt_dir>/<dataset>/eval.json (trained on first use).
+
+Every input is checked before any work (sweep flags, traces, learned tables, eval.json; with --plot_only every
+results.json / run.json), and all results are gathered before anything is drawn: an error is one line naming the
+file or flag, and then --figures_dir is left as it was (no folder made, provenance.json untouched).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from absl import app, flags, logging
 
 from prada_jax import cli_support, data_paths, plots, sweep
 from prada_jax import constants as C
+from prada_jax.traces import TraceError
 
 ALL = ("table2", "fig4", "capacity", "bandwidth", "arrival", "beta",
        "roofline_table2", "roofline_capacity", "roofline_bandwidth")  # roofline_*: docs/latency.md, section 6
@@ -59,17 +64,35 @@ def sweep_spec(name: str) -> tuple[sweep.SweepSpec, str]:
     return sweep.spec_from_flags(fv), out_dir
 
 
-def sweep_rows(name: str) -> tuple[dict, list[dict], str]:
-    spec, out_dir = sweep_spec(name)
+def read_sweep_results(out_dir: str) -> tuple[dict, list[dict]]:
+    """sweep.read_results, with a damaged results.json a one-line app.UsageError naming it."""
+    path = os.path.join(out_dir, sweep.RESULTS_JSON)
+    try:
+        config, rows = sweep.read_results(out_dir)
+        if not isinstance(config, dict):
+            raise TypeError(f"'config' is {type(config).__name__}, not an object")
+        if not all(isinstance(r, dict) and isinstance(r.get("dataset"), str) and isinstance(r.get("policy"), str)
+                   for r in rows):
+            raise ValueError("every row must be an object naming its 'dataset' and 'policy'")
+    except sweep.SweepStateError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise app.UsageError(f"{path}: unreadable sweep results ({type(err).__name__}: {err}); rerun the sweep "
+                             "(without --plot_only) or remove the folder") from None
+    return config, rows
+
+
+def sweep_rows(name: str, spec: sweep.SweepSpec, out_dir: str) -> tuple[dict, list[dict], str, dict]:
+    """(config, rows, out_dir, provenance) of sweep `name`: run (or resumed) first unless --plot_only."""
     if not FLAGS.plot_only:
         sweep.run_sweep(spec, out_dir, overwrite=FLAGS.overwrite, argv=sys.argv)
-    config, rows = sweep.read_results(out_dir)
+    config, rows = read_sweep_results(out_dir)
     if config != spec.to_config():
         raise app.UsageError(f"{out_dir} holds results of other flags than {name}.cfg with these overrides")
     missing = [p for p in spec.points() if p not in {(r["dataset"], r["policy"]) for r in rows}]
     if missing:
         raise app.UsageError(f"{out_dir} is incomplete (missing {missing}); run without --plot_only")
-    return config, rows, out_dir
+    return config, rows, out_dir, provenance_of(config, out_dir)
 
 
 # Sweep -> the (plot, file, title) it draws, all on gsm8k (title None: the plot's default).
@@ -104,6 +127,26 @@ SWEEP_FIGURES = {
 }
 
 
+def read_eval(eval_path: str) -> dict:
+    """A Figure-4 training record (eval.json) checked for every key fig4_rows reads; app.UsageError naming it."""
+    from prada_jax.learn import tables
+
+    try:
+        return tables.read_eval_record(eval_path, single_user=True)
+    except tables.RecordError as err:
+        raise app.UsageError(f"{err}; retrain it (prada-train) or remove it to train it on first use") from None
+
+
+def check_fig4_inputs() -> None:
+    """Before any work: every eval.json Figure 4 will read is present (with --plot_only) and well formed."""
+    for dataset in FIG4_DATASETS:
+        _, eval_path = sweep.learned_table_paths(FLAGS.ckpt_dir, dataset)
+        if os.path.lexists(eval_path):
+            read_eval(eval_path)
+        elif FLAGS.plot_only:
+            raise app.UsageError(f"{eval_path} not found; run without --plot_only to train it")
+
+
 def fig4_rows() -> tuple[list[dict], list[str]]:
     """Fig. 4 rows from <ckpt_dir>/<dataset>/eval.json (trained on first use at the Table-3 beta)."""
     rows, sources = [], []
@@ -113,8 +156,7 @@ def fig4_rows() -> tuple[list[dict], list[str]]:
             if FLAGS.plot_only:
                 raise app.UsageError(f"{eval_path} not found; run without --plot_only to train it")
             sweep.train_policy_table(dataset, C.DEFAULT_BETA, FLAGS.traces_dir, FLAGS.ckpt_dir)
-        with open(eval_path, encoding="utf-8") as handle:
-            evaluation = json.load(handle)
+        evaluation = read_eval(eval_path)
         su = evaluation["single_user"]
         for method, key in (("all_slm", "all_slm"), ("all_llm", "all_llm"), ("pi_only", "pi_theta"), ("random_policy", "random")):
             rows.append(dict(dataset=dataset, method=method, accuracy=su[key]["accuracy"],
@@ -130,9 +172,62 @@ def fig4_rows() -> tuple[list[dict], list[str]]:
 
 
 def provenance_of(config: dict, out_dir: str) -> dict:
-    with open(os.path.join(out_dir, sweep.RUN_JSON), encoding="utf-8") as handle:
-        run = json.load(handle)
-    return {"results": out_dir, "config": config, "git": [s["git"] for s in run["sessions"]]}
+    path = os.path.join(out_dir, sweep.RUN_JSON)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            run = json.load(handle)
+        git = [s["git"] for s in run["sessions"]]
+        for g in git:
+            str(g["commit"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise app.UsageError(f"{path}: unreadable sweep metadata ({type(err).__name__}: {err}); rerun the sweep "
+                             "(without --plot_only) or remove the folder") from None
+    return {"results": out_dir, "config": config, "git": git}
+
+
+def folder_problem(path: str) -> str | None:
+    """Why `path` cannot be an output folder (it, or the nearest existing parent, is not a writable folder)."""
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
+def read_provenance(path: str) -> dict:
+    """provenance.json of --figures_dir ({} when absent); a damaged one is an app.UsageError (never replaced)."""
+    if not os.path.lexists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            provenance = json.load(handle)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise app.UsageError(f"--figures_dir={FLAGS.figures_dir}: {path} is unreadable ({type(err).__name__}: "
+                             f"{err}); fix or remove it") from None
+    if not isinstance(provenance, dict):
+        raise app.UsageError(f"--figures_dir={FLAGS.figures_dir}: {path} must hold a JSON object, got "
+                             f"{type(provenance).__name__}; fix or remove it")
+    return provenance
+
+
+def gather(names: list[str]) -> dict:
+    """Check every input of `names` (before any work), then run or read what each figure needs; nothing is
+    written to --figures_dir here. Sweep / trace / table errors become one-line app.UsageErrors."""
+    try:
+        specs = {}
+        for name in names:
+            if name == "fig4":
+                check_fig4_inputs()
+                continue
+            specs[name] = sweep_spec(name)
+            if not FLAGS.plot_only:
+                sweep.validate_inputs(specs[name][0])  # traces and existing tables, before any sweep runs
+        return {name: fig4_rows() if name == "fig4" else sweep_rows(name, *specs[name]) for name in names}
+    except (sweep.SweepConfigError, sweep.SweepStateError, sweep.PolicyTableError, TraceError) as err:
+        raise app.UsageError(str(err)) from err
 
 
 def main(argv):
@@ -144,23 +239,26 @@ def main(argv):
     unknown = [o for o in FLAGS.only if o not in ALL]
     if unknown:
         raise app.UsageError(f"--only: unknown {unknown}; choose from {list(ALL)}")
+    names = [o for o in ALL if o in FLAGS.only]
+    if not names:
+        raise app.UsageError(f"--only: nothing selected; choose from {list(ALL)}")
     fig = FLAGS.figures_dir
-    os.makedirs(fig, exist_ok=True)
+    problem = folder_problem(fig)
+    if problem:
+        raise app.UsageError(f"--figures_dir={fig}: {problem}")
     prov_path = os.path.join(fig, "provenance.json")
-    provenance = {}
-    if os.path.exists(prov_path):
-        with open(prov_path, encoding="utf-8") as handle:
-            provenance = json.load(handle)
+    provenance = read_provenance(prov_path)
+    gathered = gather(names)  # every input read (and every sweep run) before anything is drawn
+    os.makedirs(fig, exist_ok=True)
     made = []
     try:
-        for name in [o for o in ALL if o in FLAGS.only]:
+        for name in names:
             if name == "fig4":
-                rows, sources = fig4_rows()
+                rows, sources = gathered[name]
                 made.append(plots.plot_single_user(rows, os.path.join(fig, "fig4_single_user.png")))
                 provenance["fig4_single_user.png"] = {"results": sources}
                 continue
-            config, rows, out_dir = sweep_rows(name)
-            prov = provenance_of(config, out_dir)
+            config, rows, out_dir, prov = gathered[name]
             if name == "table2":
                 path = os.path.join(fig, "table2.md")
                 commits = sorted({str(g["commit"])[:10] for g in prov["git"]})
@@ -208,11 +306,11 @@ def main(argv):
                 made.append(plots.plot_frontier(rows, "gsm8k", os.path.join(fig, "beta_frontier.png")))
                 made.append(plots.plot_performance(rows, "gsm8k", os.path.join(fig, "beta_performance.png")))
                 provenance["beta_frontier.png"] = provenance["beta_performance.png"] = prov
-    except (sweep.SweepConfigError, sweep.SweepStateError, sweep.PolicyTableError) as err:
-        raise app.UsageError(str(err)) from err
     finally:
-        with open(prov_path, "w", encoding="utf-8") as handle:
-            json.dump(provenance, handle, indent=1, sort_keys=True)
+        if made:  # only what was drawn is recorded; nothing drawn, nothing written
+            with open(prov_path + ".tmp", "w", encoding="utf-8") as handle:
+                json.dump(provenance, handle, indent=1, sort_keys=True)
+            os.replace(prov_path + ".tmp", prov_path)
     for path in made:
         logging.info("wrote %s", path)
 

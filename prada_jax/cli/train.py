@@ -2,15 +2,21 @@
 
   prada-train --datasets=gsm8k,math500 --beta=10 --seed=0 --epochs=100  # -> results/checkpoints/
   prada-train ... --resume        # continue an interrupted run from its last checkpoint
+  prada-train ... --if_missing    # first use: train only datasets without a table (what prada-sweep runs)
 
 (`python experiments/train.py ...` in a source checkout is the same command.)
 
 Writes, per dataset, under <ckpt_dir>/<dataset>/: ppo/ (orbax checkpoints of the vmapped beta runs),
 models/ (final networks), policy_table.npz (for the simulator), eval.json; and <ckpt_dir>/summary.json.
+One writer per <ckpt_dir>/<dataset>: the run holds <ckpt_dir>/<dataset>/.train.lock (filelock) throughout, so a
+second run on the same dataset and --ckpt_dir stops at once with a one-line error (or, with --if_missing, waits
+and then skips the dataset if the first run trained it). Every flag, trace and file the run reads or merges into
+(summary.json, --resume checkpoints) is checked before any work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -50,6 +56,11 @@ flags.DEFINE_string("ckpt_dir", os.path.join("results", "checkpoints"),
                     "are only replaced when you point --ckpt_dir there and pass --overwrite).")
 flags.DEFINE_bool("resume", False, "Resume from the latest checkpoints in --ckpt_dir.")
 flags.DEFINE_bool("overwrite", False, "Replace a trained policy table already in --ckpt_dir.")
+flags.DEFINE_bool("if_missing", False,
+                  "First-use training (what prada-sweep and prada-figures run): train only the datasets that have no "
+                  "policy table in --ckpt_dir; the others are skipped, untouched. Without it, a dataset that another "
+                  "run is training into --ckpt_dir (it holds <ckpt_dir>/<dataset>/.train.lock) is a one-line error "
+                  "at once; with it, this run waits for that one and then skips the dataset if its table is there.")
 flags.DEFINE_string("latency_model", C.DEFAULT_LATENCY_MODEL,
                     "Step costs D(x, a) of the reward (eq. 21) and D_psi's training truth: 'flops' (eqs. 14-18) or "
                     "'roofline' (batch-1 roofline times: Jetson AGX Orin edge for TS, H100 server for TL; "
@@ -86,16 +97,12 @@ def _fit_errors(models, mdp_all, packed, gap_targets, heldout):
     }
 
 
-def run_dataset(dataset: str) -> dict:
-    t0 = time.time()
-    trace = load_trace(os.path.join(FLAGS.trace_dir, f"{dataset}.npz"))
-    packed = pack_traces(trace)
+def plan(dataset: str, trace) -> dict:
+    """What run_dataset trains for a dataset, from the flags and its trace alone (cheap; no JAX work): the
+    training-problem mask, PPOConfig, betas, the run's meta, and the meta its PPO checkpoints store (as
+    ppo.train_resumable writes it), so that --resume checkpoints are checked before any work."""
     train = M.split_problems(trace.num_problems, FLAGS.heldout_fraction, FLAGS.seed)
-    heldout = ~train
-    stats = M.feature_stats(packed, train)
-    mdp_all = M.make_mdp(packed, stats, latency_model=FLAGS.latency_model)
-    mdp_train = evaluate.subset(mdp_all, train)
-    real_steps = int(np.asarray(mdp_train.step_mask).sum())
+    real_steps = int(np.asarray(trace.step_mask)[train].sum())
     config = ppo.PPOConfig(
         num_iterations=FLAGS.epochs,
         update_epochs=FLAGS.update_epochs,
@@ -106,12 +113,29 @@ def run_dataset(dataset: str) -> dict:
         ent_coef=FLAGS.ent_coef,
     )
     betas = [FLAGS.beta] + [float(b) for b in FLAGS.frontier_betas if float(b) != FLAGS.beta]
-    out_dir = os.path.join(FLAGS.ckpt_dir, dataset)
-    key = jax.random.PRNGKey(FLAGS.seed)
-    k_ppo, k_adv, k_delay, k_eval = jax.random.split(key, 4)
     meta = {"dataset": dataset, "seed": FLAGS.seed, "heldout_fraction": FLAGS.heldout_fraction}
     if FLAGS.latency_model != C.DEFAULT_LATENCY_MODEL:  # a resumed run must not mix latency models
         meta["latency_model"] = FLAGS.latency_model
+    ppo_meta = dict(meta, config={k: v for k, v in config.to_dict().items() if k != "num_iterations"},
+                    betas=[float(b) for b in np.asarray(betas, np.float32)],
+                    obs_shape=[int(train.sum()), trace.max_steps, trace.feature_dim])
+    return {"train": train, "real_steps": real_steps, "config": config, "betas": betas, "meta": meta,
+            "ppo_meta": ppo_meta}
+
+
+def run_dataset(dataset: str) -> dict:
+    t0 = time.time()
+    trace = load_trace(os.path.join(FLAGS.trace_dir, f"{dataset}.npz"))
+    packed = pack_traces(trace)
+    p = plan(dataset, trace)
+    train, real_steps, config, betas, meta = p["train"], p["real_steps"], p["config"], p["betas"], p["meta"]
+    heldout = ~train
+    stats = M.feature_stats(packed, train)
+    mdp_all = M.make_mdp(packed, stats, latency_model=FLAGS.latency_model)
+    mdp_train = evaluate.subset(mdp_all, train)
+    out_dir = os.path.join(FLAGS.ckpt_dir, dataset)
+    key = jax.random.PRNGKey(FLAGS.seed)
+    k_ppo, k_adv, k_delay, k_eval = jax.random.split(key, 4)
     logging.info("%s: %d problems (%d train), %d real training steps, betas %s", dataset, trace.num_problems,
                  int(train.sum()), real_steps, betas)
     state, history = ppo.train_resumable(
@@ -217,21 +241,124 @@ def validate_flags() -> None:
         raise app.UsageError(f"--latency_model: {FLAGS.latency_model!r} is not one of {sorted(LATENCY_MODELS)}")
     if not FLAGS.datasets:
         raise app.UsageError("--datasets: no dataset given")
+    repeated = sorted({d for d in FLAGS.datasets if FLAGS.datasets.count(d) > 1})
+    if repeated:
+        raise app.UsageError(f"--datasets: {repeated} given more than once")
+    if isinstance(FLAGS.seed, bool) or not 0 <= FLAGS.seed < C.SEED_LIMIT:
+        raise app.UsageError(f"--seed must lie in [0, 2**32) (keys are jax.random.PRNGKey(seed), which keeps only "
+                             f"32 bits), got {FLAGS.seed}")
+    if FLAGS.if_missing and FLAGS.overwrite:
+        raise app.UsageError("--if_missing trains only missing tables, --overwrite replaces existing ones: pass one")
+    problem = checkpoints.directory_problem(FLAGS.ckpt_dir)
+    if problem:
+        raise app.UsageError(f"--ckpt_dir={FLAGS.ckpt_dir}: {problem}")
+    try:  # merged into after training: a damaged one must stop the run now, not after it
+        tables.read_training_summary(os.path.join(FLAGS.ckpt_dir, "summary.json"))
+    except tables.RecordError as exc:
+        raise app.UsageError(f"--ckpt_dir={FLAGS.ckpt_dir}: {exc}; fix or remove it") from None
     for dataset in FLAGS.datasets:
         path = os.path.join(FLAGS.trace_dir, f"{dataset}.npz")
         try:
-            load_trace(path)
+            trace = load_trace(path)
         except TraceError as exc:
             raise app.UsageError(f"--datasets: {exc}") from exc
-        table = os.path.join(FLAGS.ckpt_dir, dataset, "policy_table.npz")
-        if os.path.exists(table) and not (FLAGS.resume or FLAGS.overwrite):
+        check_dataset_dir(dataset, trace)
+
+
+def check_dataset_dir(dataset: str, trace) -> None:
+    """What this run will write or read in <ckpt_dir>/<dataset> is usable: folders are folders, a trained table is
+    only replaced with --overwrite/--resume (skipped with --if_missing), earlier PPO checkpoints only continued
+    with --resume, and then only when they were made by the same flags. app.UsageError naming the path otherwise.
+    Run before any work and again once the dataset's lock is held (another run may have written in between)."""
+    out_dir = os.path.join(FLAGS.ckpt_dir, dataset)
+    table = os.path.join(out_dir, "policy_table.npz")
+    ppo_dir = os.path.join(out_dir, "ppo")
+    for folder in (out_dir, ppo_dir, os.path.join(out_dir, "models")):
+        problem = checkpoints.directory_problem(folder)
+        if problem:
+            raise app.UsageError(f"--ckpt_dir={FLAGS.ckpt_dir}: {problem}")
+    for name in ("policy_table.npz", "eval.json"):
+        if os.path.isdir(os.path.join(out_dir, name)):
+            raise app.UsageError(f"--ckpt_dir={FLAGS.ckpt_dir}: {os.path.join(out_dir, name)} is a directory, "
+                                 "not a file")
+    if os.path.exists(table):
+        if FLAGS.if_missing:
+            return  # skipped, nothing of it is read or written
+        if not (FLAGS.resume or FLAGS.overwrite):
             raise app.UsageError(f"--ckpt_dir={FLAGS.ckpt_dir} already holds a trained table {table}; pass "
                                  "--overwrite to replace it, --resume to continue its run, or another --ckpt_dir")
-        ppo_dir = os.path.join(FLAGS.ckpt_dir, dataset, "ppo")
-        if os.path.isdir(ppo_dir) and os.listdir(ppo_dir) and not FLAGS.resume:
-            if not FLAGS.overwrite:
-                raise app.UsageError(f"--ckpt_dir={FLAGS.ckpt_dir}: {ppo_dir} holds checkpoints of an earlier run; "
-                                     "pass --resume to continue it or --overwrite to start over")
+    has_steps = os.path.isdir(ppo_dir) and bool(os.listdir(ppo_dir))
+    if has_steps and not FLAGS.resume:
+        if not FLAGS.overwrite:
+            raise app.UsageError(f"--ckpt_dir={FLAGS.ckpt_dir}: {ppo_dir} holds checkpoints of an earlier run; "
+                                 "pass --resume to continue it or --overwrite to start over")
+        return  # removed before training
+    if has_steps:
+        expected = plan(dataset, trace)
+        try:
+            found = checkpoints.latest_meta(ppo_dir)
+        except checkpoints.CheckpointError as exc:
+            raise app.UsageError(f"--resume: {exc}") from None
+        if found is None:
+            return
+        step_path, meta = found
+        diffs = checkpoints.meta_diff(expected["ppo_meta"], meta)
+        stored_iters = meta.get("config", {}).get("num_iterations") if isinstance(meta.get("config"), dict) else None
+        if stored_iters is not None and stored_iters != FLAGS.epochs:
+            diffs.append(f"config.num_iterations: checkpoint has {stored_iters}, expected {FLAGS.epochs} (--epochs)")
+        if diffs:
+            raise app.UsageError(f"--resume: {step_path} was made by a run with other flags ({'; '.join(diffs)}); "
+                                 "resume with its flags, pass --overwrite to start over, or use another --ckpt_dir")
+
+
+def lock_datasets(stack) -> list[str]:
+    """Take the lock of every dataset (sorted order, so that two waiting runs cannot deadlock), kept until `stack`
+    closes; re-check each dataset's folder under its lock. Returns the datasets to train (--if_missing: those
+    without a table). A lock held by another run is a one-line app.UsageError, or with --if_missing a wait."""
+    todo = []
+    for dataset in sorted(FLAGS.datasets):
+        out_dir = os.path.join(FLAGS.ckpt_dir, dataset)
+        try:
+            lock, _ = checkpoints.acquire_lock(out_dir, wait=FLAGS.if_missing)
+        except checkpoints.LockHeldError as exc:
+            raise app.UsageError(str(exc)) from None
+        stack.callback(lock.release)
+        table = os.path.join(out_dir, "policy_table.npz")
+        if FLAGS.if_missing and os.path.exists(table):
+            logging.info("%s: %s is present (--if_missing): not retrained", dataset, table)
+            continue
+        check_dataset_dir(dataset, load_trace(os.path.join(FLAGS.trace_dir, f"{dataset}.npz")))
+        todo.append(dataset)
+    return [d for d in FLAGS.datasets if d in todo]
+
+
+SUMMARY_LOCK = ".summary.lock"
+
+
+def write_summary(results: dict, wall_seconds: float) -> str:
+    """Merge `results` into <ckpt_dir>/summary.json (a run over some datasets keeps the others' entries) under
+    <ckpt_dir>/.summary.lock, so that runs on other datasets of the same --ckpt_dir never lose an update."""
+    import filelock
+
+    path = os.path.join(FLAGS.ckpt_dir, "summary.json")
+    lock_path = os.path.join(FLAGS.ckpt_dir, SUMMARY_LOCK)
+    try:
+        with filelock.FileLock(lock_path, timeout=300):
+            previous = tables.read_training_summary(path).get("results", {})
+            merged = {**previous, **results}
+            summary = {
+                "wall_seconds_last_run": wall_seconds,
+                "datasets_last_run": list(results),
+                "all_checks_pass": all(all(r["checks"].values()) for r in merged.values()),
+                "results": merged,
+            }
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump(summary, f, indent=1)
+            os.replace(path + ".tmp", path)
+    except (filelock.Timeout, tables.RecordError) as exc:
+        raise app.UsageError(f"{exc} (the trained datasets {list(results)} are saved in their folders; "
+                             f"only {path} was not updated)") from None
+    return path
 
 
 def main(argv):
@@ -239,34 +366,24 @@ def main(argv):
     cli_support.quiet_third_party_logs(FLAGS.verbosity)
     FLAGS.trace_dir = data_paths.resolve_data_dir(FLAGS.trace_dir, "traces")
     validate_flags()
-    if FLAGS.overwrite and not FLAGS.resume:
-        import shutil
+    with contextlib.ExitStack() as stack:
+        datasets = lock_datasets(stack)
+        if not datasets:
+            logging.info("every dataset of --datasets=%s has a policy table in %s: nothing to train",
+                         ",".join(FLAGS.datasets), FLAGS.ckpt_dir)
+            return
+        if FLAGS.overwrite and not FLAGS.resume:
+            import shutil
 
-        for dataset in FLAGS.datasets:
-            shutil.rmtree(os.path.join(FLAGS.ckpt_dir, dataset, "ppo"), ignore_errors=True)
-    t0 = time.time()
-    try:
-        results = {ds: run_dataset(ds) for ds in FLAGS.datasets}
-    except checkpoints.CheckpointError as exc:
-        raise app.UsageError(str(exc)) from exc
-    os.makedirs(FLAGS.ckpt_dir, exist_ok=True)
-    path = os.path.join(FLAGS.ckpt_dir, "summary.json")
-    # Merge into the existing summary: a run over some datasets must not drop the others' entries.
-    previous = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            previous = json.load(f).get("results", {})
-    merged = {**previous, **results}
-    summary = {
-        "wall_seconds_last_run": time.time() - t0,
-        "datasets_last_run": list(results),
-        "all_checks_pass": all(all(r["checks"].values()) for r in merged.values()),
-        "results": merged,
-    }
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(path + ".tmp", path)
-    logging.info("datasets %s done in %.0fs -> %s", list(results), summary["wall_seconds_last_run"], path)
+            for dataset in datasets:
+                shutil.rmtree(os.path.join(FLAGS.ckpt_dir, dataset, "ppo"), ignore_errors=True)
+        t0 = time.time()
+        try:
+            results = {ds: run_dataset(ds) for ds in datasets}
+        except checkpoints.CheckpointError as exc:
+            raise app.UsageError(str(exc)) from exc
+        path = write_summary(results, time.time() - t0)
+    logging.info("datasets %s done in %.0fs -> %s", list(results), time.time() - t0, path)
 
 
 def run():

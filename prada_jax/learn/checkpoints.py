@@ -3,6 +3,10 @@
 Each step directory holds `state` (any pytree of arrays) and `meta` (JSON: config, data shapes, ...).
 `restore` checks the stored `meta` against what the caller expects and the stored tree against the caller's
 template; any mismatch, a missing directory or an empty one raises `CheckpointError` naming the path.
+
+One writer per training directory: `acquire_lock` takes an exclusive `filelock` on <directory>/.train.lock
+(prada-train holds one per <ckpt_dir>/<dataset> for the whole run, so two runs never write the same orbax
+checkpoints); `directory_problem` says why a path cannot be used as an output folder before anything is written.
 """
 
 from __future__ import annotations
@@ -17,6 +21,57 @@ from absl import logging
 
 class CheckpointError(RuntimeError):
     """Missing, empty or mismatched checkpoint; the message names the path."""
+
+
+class LockHeldError(CheckpointError):
+    """Another process holds the training lock of a directory; the message names the lock file."""
+
+
+LOCK_FILE = ".train.lock"
+
+
+def acquire_lock(directory: str, wait: bool = False, timeout: float = -1):
+    """Exclusive `filelock.FileLock` on <directory>/.train.lock (the directory is created). Returns (lock, waited).
+
+    When another process holds it: LockHeldError naming the lock at once, or with `wait` block until it is
+    released (at most `timeout` seconds when >= 0; LockHeldError after that) and return waited=True, so that the
+    caller re-checks what the other writer left behind. The lock is released by `lock.release()` or when this
+    process exits (a killed holder never leaves a stale lock: flock locks die with their process).
+    """
+    import filelock
+
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, LOCK_FILE)
+    lock = filelock.FileLock(path, thread_local=False)  # one lock per process, whichever thread releases it
+    try:
+        lock.acquire(timeout=0)
+        return lock, False
+    except filelock.Timeout:
+        if not wait:
+            raise LockHeldError(f"{directory} is being written by another training run (lock {path} is held); "
+                                "wait for it to finish or use another --ckpt_dir") from None
+    logging.info("%s is being written by another training run (lock %s is held): waiting for it", directory, path)
+    try:
+        lock.acquire(timeout=timeout)
+    except filelock.Timeout:
+        raise LockHeldError(f"{directory} is still being written by another training run after {timeout:g} s "
+                            f"(lock {path} is held)") from None
+    return lock, True
+
+
+def directory_problem(path: str) -> str | None:
+    """Why `path` cannot be used as an output folder (it or a parent is not a directory, or not writable), or None.
+
+    Nothing is created: the nearest existing ancestor must be a writable directory."""
+    path = os.path.abspath(path)
+    existing = path
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is not a directory" + ("" if existing == path else f" (so {path} cannot be made)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 def _manager(directory: str, max_to_keep: int | None = 3, create: bool = True) -> ocp.CheckpointManager:
@@ -59,6 +114,34 @@ def latest_step(directory: str) -> int | None:
         return None
     with _manager(directory, create=False) as mngr:
         return mngr.latest_step()
+
+
+def latest_meta(directory: str) -> tuple[str, dict] | None:
+    """(step path, stored meta) of the newest step whose meta is readable, or None when there is no step.
+
+    A cheap pre-check of what `restore` will read (no array is loaded). CheckpointError naming the directory when
+    steps exist but no meta can be read."""
+    path = os.path.abspath(directory)
+    if not os.path.isdir(path):
+        return None
+    with _manager(path, create=False) as mngr:
+        steps = sorted(mngr.all_steps(), reverse=True)
+        problems = []
+        for step in steps:
+            try:
+                meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            except Exception as exc:  # noqa: BLE001 - a damaged step: restore falls back to an older one too
+                problems.append(f"{step}: {type(exc).__name__}")
+                continue
+            return os.path.join(path, str(step)), dict(meta)
+    if steps:
+        raise CheckpointError(f"{path}: no checkpoint step with readable metadata ({'; '.join(problems)})")
+    return None
+
+
+def meta_diff(expected: dict, found: dict) -> list[str]:
+    """'key: checkpoint has X, expected Y' for each key of `expected` (nested dicts descended) that differs."""
+    return _diff(expected, found)
 
 
 def _diff(expected: dict, found: dict, prefix: str = "") -> list[str]:

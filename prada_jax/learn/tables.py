@@ -98,7 +98,8 @@ def add_trace_hash(path: str, trace_path: str, dataset: str | None = None, beta:
 def load_table(path: str, shape: tuple[int, int] | None = None, trace=None, trace_path: str | None = None) -> PolicyTable:
     """Read a table written by `save_table` and check it; TableError naming `path` and the field otherwise.
 
-    Always: the three fields exist, share one [N, K] shape (= `shape` if given) and are finite; nominate_prob in
+    Always: the three fields exist, hold real floating-point values (an int, bool, complex or string array is
+    refused, not cast), share one [N, K] shape (= `shape` if given) and are finite in float32; nominate_prob in
     [0, 1]. With `trace` (TraceData): server_seconds > 0 on real steps and all fields 0 on padding. With
     `trace_path`: the stored trace hash equals that file's (a table made for another trace is refused).
     """
@@ -114,6 +115,9 @@ def load_table(path: str, shape: tuple[int, int] | None = None, trace=None, trac
         raise
     except Exception as exc:  # noqa: BLE001 - truncated / not a zip / bad CRC
         raise TableError(f"{path}: unreadable policy table ({type(exc).__name__}: {exc})") from exc
+    for f, a in arrays.items():  # real floats only: no strings, ints, bools or complex values (never cast silently)
+        if not np.issubdtype(a.dtype, np.floating):
+            raise TableError(f"{path}: field {f!r} must hold real floating-point values, got dtype {a.dtype}")
     shapes = {a.shape for a in arrays.values()}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise TableError(f"{path}: fields must share one [N, K] shape, got { {f: a.shape for f, a in arrays.items()} }")
@@ -122,6 +126,12 @@ def load_table(path: str, shape: tuple[int, int] | None = None, trace=None, trac
     for f, a in arrays.items():
         if not np.all(np.isfinite(a)):
             raise TableError(f"{path}: field {f!r} has {int(np.sum(~np.isfinite(a)))} non-finite values")
+        with np.errstate(over="ignore"):
+            narrowed = a.astype(np.float32)  # what the simulator reads: a float64 beyond float32's range is refused
+        if not np.all(np.isfinite(narrowed)):
+            raise TableError(f"{path}: field {f!r} has {int(np.sum(~np.isfinite(narrowed)))} values beyond the "
+                             "float32 range")
+        arrays[f] = narrowed
     p = arrays["nominate_prob"]
     if np.any((p < 0) | (p > 1)):
         raise TableError(f"{path}: field 'nominate_prob' must lie in [0, 1], got range [{p.min():g}, {p.max():g}]")
@@ -146,3 +156,85 @@ def load_table(path: str, shape: tuple[int, int] | None = None, trace=None, trac
             raise TableError(f"{path}: was made for another trace (sha256 {stored[:12]}...), not {trace_path} "
                              f"({actual[:12]}...); retrain it for this trace")
     return PolicyTable(**{f: jnp.asarray(a) for f, a in arrays.items()})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training records: <ckpt_dir>/<dataset>/eval.json and <ckpt_dir>/summary.json (written by prada-train)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class RecordError(ValueError):
+    """Missing or malformed training record (eval.json, summary.json); the message names the path and the key."""
+
+
+def _read_json_object(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise RecordError(f"{path}: " + ("not a file" if os.path.exists(path) else "not found"))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RecordError(f"{path}: unreadable JSON ({type(exc).__name__}: {exc})") from None
+    if not isinstance(record, dict):
+        raise RecordError(f"{path}: a JSON object expected, got {type(record).__name__}")
+    return record
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_point(path: str, where: str, point) -> None:
+    """`point` ({'accuracy', 'tflop_per_task', ...}) has a finite numeric accuracy and cost."""
+    import math
+
+    for key in ("accuracy", "tflop_per_task"):
+        value = point.get(key) if isinstance(point, dict) else None
+        if not (_is_number(value) and math.isfinite(value)):
+            raise RecordError(f"{path}: {where}.{key} must be a finite number, got {value!r}")
+
+
+SINGLE_USER_METHODS = ("all_slm", "all_llm", "pi_theta", "random")
+
+
+def read_eval_record(path: str, single_user: bool = False) -> dict:
+    """The training record <ckpt_dir>/<dataset>/eval.json, checked; RecordError naming `path` and the key otherwise.
+
+    Always: a JSON object with a finite numeric `beta` >= 0 and (if present) a string `latency_model`. With
+    `single_user` (Figure 4): `single_user.{all_slm,all_llm,pi_theta,random}` and every `single_user.rsd[i]` and
+    `frontier[i]` carry finite `accuracy` and `tflop_per_task`."""
+    import math
+
+    record = _read_json_object(path)
+    beta = record.get("beta")
+    if not (_is_number(beta) and math.isfinite(beta) and beta >= 0):
+        raise RecordError(f"{path}: 'beta' must be a finite number >= 0, got {beta!r}")
+    if not isinstance(record.get("latency_model", ""), str):
+        raise RecordError(f"{path}: 'latency_model' must be a string, got {record['latency_model']!r}")
+    if single_user:
+        su = record.get("single_user")
+        if not isinstance(su, dict):
+            raise RecordError(f"{path}: 'single_user' must be an object, got {type(su).__name__}")
+        for method in SINGLE_USER_METHODS:
+            _check_point(path, f"single_user.{method}", su.get(method))
+        for key, points in (("single_user.rsd", su.get("rsd")), ("frontier", record.get("frontier", []))):
+            if not isinstance(points, list):
+                raise RecordError(f"{path}: '{key}' must be a list, got {type(points).__name__}")
+            for i, point in enumerate(points):
+                _check_point(path, f"{key}[{i}]", point)
+    return record
+
+
+def read_training_summary(path: str) -> dict:
+    """<ckpt_dir>/summary.json ({} when absent), checked before a training run merges into it: a JSON object whose
+    `results` (if present) maps each dataset to an object with a `checks` object. RecordError naming `path`."""
+    if not os.path.lexists(path):
+        return {}
+    summary = _read_json_object(path)
+    results = summary.get("results", {})
+    if not isinstance(results, dict):
+        raise RecordError(f"{path}: 'results' must be an object (dataset -> record), got {type(results).__name__}")
+    for dataset, record in results.items():
+        if not (isinstance(record, dict) and isinstance(record.get("checks"), dict)):
+            raise RecordError(f"{path}: results[{dataset!r}] must be an object with a 'checks' object")
+    return summary
