@@ -122,35 +122,19 @@ def markdown(study, rows):
 
 
 def figure(study, rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Each scheduler's mean ± its own CI (top row) and the paired difference Δ = candidate − baseline ± its paired
+    CI (bottom row): prada_jax.plots.plot_paired."""
     from prada_jax import plots
 
     key = {"capacity": "server_capacity", "bandwidth": "bandwidth_bps"}[study]
-    x = [r[key] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, (metric, scale, ylabel) in zip(axes, (("accuracy", 100, "Accuracy (%)"),
-                                                  ("sojourn_ms", 1, "Sojourn time (ms/task)"),
-                                                  ("utility", 1, "Utility U - beta*Delta"))):
-        for name, tag in ((FLAGS.baseline, "base"), (FLAGS.candidate, "cand")):
-            style = plots.policy_style(name) if hasattr(plots, "policy_style") else {}
-            ax.errorbar(x, [r[f"{metric}_{tag}"] * scale for r in rows],
-                        yerr=[r[f"{metric}_{tag}_ci95"] * scale for r in rows], capsize=3, label=name, **style)
-        ax.set_xlabel(plots.PARAM_LABELS.get(key, key))
-        ax.set_ylabel(ylabel)
-        if key == "bandwidth_bps":
-            ax.set_xscale("log")
-        ax.grid(True, alpha=0.3)
-    axes[0].legend(title=f"error bars: 95 % CI (Student t) over {FLAGS.episodes} episodes", fontsize=8,
-                   title_fontsize=8)
-    fig.suptitle(f"{FLAGS.candidate} vs {FLAGS.baseline}: {study} sweep (gsm8k), same Stage-1 table and draws")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    first = rows[0]  # the settings this sweep holds fixed, from its own rows
+    fixed = (f"B = {first['bandwidth_bps']:g} bit/s" if study == "capacity" else f"M = {first['server_capacity']:g}")
+    fixed += f", λ = {first['arrival_rate']:g} arrivals/ms"
+    title = (f"{plots.TEXT_LABELS.get(FLAGS.candidate, FLAGS.candidate)} vs "
+             f"{plots.TEXT_LABELS.get(FLAGS.baseline, FLAGS.baseline)}: {study} sweep (gsm8k, {fixed}), "
+             f"same Stage-1 table and episode keys\n{FLAGS.episodes} episodes of {FLAGS.horizon_ms} ms "
+             f"(warm-up {FLAGS.warmup_ms} ms)")
+    return plots.plot_paired(rows, key, path, FLAGS.baseline, FLAGS.candidate, FLAGS.episodes, title)
 
 
 def main(argv):

@@ -129,6 +129,38 @@ def _axis(ax, param: str, metric_label: str) -> None:
     ax.grid(True, alpha=0.3)
 
 
+DELAY_SCALES = ("linear", "log")
+
+
+def _in_sentence(text: str) -> str:
+    """A label used mid-sentence: 'Arrival rate λ' -> 'arrival rate λ'; acronyms and names with digits ('SLM
+    FLOP/s', 'Stage-2 ...') are kept as they are."""
+    word = text.split(" ", 1)[0]
+    if len(word) > 1 and word[0].isupper() and word[1:].replace("-", "").isalpha() and word[1:] == word[1:].lower():
+        return text[0].lower() + text[1:]
+    return text
+
+
+def _delay_yscale(ax, scale: str, values: Iterable[float]) -> str:
+    """Put a delay axis on `scale` ('linear' or 'log'); returns the note for its panel title ('' when linear). With
+    'log', a panel with zero delays (e.g. All SLM's communication) is drawn symlog: linear from 0 up to the decade
+    below its smallest positive value, logarithmic above, so that zeros stay visible."""
+    if scale not in DELAY_SCALES:
+        raise ValueError(f"delay scale must be one of {DELAY_SCALES}, got {scale!r}")
+    if scale == "linear":
+        return ""
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    positive = [v for v in values if v > 0]
+    if not positive:
+        return ""
+    if len(positive) == len(values):
+        ax.set_yscale("log")
+        return "log scale"
+    linthresh = 10.0 ** max(math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive))) - 6)
+    ax.set_yscale("symlog", linthresh=linthresh, linscale=0.7)
+    return f"log scale, linear below {linthresh:g} ms"
+
+
 def _require_sweep(rows: list[dict]) -> str:
     params = _unique(rows, "sweep_param")
     if len(params) != 1 or params[0] == "none":
@@ -163,7 +195,7 @@ def _policy_lines(axes, rows: Sequence[dict], metrics: Sequence[str]) -> bool:
     return any_over
 
 
-def _figure_legend(fig, axes, rows, any_over: bool) -> None:
+def _figure_legend(fig, axes, rows, any_over: bool, y: float = 0.0) -> None:
     """One legend below the axes (never over data) whose title says what the error bars are."""
     handles, labels = axes[0].get_legend_handles_labels()
     if any_over:
@@ -172,75 +204,168 @@ def _figure_legend(fig, axes, rows, any_over: bool) -> None:
         handles.append(Line2D([], [], linestyle="none", marker="o", mfc="white", mec="black"))
         labels.append(OVERLOAD_NOTE)
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False,
-               title=ci_label(rows), title_fontsize=8, bbox_to_anchor=(0.5, 0.0))
+               title=ci_label(rows), title_fontsize=8, bbox_to_anchor=(0.5, y))
 
 
-def plot_performance(rows: Sequence[dict], dataset: str, path: str, title: str | None = None) -> str:
-    """Accuracy (a) and end-to-end delay (b) vs the swept parameter, one line per policy (Figs. 5 and 8)."""
+def _short(value: float) -> str:
+    """3 -> '3', 0.5 -> '0.5', 300000 -> '3e5'."""
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+def _ranges(values: Sequence[float], order: Sequence[float]) -> str:
+    """'7-20' for a contiguous run of the swept values (in sweep order), else '1, 3, 9'."""
+    idx = sorted(order.index(v) for v in values)
+    runs, start = [], idx[0]
+    for a, b in zip(idx, idx[1:] + [None]):
+        if b != a + 1:
+            runs.append(_short(order[start]) if start == a else f"{_short(order[start])}-{_short(order[a])}")
+            start = b
+    return ", ".join(runs)
+
+
+def overlap_note(rows: Sequence[dict], metrics: Sequence[str], param: str) -> str:
+    """Which pairs of policies draw on top of each other: at which swept values every drawn metric's means lie
+    within each other's 95 % CIs (and within 1 %). '' when none do."""
+    policies = _unique(rows, "policy")
+    order = sorted(_unique(rows, "sweep_value"))
+    symbol = {"server_capacity": "M", "bandwidth_bps": "B", "arrival_rate": "λ", "beta": "β"}.get(param, param)
+    notes = []
+    for i, a in enumerate(policies):
+        for b in policies[i + 1:]:
+            same = []
+            for v in order:
+                ra, rb = _select(rows, policy=a, sweep_value=v), _select(rows, policy=b, sweep_value=v)
+                if len(ra) != 1 or len(rb) != 1:
+                    continue
+                ra, rb = ra[0], rb[0]
+                if all(abs(ra[f"{m}_mean"] - rb[f"{m}_mean"]) <= max(_nan0(ra[f"{m}_ci95"]), _nan0(rb[f"{m}_ci95"]),
+                                                                     0.01 * max(abs(ra[f"{m}_mean"]), abs(rb[f"{m}_mean"])))
+                       for m in metrics):
+                    same.append(v)
+            if same:
+                notes.append(f"{label(a)} and {label(b)} overlap at {symbol} = {_ranges(same, order)}")
+    return "; ".join(notes) + (" (means within each other's 95 % CI)" if notes else "")
+
+
+def _legend_and_note(fig, axes, rows, any_over: bool, note: str) -> float:
+    """The figure legend, with `note` (if any) on a line of its own below it; returns the bottom margin to keep."""
+    if not note:
+        _figure_legend(fig, axes, rows, any_over)
+        return 0.15
+    fig.text(0.5, 0.008, note, ha="center", va="bottom", fontsize=7.5, style="italic")
+    _figure_legend(fig, axes, rows, any_over, y=0.04)
+    return 0.19
+
+
+def plot_performance(rows: Sequence[dict], dataset: str, path: str, title: str | None = None,
+                     delay_scale: str = "linear", note_overlaps: bool = False) -> str:
+    """Accuracy (a) and end-to-end delay (b) vs the swept parameter, one line per policy (Figs. 5 and 8).
+
+    End-to-end delay is processing + communication + queuing (the sojourn time also counts slot alignment).
+    `delay_scale='log'` draws panel (b) on a log axis (overloaded points far above the rest); `note_overlaps`
+    names policies whose points draw on top of each other."""
     rows = _select(rows, dataset=dataset)
     param = _require_sweep(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
     any_over = _policy_lines(axes, rows, ("accuracy", "end_to_end_ms"))
+    note = _delay_yscale(axes[1], delay_scale, [r["end_to_end_ms_mean"] for r in rows])
     _axis(axes[0], param, "Accuracy (%)")
     _axis(axes[1], param, "End-to-end delay (ms/task)")
-    axes[0].set_title("(a) accuracy")
-    axes[1].set_title("(b) total delay")
-    _figure_legend(fig, axes, rows, any_over)
-    fig.suptitle(title or f"{dataset}: performance vs {PARAM_LABELS.get(param, param)}", fontsize=10)
-    return _save(fig, path, bottom=0.15)
+    axes[0].set_title("(a) accuracy", fontsize=10)
+    axes[1].set_title("(b) end-to-end delay (processing + communication + queuing)" + (f"\n{note}" if note else ""),
+                      fontsize=9)
+    bottom = _legend_and_note(fig, axes, rows, any_over,
+                              overlap_note(rows, ("accuracy", "end_to_end_ms"), param) if note_overlaps else "")
+    fig.suptitle(title or f"{dataset}: performance vs {_in_sentence(PARAM_LABELS.get(param, param))}", fontsize=10)
+    return _save(fig, path, bottom=bottom)
 
 
-def plot_delay_decomposition(rows: Sequence[dict], dataset: str, path: str, title: str | None = None) -> str:
-    """Processing / communication / queuing delay vs the swept parameter, one line per policy (Figs. 6 and 7)."""
+def plot_delay_decomposition(rows: Sequence[dict], dataset: str, path: str, title: str | None = None,
+                             delay_scale: str = "linear", note_overlaps: bool = False) -> str:
+    """Processing / communication / queuing delay vs the swept parameter, one line per policy (Figs. 6 and 7).
+    `delay_scale` and `note_overlaps` as in plot_performance (here for all three panels)."""
     rows = _select(rows, dataset=dataset)
     param = _require_sweep(rows)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
     any_over = _policy_lines(axes, rows, [metric for metric, _ in DELAYS])
-    for ax, (letter, (_, name)) in zip(axes, zip("abc", DELAYS)):
+    for ax, (letter, (metric, name)) in zip(axes, zip("abc", DELAYS)):
+        note = _delay_yscale(ax, delay_scale, [r[f"{metric}_mean"] for r in rows])
         _axis(ax, param, f"{name} delay (ms/task)")
-        ax.set_title(f"({letter}) {name.lower()}")
-    _figure_legend(fig, axes, rows, any_over)
-    fig.suptitle(title or f"{dataset}: delay decomposition vs {PARAM_LABELS.get(param, param)}", fontsize=10)
-    return _save(fig, path, bottom=0.15)
+        ax.set_title(f"({letter}) {name.lower()}" + (f"\n{note}" if note else ""), fontsize=10)
+    bottom = _legend_and_note(fig, axes, rows, any_over,
+                              overlap_note(rows, [metric for metric, _ in DELAYS], param) if note_overlaps else "")
+    fig.suptitle(title or f"{dataset}: delay decomposition vs {_in_sentence(PARAM_LABELS.get(param, param))}",
+                 fontsize=10)
+    return _save(fig, path, bottom=bottom)
 
 
-def plot_frontier(rows: Sequence[dict], dataset: str, path: str) -> str:
-    """Accuracy vs end-to-end delay traced by the swept parameter (the beta frontier), one curve per policy."""
+def _constant(rows: Sequence[dict], metrics: Sequence[str]) -> bool:
+    """Whether every row has the same mean of each metric (a policy the swept parameter does not act on)."""
+    return len(rows) > 1 and all(math.isclose(r[f"{m}_mean"], rows[0][f"{m}_mean"], rel_tol=1e-9, abs_tol=1e-12)
+                                 for r in rows for m in metrics)
+
+
+def plot_frontier(rows: Sequence[dict], dataset: str, path: str, title: str | None = None) -> str:
+    """Accuracy vs end-to-end delay traced by the swept parameter (the beta frontier), one curve per policy; a
+    policy whose rows do not change with the parameter is one marker labelled '(independent of β)'."""
     rows = _select(rows, dataset=dataset)
     param = _require_sweep(rows)
-    fig, ax = plt.subplots(figsize=(6, 4.8))
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
     symbol = {"beta": "β"}.get(param, param)
-    for i, policy in enumerate(_unique(rows, "policy")):
+    curves = 0
+    for policy in _unique(rows, "policy"):
         sub = sorted(_select(rows, policy=policy), key=lambda r: r["sweep_value"])
+        style = policy_style(policy)
+        if _constant(sub, ("accuracy", "end_to_end_ms")):
+            r = sub[0]
+            ax.errorbar([r["end_to_end_ms_mean"]], [r["accuracy_mean"] * 100], xerr=[_nan0(r["end_to_end_ms_ci95"])],
+                        yerr=[_nan0(r["accuracy_ci95"]) * 100], ms=6, capsize=2, linestyle="none",
+                        label=f"{label(policy)} (independent of {symbol})", **style)
+            continue
         x = [r["end_to_end_ms_mean"] for r in sub]
         y = [r["accuracy_mean"] * 100 for r in sub]
         ax.errorbar(
             x, y, xerr=[_nan0(r["end_to_end_ms_ci95"]) for r in sub],
-            yerr=[_nan0(r["accuracy_ci95"]) * 100 for r in sub], ms=4, capsize=2, label=label(policy),
-            **policy_style(policy),
+            yerr=[_nan0(r["accuracy_ci95"]) * 100 for r in sub], ms=4, capsize=2, label=label(policy), **style,
         )
         if len(sub) > 1:  # label the two ends, offset apart so that labels of different curves do not overprint
-            for end, (dx, dy) in ((sub[0], (6, 6 + 10 * i)), (sub[-1], (6, -12 - 10 * i))):
+            for end, (dx, dy) in ((sub[0], (6, 6 + 10 * curves)), (sub[-1], (6, -12 - 10 * curves))):
                 ax.annotate(f"{symbol} = {end['sweep_value']:g}", (end["end_to_end_ms_mean"], end["accuracy_mean"] * 100),
-                            xytext=(dx, dy), textcoords="offset points", fontsize=7, color=policy_style(policy)["color"],
+                            xytext=(dx, dy), textcoords="offset points", fontsize=7, color=style["color"],
                             arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
-    ax.set_xlabel("End-to-end delay (ms/task)")
+        curves += 1
+    ax.set_xlabel("End-to-end delay (ms/task; processing + communication + queuing)", fontsize=9)
     ax.set_ylabel("Accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.15, y=0.15)
     fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False,
                title=ci_label(rows), title_fontsize=8)
-    ax.set_title(f"{dataset}: accuracy-delay frontier over {symbol}", fontsize=10)
-    return _save(fig, path, bottom=0.16)
+    ax.set_title(title or f"{dataset}: accuracy-delay frontier over {_in_sentence(PARAM_LABELS.get(param, param))}",
+                 fontsize=9)
+    return _save(fig, path, bottom=0.12)
 
 
-def plot_bars(rows: Sequence[dict], path: str, title: str | None = None) -> str:
-    """Unswept results: accuracy and the three delays per dataset, one bar per policy."""
+def _bar_value(value: float) -> str:
+    if value == 0:
+        return "0"
+    return f"{value:.2g}" if abs(value) < 10 else f"{value:.0f}"
+
+
+def plot_bars(rows: Sequence[dict], path: str, title: str | None = None, delay_scale: str = "log") -> str:
+    """Unswept results: accuracy and the three delays per dataset, one bar per policy. Delay panels are drawn on
+    a log axis by default (one overloaded bar would otherwise flatten the rest) with each bar's value printed on
+    it; `delay_scale='linear'` draws them linearly."""
+    if delay_scale not in DELAY_SCALES:
+        raise ValueError(f"delay scale must be one of {DELAY_SCALES}, got {delay_scale!r}")
     datasets = _unique(rows, "dataset")
     policies = _unique(rows, "policy")
     metrics = (("accuracy", "Accuracy (%)"),) + tuple((m, f"{n} delay (ms/task)") for m, n in DELAYS)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.8))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4.2))
     width = 0.8 / max(len(policies), 1)
+    values: dict[str, list[tuple[float, float]]] = {m: [] for m, _ in metrics}
     for i, policy in enumerate(policies):
         for ax, (metric, _) in zip(axes, metrics):
             ys, es = [], []
@@ -251,25 +376,39 @@ def plot_bars(rows: Sequence[dict], path: str, title: str | None = None) -> str:
                 ys.append(match[0][f"{metric}_mean"] * _scale(metric))
                 es.append(_nan0(match[0][f"{metric}_ci95"]) * _scale(metric))
             xs = [j + (i - (len(policies) - 1) / 2) * width for j in range(len(datasets))]
+            values[metric] += [(xb, yb, yb + eb) for xb, yb, eb in zip(xs, ys, es)]
             over = [_overloaded(_select(rows, dataset=d, policy=policy)[0]) for d in datasets]
             ax.bar(xs, ys, width, yerr=es, capsize=2, label=label(policy), color=policy_style(policy)["color"],
                    hatch=None, edgecolor="black", linewidth=0.3)
             for xb, yb, o in zip(xs, ys, over):
                 if o:  # overloaded: hatched overlay
                     ax.bar([xb], [yb], width, fill=False, hatch="///", edgecolor="black", linewidth=0.0)
-    for ax, (_, name) in zip(axes, metrics):
+    for ax, (metric, name) in zip(axes, metrics):
         ax.set_xticks(range(len(datasets)))
         ax.set_xticklabels(datasets, fontsize=8)
-        ax.set_ylabel(name)
         ax.grid(True, axis="y", alpha=0.3)
+        if metric == "accuracy" or delay_scale == "linear":
+            ax.set_ylabel(name)
+            continue
+        ax.set_ylabel(name)
+        positive = [y for _, y, _ in values[metric] if y > 0]
+        if not positive:
+            continue
+        floor = 10.0 ** math.floor(math.log10(min(positive) / 2))  # at least half a decade below the lowest bar
+        ax.set_yscale("log")
+        ax.set_ylim(floor, max(top for _, _, top in values[metric]) * 40)
+        for xb, yb, top in values[metric]:  # every bar's value above its error bar (a zero bar has no height here)
+            ax.text(xb, max(top, floor) * 1.2, _bar_value(yb), ha="center", va="bottom", rotation=90, fontsize=6)
     handles, labels_ = axes[0].get_legend_handles_labels()
     if any(_overloaded(r) for r in rows):
         from matplotlib.patches import Patch
 
         handles.append(Patch(fill=False, hatch="///"))
         labels_.append("hatched: overloaded (arrivals dropped or tasks unfinished)")
+    legend_title = ci_label(rows) + ("; delays on log axes, each bar's value (ms/task) printed above it"
+                                     if delay_scale == "log" else "")
     fig.legend(handles, labels_, loc="lower center", ncol=min(len(labels_), 4), fontsize=8, frameon=False,
-               title=ci_label(rows), title_fontsize=8)
+               title=legend_title, title_fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path, bottom=0.2)
@@ -372,11 +511,37 @@ def table2_markdown(rows: Sequence[dict], policies: Sequence[str] = ("all_slm", 
     return "\n".join(lines) + "\n"
 
 
-def plot_single_user(results: Sequence[dict[str, Any]], path: str) -> str:
+def wilson_interval(p: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval (lower, upper) of a proportion p observed on n items."""
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    denom = 1.0 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n))
+    return max(center - half, 0.0), min(center + half, 1.0)
+
+
+def _coinciding(points: Sequence[tuple[str, float, float]]) -> list[tuple[list[str], float, float]]:
+    """Groups of >= 2 methods whose single markers sit on the same (cost, accuracy)."""
+    groups: list[tuple[list[str], float, float]] = []
+    for method, x, y in points:
+        for names, gx, gy in groups:
+            if math.isclose(x, gx, rel_tol=1e-6, abs_tol=1e-9) and math.isclose(y, gy, rel_tol=1e-6, abs_tol=1e-9):
+                names.append(method)
+                break
+        else:
+            groups.append(([method], x, y))
+    return [g for g in groups if len(g[0]) > 1]
+
+
+def plot_single_user(results: Sequence[dict[str, Any]], path: str, title: str | None = None) -> str:
     """Fig. 4: accuracy vs computation cost per dataset for each single-user method.
 
-    `results` rows: {dataset, method, accuracy (fraction), cost, cost_unit}; methods with several rows
-    (e.g. RSD over thresholds) are drawn as a line. All rows must share one cost unit.
+    `results` rows: {dataset, method, accuracy (fraction), cost, cost_unit} and optionally num_problems (the
+    problems the accuracy is averaged over) and evaluated_on; methods with several rows (e.g. RSD over thresholds)
+    are drawn as a line. All rows must share one cost unit. With num_problems, each point gets a binomial 95 %
+    (Wilson) interval from N; markers of several methods on the same spot are annotated.
     """
     results = list(results)
     if not results:
@@ -385,18 +550,97 @@ def plot_single_user(results: Sequence[dict[str, Any]], path: str) -> str:
     if len(units) != 1:
         raise ValueError(f"Fig. 4 rows must share one cost unit, got {units}")
     datasets = _unique(results, "dataset")
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.8), squeeze=False)
+    sizes = {}
+    for d in datasets:
+        found = {r.get("num_problems") for r in _select(results, dataset=d)}
+        n = found.pop() if len(found) == 1 else None
+        sizes[d] = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 4.3), squeeze=False)
     for ax, d in zip(axes[0], datasets):
+        singles = []
         for method in _unique(_select(results, dataset=d), "method"):
             sub = sorted(_select(results, dataset=d, method=method), key=lambda r: r["cost"])
             x = [r["cost"] for r in sub]
             y = [r["accuracy"] * 100 for r in sub]
-            style = "-" if len(sub) > 1 else ""
-            ax.plot(x, y, style, ms=7, label=label(method), **policy_style(method))
-        ax.set_title(d, fontsize=10)
+            style = "-" if len(sub) > 1 else "none"
+            if sizes[d]:
+                bounds = [wilson_interval(r["accuracy"], sizes[d]) for r in sub]
+                yerr = [[yi - lo * 100 for yi, (lo, _) in zip(y, bounds)], [hi * 100 - yi for yi, (_, hi) in zip(y, bounds)]]
+                ax.errorbar(x, y, yerr=yerr, linestyle=style, ms=7, capsize=2, elinewidth=0.8, label=label(method),
+                            **policy_style(method))
+            else:
+                ax.plot(x, y, linestyle=style, ms=7, label=label(method), **policy_style(method))
+            if len(sub) == 1:
+                singles.append((method, x[0], y[0]))
+        for names, x, y in _coinciding(singles):
+            ax.annotate("same point:\n" + "\n".join(label(m) for m in names), (x, y), xytext=(8, -50),
+                        textcoords="offset points", fontsize=7, zorder=6,
+                        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.7", "alpha": 0.9},
+                        arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6})
+        ax.set_title(f"{d} (N = {sizes[d]})" if sizes[d] else d, fontsize=10)
         ax.set_xlabel(f"Computation cost ({units[0]})")
         ax.set_ylabel("Accuracy (%)")
         ax.grid(True, alpha=0.3)
     handles, labels_ = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels_, loc="lower center", ncol=min(len(labels_), 6), fontsize=8, frameon=False)
-    return _save(fig, path, bottom=0.14)
+    known = [sizes[d] for d in datasets if sizes[d]]
+    note = ("error bars: binomial 95 % interval (Wilson) from the N problems; every method is scored on the same "
+            "problems" if len(known) == len(datasets) else "no confidence intervals (number of problems not recorded)")
+    fig.legend(handles, labels_, loc="lower center", ncol=min(len(labels_), 6), fontsize=8, frameon=False,
+               title=note, title_fontsize=8)
+    where = {r.get("evaluated_on") for r in results} - {None}
+    heading = title or "Fig. 4: single-user accuracy vs computation cost"
+    if where or known:
+        heading += ", " + (where.pop() if len(where) == 1 else "evaluation problems")
+        if known:
+            heading += ", N = " + " / ".join(str(sizes[d]) if sizes[d] else "?" for d in datasets)
+    fig.suptitle(heading, fontsize=10)
+    return _save(fig, path, bottom=0.16)
+
+
+# The paired scheduler study (experiments/scheduler_study.py): (metric, scale, axis label).
+PAIRED_METRICS = (("accuracy", 100.0, "Accuracy (%)"),
+                  ("sojourn_ms", 1.0, "Sojourn time (ms/task)"),
+                  ("utility", 1.0, "Utility: accuracy − β·delay"))
+
+
+def plot_paired(rows: Sequence[dict], x_key: str, path: str, baseline: str, candidate: str, episodes: int,
+                title: str, metrics: Sequence[tuple[str, float, str]] = PAIRED_METRICS) -> str:
+    """Two schedulers run on the same episode keys (common random numbers), one column per metric.
+
+    Top row: each scheduler's mean with its own Student-t 95 % CI (`<metric>_base`, `<metric>_cand` and their
+    `_ci95`). Bottom row: the paired per-episode difference Δ = candidate − baseline with its paired Student-t
+    95 % CI (`<metric>_diff`, `<metric>_diff_ci95`), which is the comparison the common draws make sharp."""
+    rows = sorted(rows, key=lambda r: r[x_key])
+    x = [r[x_key] for r in rows]
+    fig, axes = plt.subplots(2, len(metrics), figsize=(4.4 * len(metrics), 6.6), sharex=True, squeeze=False)
+    for col, (metric, scale, ylabel) in enumerate(metrics):
+        top, bottom = axes[0][col], axes[1][col]
+        for name, tag in ((baseline, "base"), (candidate, "cand")):
+            top.errorbar(x, [r[f"{metric}_{tag}"] * scale for r in rows],
+                         yerr=[_nan0(r[f"{metric}_{tag}_ci95"]) * scale for r in rows], capsize=3, ms=5,
+                         label=label(name), **policy_style(name))
+        top.set_ylabel(ylabel, fontsize=9)
+        top.set_title(f"({'abc'[col]}) {ylabel.split(' (')[0].split(':')[0].lower()}: each scheduler", fontsize=9)
+        bottom.axhline(0.0, color="0.3", lw=0.8)
+        bottom.errorbar(x, [r[f"{metric}_diff"] * scale for r in rows],
+                        yerr=[_nan0(r[f"{metric}_diff_ci95"]) * scale for r in rows], capsize=3, ms=5,
+                        color="black", marker="o", label="Δ = candidate − baseline")
+        unit = "(% points)" if ylabel.endswith("(%)") else (ylabel[ylabel.index("("):] if "(" in ylabel else "")
+        bottom.set_ylabel(f"Δ {ylabel.split(' (')[0].split(':')[0].lower()} {unit}".strip(), fontsize=9)
+        bottom.set_title(f"({'def'[col]}) paired difference Δ", fontsize=9)
+        bottom.set_xlabel(PARAM_LABELS.get(x_key, x_key))
+        for ax in (top, bottom):
+            if x_key in LOG_PARAMS:
+                ax.set_xscale("log")
+            if x_key == "server_capacity":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(True, alpha=0.3)
+    handles, labels_ = axes[0][0].get_legend_handles_labels()
+    h, l_ = axes[1][0].get_legend_handles_labels()
+    note = (f"(a)-(c): each scheduler's mean ± its own 95 % CI (Student t); (d)-(f): Δ = {TEXT_LABELS.get(candidate, candidate)}"
+            f" − {TEXT_LABELS.get(baseline, baseline)} per episode, mean ± paired 95 % CI (Student t); "
+            f"{episodes} episodes, same keys for both")
+    fig.legend(handles + h, labels_ + l_, loc="lower center", ncol=3, fontsize=8, frameon=False, title=note,
+               title_fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path, bottom=0.09)

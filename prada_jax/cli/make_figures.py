@@ -95,36 +95,55 @@ def sweep_rows(name: str, spec: sweep.SweepSpec, out_dir: str) -> tuple[dict, li
     return config, rows, out_dir, provenance_of(config, out_dir)
 
 
-# Sweep -> the (plot, file, title) it draws, all on gsm8k (title None: the plot's default).
+# Sweep -> the (plot, file, title, options) it draws, all on gsm8k (title None: the plot's default). Titles are
+# formatted with title_fields(config), so that what they state comes from the results' own config.
+_ROOFLINE = {"delay_scale": "log", "note_overlaps": True}  # pi_theta-only's overloaded points: ~65,000 ms
 SWEEP_FIGURES = {
     "capacity": (
         (plots.plot_performance, "fig5_capacity_performance.png",
-         "Fig. 5: performance vs server parallel capacity M (gsm8k)"),
-        (plots.plot_delay_decomposition, "fig6_capacity_delays.png", "Fig. 6: delay decomposition vs M (gsm8k)"),
+         "Fig. 5: performance vs server parallel capacity M (gsm8k)", {}),
+        (plots.plot_delay_decomposition, "fig6_capacity_delays.png", "Fig. 6: delay decomposition vs M (gsm8k)", {}),
     ),
     "bandwidth": (
         (plots.plot_delay_decomposition, "fig7_bandwidth_delays.png",
-         "Fig. 7: delay decomposition vs total bandwidth B (gsm8k, M=9)"),
+         "Fig. 7: delay decomposition vs total bandwidth B (gsm8k, M=9)", {}),
         (plots.plot_performance, "fig8_bandwidth_performance.png",
-         "Fig. 8: performance vs total bandwidth B (gsm8k, M=9)"),
+         "Fig. 8: performance vs total bandwidth B (gsm8k, M=9)", {}),
     ),
     "roofline_capacity": (
         (plots.plot_performance, "latency_capacity_performance.png",
-         "Roofline latency: performance vs server capacity M (gsm8k, 20 ms slots, 4 tasks/s)"),
+         "Roofline latency: performance vs server capacity M (gsm8k, {slot_ms:g} ms slots, {tasks_per_s:g} tasks/s)",
+         _ROOFLINE),
         (plots.plot_delay_decomposition, "latency_capacity_delays.png",
-         "Roofline latency: delay decomposition vs M (gsm8k, 4 tasks/s)"),
+         "Roofline latency: delay decomposition vs M (gsm8k, {slot_ms:g} ms slots, {tasks_per_s:g} tasks/s)",
+         _ROOFLINE),
     ),
     "roofline_bandwidth": (
         (plots.plot_delay_decomposition, "latency_bandwidth_delays.png",
-         "Roofline latency: delay decomposition vs total bandwidth B (gsm8k, M=9, 4 tasks/s)"),
+         "Roofline latency: delay decomposition vs total bandwidth B (gsm8k, M=9, {slot_ms:g} ms slots, "
+         "{tasks_per_s:g} tasks/s)", _ROOFLINE),
         (plots.plot_performance, "latency_bandwidth_performance.png",
-         "Roofline latency: performance vs total bandwidth B (gsm8k, M=9, 4 tasks/s)"),
+         "Roofline latency: performance vs total bandwidth B (gsm8k, M=9, {slot_ms:g} ms slots, "
+         "{tasks_per_s:g} tasks/s)", _ROOFLINE),
     ),
     "arrival": (
-        (plots.plot_performance, "arrival_performance.png", None),
-        (plots.plot_delay_decomposition, "arrival_delays.png", None),
+        (plots.plot_performance, "arrival_performance.png", None, {}),
+        (plots.plot_delay_decomposition, "arrival_delays.png", None, {}),
+    ),
+    "beta": (
+        (plots.plot_frontier, "beta_frontier.png",
+         "gsm8k: accuracy-delay frontier over the Stage-2 weight β (1/s); Stage-1 table at β = {table_beta:g}", {}),
+        (plots.plot_performance, "beta_performance.png",
+         "gsm8k: performance vs the Stage-2 weight β; Stage-1 table at β = {table_beta:g}", {}),
     ),
 }
+
+
+def title_fields(config: dict) -> dict:
+    """What the SWEEP_FIGURES titles may state, from a sweep's config (slot length, load, Stage-1 table beta)."""
+    rate = config.get("params", {}).get("arrival_rate")
+    return {"slot_ms": float(config.get("slot_ms", 1.0)), "table_beta": config.get("table_beta", float("nan")),
+            "tasks_per_s": float("nan") if rate is None else 1e3 * rate}
 
 
 def read_eval(eval_path: str) -> dict:
@@ -158,15 +177,16 @@ def fig4_rows() -> tuple[list[dict], list[str]]:
             sweep.train_policy_table(dataset, C.DEFAULT_BETA, FLAGS.traces_dir, FLAGS.ckpt_dir)
         evaluation = read_eval(eval_path)
         su = evaluation["single_user"]
+        # The problems every accuracy is averaged over (for the binomial intervals); None if not recorded.
+        n = su.get("num_problems")
+        common = dict(dataset=dataset, cost_unit="TFLOP per task", evaluated_on=evaluation.get("evaluated_on"),
+                      num_problems=n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None)
         for method, key in (("all_slm", "all_slm"), ("all_llm", "all_llm"), ("pi_only", "pi_theta"), ("random_policy", "random")):
-            rows.append(dict(dataset=dataset, method=method, accuracy=su[key]["accuracy"],
-                             cost=su[key]["tflop_per_task"], cost_unit="TFLOP per task"))
+            rows.append(dict(common, method=method, accuracy=su[key]["accuracy"], cost=su[key]["tflop_per_task"]))
         for r in su["rsd"]:
-            rows.append(dict(dataset=dataset, method="rsd", accuracy=r["accuracy"], cost=r["tflop_per_task"],
-                             cost_unit="TFLOP per task"))
+            rows.append(dict(common, method="rsd", accuracy=r["accuracy"], cost=r["tflop_per_task"]))
         for r in evaluation.get("frontier", []):  # pi_theta trained at other betas: its accuracy-cost frontier
-            rows.append(dict(dataset=dataset, method="pi_frontier", accuracy=r["accuracy"], cost=r["tflop_per_task"],
-                             cost_unit="TFLOP per task"))
+            rows.append(dict(common, method="pi_frontier", accuracy=r["accuracy"], cost=r["tflop_per_task"]))
         sources.append({"eval": eval_path, "beta": evaluation["beta"], "evaluated_on": evaluation.get("evaluated_on")})
     return rows, sources
 
@@ -299,13 +319,10 @@ def main(argv):
                 made.append(path)
                 provenance["latency_table2.md"] = prov
             elif name in SWEEP_FIGURES:
-                for plot, filename, title in SWEEP_FIGURES[name]:
-                    made.append(plot(rows, "gsm8k", os.path.join(fig, filename), title=title))
+                for plot, filename, title, options in SWEEP_FIGURES[name]:
+                    title = title.format(**title_fields(config)) if title else None
+                    made.append(plot(rows, "gsm8k", os.path.join(fig, filename), title=title, **options))
                     provenance[filename] = prov
-            elif name == "beta":
-                made.append(plots.plot_frontier(rows, "gsm8k", os.path.join(fig, "beta_frontier.png")))
-                made.append(plots.plot_performance(rows, "gsm8k", os.path.join(fig, "beta_performance.png")))
-                provenance["beta_frontier.png"] = provenance["beta_performance.png"] = prov
     finally:
         if made:  # only what was drawn is recorded; nothing drawn, nothing written
             with open(prov_path + ".tmp", "w", encoding="utf-8") as handle:
