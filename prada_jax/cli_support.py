@@ -46,6 +46,10 @@ def quiet_third_party_logs(verbosity: int = 0) -> None:
         absl_logging.get_absl_handler().addFilter(_not_orbax_info)
 
 
+INTERRUPTED_HINT = ("rerun the same command to resume (prada-sweep skips finished points, prada-train takes "
+                    "--resume)")
+
+
 def one_line(message) -> str:
     """A message as one line: its non-blank lines joined by '; ' (the CLIs' errors are single FATAL lines)."""
     return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
@@ -145,5 +149,9 @@ def run_main(main, doc: str | None, key_flag_modules=(), argv=None) -> None:
         except app.UsageError as err:
             print(f"FATAL {one_line(err)}", file=sys.stderr, flush=True)
             sys.exit(err.exitcode if err.exitcode else 1)
+        except KeyboardInterrupt:
+            # Ctrl-C: what was written stays (sweeps write whole points; training writes whole checkpoints).
+            print(f"Interrupted: what was written so far is kept; {INTERRUPTED_HINT}", file=sys.stderr, flush=True)
+            sys.exit(130)
 
     app.run(main_on_every_core, argv=argv, flags_parser=parse_flags_one_line)

@@ -143,6 +143,8 @@ _TINY_CLI = textwrap.dedent('''
     def main(argv):
         if "fail" in argv:
             raise app.UsageError("--thing: must be > 0, got -1")
+        if "interrupt" in argv:
+            raise KeyboardInterrupt
         print("ran main")
 
     cli_support.run_main(main, __doc__)
@@ -174,6 +176,10 @@ def test_run_main_errors_are_one_fatal_line(tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(start), (args, proc.stderr[-2000:])
         assert "docstring" not in proc.stdout + proc.stderr
+    # Ctrl-C: one line saying how to resume, exit status 130 (no KeyboardInterrupt traceback).
+    proc = run("interrupt")
+    assert proc.returncode == 130 and proc.stderr.strip().splitlines() == [
+        f"Interrupted: what was written so far is kept; {cli_support.INTERRUPTED_HINT}"], proc.stderr[-2000:]
     # More devices than cores: runs, with one warning line that names the flag.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     proc = run(f"--cpu_devices={cores + 1}")
