@@ -273,3 +273,14 @@ def test_missing_traces_dir_names_traces_dir(traces_dir, tmp_path):
             spec_for(str(path))
         err = info.value
         assert err.flag == "traces_dir" and str(path) in str(err)
+
+
+def test_trace_whose_metadata_names_another_dataset_is_reported(traces_dir, caplog):
+    """Allowed (renamed or custom traces), but said: the results are labelled with the file's name."""
+    spec = spec_for(traces_dir, policies=["all_slm"])
+    named = {d: load_trace(spec.trace_path(d)).dataset for d in spec.datasets}
+    with caplog.at_level("WARNING"):
+        sweep.validate_inputs(spec)
+    warned = [r.getMessage() for r in caplog.records if "its metadata names dataset" in r.getMessage()]
+    assert len(warned) == sum(named[d] != d for d in spec.datasets) > 0, (named, warned)
+    assert all(spec.trace_path(d) in " ".join(warned) for d in spec.datasets if named[d] != d)

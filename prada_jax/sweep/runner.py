@@ -278,6 +278,9 @@ def validate_inputs(spec: SweepSpec) -> None:
     learned = any(registry.get_policy(p).learned for p in spec.policies)
     for dataset in spec.datasets:
         trace = traces.load_trace(spec.trace_path(dataset))
+        if trace.dataset != dataset:  # allowed (a renamed or custom trace), but never silent
+            logging.warning("%s: its metadata names dataset %r, not %r; results are labelled %r",
+                            spec.trace_path(dataset), trace.dataset, dataset, dataset)
         if learned and os.path.exists(learned_table_paths(spec.ckpt_dir, dataset, spec.latency_model)[0]):
             learned_table(spec, dataset, trace)
 
