@@ -45,6 +45,14 @@ TQ_ITERATIONS = 4  # static re-rankings of the TQ order; converged orders needed
 # Seeds (--seed of every command) must lie in [0, SEED_LIMIT): keys are jax.random.PRNGKey(seed), which keeps only
 # the low 32 bits without jax_enable_x64 (seed 2**32 gives seed 0's keys) and fails on seeds beyond an int64.
 SEED_LIMIT = 2**32
+SEED_RULE = "must lie in [0, 2**32) (keys are jax.random.PRNGKey(seed), which keeps only 32 bits)"
+
+
+def seed_problem(seed) -> str | None:
+    """Why `seed` cannot be a command's --seed (SEED_RULE, with the value), or None."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        return f"{SEED_RULE}, got {seed}"
+    return None
 
 # Not given by the paper (design notes section 2.3): calibrated so that All-SLM processing delay on the
 # shipped gsm8k trace is 3.1 ms/task. Recomputed by `python experiments/calibrate_flops.py`.

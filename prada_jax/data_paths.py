@@ -51,3 +51,17 @@ def is_installed_data(path: str) -> bool:
     data = os.path.join(PACKAGE_DIR, "_data")
     full = os.path.abspath(path)
     return full == data or full.startswith(data + os.sep)
+
+
+def output_folder_problem(path: str, writable: bool = True) -> str | None:
+    """Why `path` cannot be used (or created) as an output folder, or None; nothing is created. The nearest existing
+    of `path` and its parents must be a folder, and with `writable` one this process may write into. Callers put
+    the flag in front ('--out_dir=...: <problem>')."""
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is not a folder"
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None

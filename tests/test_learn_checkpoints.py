@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_learn_ppo import known_mdp
 
+from prada_jax import data_paths
 from prada_jax.learn import checkpoints as ck
 from prada_jax.learn import ppo
 
@@ -107,13 +110,20 @@ def test_second_writer_gets_a_one_line_error_naming_the_lock(tmp_path):
     second.release()
 
 
-def test_directory_problem_and_latest_meta(tmp_path):
+def test_output_folder_problem_and_latest_meta(tmp_path):
     """F4: a --ckpt_dir that is a file (or lies under one) is named before anything is written; the meta a
     --resume would read is available without loading arrays."""
     (tmp_path / "file").write_text("x")
-    assert "is not a directory" in ck.directory_problem(str(tmp_path / "file"))
-    assert "is not a directory" in ck.directory_problem(str(tmp_path / "file" / "gsm8k" / "ppo"))
-    assert ck.directory_problem(str(tmp_path / "new" / "deeper")) is None
+    problem = data_paths.output_folder_problem
+    assert problem(str(tmp_path / "file")) == f"{tmp_path / 'file'} is not a folder"
+    assert problem(str(tmp_path / "file" / "gsm8k" / "ppo")) == f"{tmp_path / 'file'} is not a folder"
+    assert problem(str(tmp_path / "new" / "deeper")) is None
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if not os.access(read_only, os.W_OK):  # root may write anywhere
+        assert problem(str(read_only / "out")) == f"{read_only} is not writable"
+    assert problem(str(read_only / "out"), writable=False) is None
     assert not (tmp_path / "new").exists()
     d = str(tmp_path / "ppo")
     assert ck.latest_meta(d) is None

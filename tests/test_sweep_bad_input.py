@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from prada_jax import cli_support, sweep
+from prada_jax import constants as C
 from prada_jax.sim import policies as P
 from prada_jax.traces import load_trace
 from tests.conftest import REPO_ROOT
@@ -41,11 +42,11 @@ def test_every_accepted_seed_has_its_own_episode_keys(traces_dir):
 
     from prada_jax.sim.run import episode_keys
 
-    assert spec_for(traces_dir, seed=sweep.SEED_LIMIT - 1).seed == 2**32 - 1
-    keys = [np.asarray(episode_keys(2, s)) for s in (0, 1, 2**31, sweep.SEED_LIMIT - 1)]
+    assert spec_for(traces_dir, seed=C.SEED_LIMIT - 1).seed == 2**32 - 1
+    keys = [np.asarray(episode_keys(2, s)) for s in (0, 1, 2**31, C.SEED_LIMIT - 1)]
     assert len({k.tobytes() for k in keys}) == len(keys)
     # Just past the limit the keys repeat seed 0's: why the limit is there.
-    assert np.array_equal(np.asarray(episode_keys(2, sweep.SEED_LIMIT)), keys[0])
+    assert np.array_equal(np.asarray(episode_keys(2, C.SEED_LIMIT)), keys[0])
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_unusable_ckpt_dir_fails_before_any_work(tmp_path, case):
     else:
         ckpt = tmp_path / "file"
         ckpt.write_text("x")
-        needle = f"{ckpt} is not a directory"
+        needle = f"{ckpt} is not a folder"
     proc = subprocess.run([sys.executable, "experiments/train.py", "--datasets=gsm8k", f"--ckpt_dir={ckpt}"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -146,14 +146,14 @@ def time_jax(packed, table, grid, config, episodes: int, seed: int, repeats: int
 
     from prada_jax import sharding
 
+    if repeats < 1:  # before the compile, not after it
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     t0 = time.perf_counter()
     fn, args, trim = sharding.prepare_grid(packed, table, grid, config, episodes, seed)
     lowered = fn.lower(*args)
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()

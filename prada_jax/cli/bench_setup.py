@@ -8,6 +8,7 @@ import os
 from typing import Any, Mapping
 
 from prada_jax import constants as C
+from prada_jax.data_paths import output_folder_problem
 from prada_jax.sim import registry
 
 
@@ -50,9 +51,6 @@ def default_grid(**axes):
     return param_grid(**axes) if axes else stack_params([make_params()])
 
 
-SEED_LIMIT = C.SEED_LIMIT  # the same range prada-sweep accepts (seed 2**32 would time seed 0's episodes)
-
-
 def check_flags(values: Mapping[str, Any]) -> None:
     """Every size / count / seed flag of a benchmark run in range, before anything is printed or run; ValueError
     naming the flag otherwise. `values`: flag name -> value (absl's FLAGS.flag_values_dict()); flags of the
@@ -70,8 +68,8 @@ def check_flags(values: Mapping[str, Any]) -> None:
         raise ValueError(f"--warmup_ms ({warmup}) must be < --horizon_ms ({horizon})")
     for name in ("max_users", "users_episodes", "repeats"):
         integer(name, 1)
-    integer("seed", 0, SEED_LIMIT, "in [0, 2**32) (episode keys are jax.random.PRNGKey(seed), which keeps only "
-            "32 bits)")
+    if C.seed_problem(values.get("seed")):
+        raise ValueError(f"--seed {C.seed_problem(values.get('seed'))}")
     integer("oracle_episodes", 0)
     if values.get("oracle_horizon_ms") is not None:
         integer("oracle_horizon_ms", 1)
@@ -100,8 +98,6 @@ def check_flags(values: Mapping[str, Any]) -> None:
     if out:
         if os.path.isdir(out):
             raise ValueError(f"--out={out} is a directory, not a JSON file path")
-        parent = os.path.dirname(os.path.abspath(out))
-        while not os.path.lexists(parent):
-            parent = os.path.dirname(parent)
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-            raise ValueError(f"--out={out}: {parent} is not a writable directory")
+        problem = output_folder_problem(os.path.dirname(os.path.abspath(out)))
+        if problem:
+            raise ValueError(f"--out={out}: {problem}")

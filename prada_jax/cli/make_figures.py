@@ -74,8 +74,6 @@ def read_sweep_results(out_dir: str) -> tuple[dict, list[dict]]:
         if not all(isinstance(r, dict) and isinstance(r.get("dataset"), str) and isinstance(r.get("policy"), str)
                    for r in rows):
             raise ValueError("every row must be an object naming its 'dataset' and 'policy'")
-    except sweep.SweepStateError:
-        raise
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise app.UsageError(f"{path}: unreadable sweep results ({type(err).__name__}: {err}); rerun the sweep "
                              "(without --plot_only) or remove the folder") from None
@@ -205,18 +203,6 @@ def provenance_of(config: dict, out_dir: str) -> dict:
     return {"results": out_dir, "config": config, "git": git}
 
 
-def folder_problem(path: str) -> str | None:
-    """Why `path` cannot be an output folder (it, or the nearest existing parent, is not a writable folder)."""
-    existing = os.path.abspath(path)
-    while not os.path.lexists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        return f"{existing} is not a folder"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable"
-    return None
-
-
 def read_provenance(path: str) -> dict:
     """provenance.json of --figures_dir ({} when absent); a damaged one is an app.UsageError (never replaced)."""
     if not os.path.lexists(path):
@@ -263,7 +249,7 @@ def main(argv):
     if not names:
         raise app.UsageError(f"--only: nothing selected; choose from {list(ALL)}")
     fig = FLAGS.figures_dir
-    problem = folder_problem(fig)
+    problem = data_paths.output_folder_problem(fig)
     if problem:
         raise app.UsageError(f"--figures_dir={fig}: {problem}")
     prov_path = os.path.join(fig, "provenance.json")

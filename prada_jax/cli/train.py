@@ -244,12 +244,11 @@ def validate_flags() -> None:
     repeated = sorted({d for d in FLAGS.datasets if FLAGS.datasets.count(d) > 1})
     if repeated:
         raise app.UsageError(f"--datasets: {repeated} given more than once")
-    if isinstance(FLAGS.seed, bool) or not 0 <= FLAGS.seed < C.SEED_LIMIT:
-        raise app.UsageError(f"--seed must lie in [0, 2**32) (keys are jax.random.PRNGKey(seed), which keeps only "
-                             f"32 bits), got {FLAGS.seed}")
+    if C.seed_problem(FLAGS.seed):
+        raise app.UsageError(f"--seed {C.seed_problem(FLAGS.seed)}")
     if FLAGS.if_missing and FLAGS.overwrite:
         raise app.UsageError("--if_missing trains only missing tables, --overwrite replaces existing ones: pass one")
-    problem = checkpoints.directory_problem(FLAGS.ckpt_dir)
+    problem = data_paths.output_folder_problem(FLAGS.ckpt_dir)
     if problem:
         raise app.UsageError(f"--ckpt_dir={FLAGS.ckpt_dir}: {problem}")
     try:  # merged into after training: a damaged one must stop the run now, not after it
@@ -274,7 +273,7 @@ def check_dataset_dir(dataset: str, trace) -> None:
     table = os.path.join(out_dir, "policy_table.npz")
     ppo_dir = os.path.join(out_dir, "ppo")
     for folder in (out_dir, ppo_dir, os.path.join(out_dir, "models")):
-        problem = checkpoints.directory_problem(folder)
+        problem = data_paths.output_folder_problem(folder)
         if problem:
             raise app.UsageError(f"--ckpt_dir={FLAGS.ckpt_dir}: {problem}")
     for name in ("policy_table.npz", "eval.json"):

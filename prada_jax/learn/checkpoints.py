@@ -6,7 +6,7 @@ template; any mismatch, a missing directory or an empty one raises `CheckpointEr
 
 One writer per training directory: `acquire_lock` takes an exclusive `filelock` on <directory>/.train.lock
 (prada-train holds one per <ckpt_dir>/<dataset> for the whole run, so two runs never write the same orbax
-checkpoints); `directory_problem` says why a path cannot be used as an output folder before anything is written.
+checkpoints); `data_paths.output_folder_problem` says why a path cannot be one before anything is written.
 """
 
 from __future__ import annotations
@@ -57,21 +57,6 @@ def acquire_lock(directory: str, wait: bool = False, timeout: float = -1):
         raise LockHeldError(f"{directory} is still being written by another training run after {timeout:g} s "
                             f"(lock {path} is held)") from None
     return lock, True
-
-
-def directory_problem(path: str) -> str | None:
-    """Why `path` cannot be used as an output folder (it or a parent is not a directory, or not writable), or None.
-
-    Nothing is created: the nearest existing ancestor must be a writable directory."""
-    path = os.path.abspath(path)
-    existing = path
-    while not os.path.lexists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        return f"{existing} is not a directory" + ("" if existing == path else f" (so {path} cannot be made)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable"
-    return None
 
 
 def _manager(directory: str, max_to_keep: int | None = 3, create: bool = True) -> ocp.CheckpointManager:

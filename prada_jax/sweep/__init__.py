@@ -33,7 +33,6 @@ from prada_jax.sweep.spec import (
     PolicySpec,
     SweepConfigError,
     SweepSpec,
-    SEED_LIMIT,
     available_datasets,
     check_dataset_name,
     check_param,
@@ -102,6 +101,6 @@ __all__ = [
     "make_spec", "package_versions", "params_grid", "parse_cell", "parse_float_list", "policy_setup",
     "read_results", "resolve_flagfile_argv", "rows_from_summary", "run_sweep", "session_metadata", "sim_config",
     "simulate_point", "spec_from_flags", "supported_policy_names", "train_missing_tables", "train_policy_table",
-    "validate_inputs", "SEED_LIMIT", "check_dataset_name", "check_simulator_values", "simulator_value",
+    "validate_inputs", "check_dataset_name", "check_simulator_values", "simulator_value",
     "check_out_dir_path", "inspect_out_dir",
 ]

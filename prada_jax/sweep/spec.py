@@ -34,7 +34,6 @@ RANDOM_POLICY_PROB = 0.5  # paper section 5.3: Stage 1 replaced by uniform sampl
 DEFAULT_ROUTER_LLM_FRACTION = 0.5
 DEFAULT_RSD_THRESHOLD = 0.7
 DEFAULT_SLOT_MS = 1.0e3 * C.SLOT_SECONDS  # 1 ms: the paper's slot (Delta t)
-SEED_LIMIT = C.SEED_LIMIT  # episode keys: prada_jax.sim.run.episode_keys
 
 
 class SweepConfigError(ValueError):
@@ -403,10 +402,8 @@ def make_spec(
         slots = value / slot_ms
         if not math.isclose(slots, round(slots), rel_tol=0.0, abs_tol=1e-9):
             raise SweepConfigError(flag, f"{value} ms is not a whole number of --slot_ms={slot_ms:g} slots")
-    if isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT:
-        raise SweepConfigError(
-            "seed", f"must lie in [0, 2**32) (episode keys are jax.random.PRNGKey(seed), which keeps only 32 bits), "
-                    f"got {seed}")
+    if C.seed_problem(seed):
+        raise SweepConfigError("seed", C.seed_problem(seed))
     # What the simulator holds (float32, arrival_rate per slot) must still be valid and tell swept values apart.
     for name in SYSTEM_PARAMS:
         if full[name] is not None:

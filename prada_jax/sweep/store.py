@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from absl import logging
 
+from prada_jax.data_paths import output_folder_problem
 from prada_jax.sweep.metadata import session_metadata
 from prada_jax.sweep.spec import SweepSpec
 
@@ -91,13 +92,9 @@ LOCK_FILE = ".sweep.lock"
 def check_out_dir_path(out_dir: str) -> None:
     """Read-only: SweepStateError naming --out_dir when it can never be a result folder (a file, or a path through
     a file); what only creating it can tell (permissions, /proc) acquire_lock reports."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise SweepStateError(f"--out_dir={out_dir}: exists and is not a folder")
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise SweepStateError(f"--out_dir={out_dir}: {parent} is not a folder")
+    problem = output_folder_problem(out_dir, writable=False)
+    if problem:
+        raise SweepStateError(f"--out_dir={out_dir}: {problem}")
 
 
 def acquire_lock(out_dir: str):
