@@ -141,12 +141,16 @@ def _in_sentence(text: str) -> str:
     return text
 
 
+def _check_delay_scale(scale: str) -> None:
+    if scale not in DELAY_SCALES:
+        raise ValueError(f"delay scale must be one of {DELAY_SCALES}, got {scale!r}")
+
+
 def _delay_yscale(ax, scale: str, values: Iterable[float]) -> str:
     """Put a delay axis on `scale` ('linear' or 'log'); returns the note for its panel title ('' when linear). With
     'log', a panel with zero delays (e.g. All SLM's communication) is drawn symlog: linear from 0 up to the decade
     below its smallest positive value, logarithmic above, so that zeros stay visible."""
-    if scale not in DELAY_SCALES:
-        raise ValueError(f"delay scale must be one of {DELAY_SCALES}, got {scale!r}")
+    _check_delay_scale(scale)
     if scale == "linear":
         return ""
     values = [v for v in values if v is not None and math.isfinite(v)]
@@ -358,8 +362,7 @@ def plot_bars(rows: Sequence[dict], path: str, title: str | None = None, delay_s
     """Unswept results: accuracy and the three delays per dataset, one bar per policy. Delay panels are drawn on
     a log axis by default (one overloaded bar would otherwise flatten the rest) with each bar's value printed on
     it; `delay_scale='linear'` draws them linearly."""
-    if delay_scale not in DELAY_SCALES:
-        raise ValueError(f"delay scale must be one of {DELAY_SCALES}, got {delay_scale!r}")
+    _check_delay_scale(delay_scale)
     datasets = _unique(rows, "dataset")
     policies = _unique(rows, "policy")
     metrics = (("accuracy", "Accuracy (%)"),) + tuple((m, f"{n} delay (ms/task)") for m, n in DELAYS)
@@ -387,10 +390,9 @@ def plot_bars(rows: Sequence[dict], path: str, title: str | None = None, delay_s
         ax.set_xticks(range(len(datasets)))
         ax.set_xticklabels(datasets, fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
-        if metric == "accuracy" or delay_scale == "linear":
-            ax.set_ylabel(name)
-            continue
         ax.set_ylabel(name)
+        if metric == "accuracy" or delay_scale == "linear":
+            continue
         positive = [y for _, y, _ in values[metric] if y > 0]
         if not positive:
             continue
