@@ -124,17 +124,13 @@ def latest_meta(directory: str) -> tuple[str, dict] | None:
     return None
 
 
-def meta_diff(expected: dict, found: dict) -> list[str]:
+def meta_diff(expected: dict, found: dict, prefix: str = "") -> list[str]:
     """'key: checkpoint has X, expected Y' for each key of `expected` (nested dicts descended) that differs."""
-    return _diff(expected, found)
-
-
-def _diff(expected: dict, found: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(expected):  # only what the caller expects; extra stored keys are fine
         e, f = expected.get(key, "<missing>"), found.get(key, "<missing>")
         if isinstance(e, dict) and isinstance(f, dict):
-            out += _diff(e, f, f"{prefix}{key}.")
+            out += meta_diff(e, f, f"{prefix}{key}.")
         elif e != f:
             out.append(f"{prefix}{key}: checkpoint has {f!r}, expected {e!r}")
     return out
@@ -185,7 +181,7 @@ def _restore_step(mngr, path: str, step: int, like: Any, expected_meta: dict | N
     except Exception as exc:  # noqa: BLE001 - unreadable metadata: a damaged step
         raise _Damaged(f"{step_path}: metadata unreadable ({type(exc).__name__}: {exc})") from exc
     if expected_meta is not None:
-        diffs = _diff(expected_meta, {k: meta.get(k, "<missing>") for k in expected_meta})
+        diffs = meta_diff(expected_meta, {k: meta.get(k, "<missing>") for k in expected_meta})
         if diffs:
             raise CheckpointError(f"{step_path}: checkpoint does not match this run: " + "; ".join(diffs))
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
