@@ -203,6 +203,24 @@ def test_killed_sweep_resumes_without_recomputing(traces_dir, tmp_path):
     assert strip(read_csv(os.path.join(clean, "results.csv"))) == strip(rows)
 
 
+def test_resume_reads_results_and_hashes_inputs_once(traces_dir, tmp_path, monkeypatch):
+    """run_sweep's check of out_dir is the read its ResultStore opens from: results.csv parsed once, each input
+    file hashed once."""
+    spec = spec_for(traces_dir)
+    out = str(tmp_path / "out")
+    with pytest.raises(RuntimeError, match="injected failure"):
+        sweep.run_sweep(spec, out, run_point=FakeRunner(fail_after=2))
+    hashed, parsed = [], []
+    real_hash, real_parse = sweep.spec.file_sha256, sweep.store._parse_results_csv
+    monkeypatch.setattr(sweep.spec, "file_sha256", lambda path: hashed.append(path) or real_hash(path))
+    monkeypatch.setattr(sweep.store, "_parse_results_csv", lambda *a: parsed.append(a[0]) or real_parse(*a))
+    runner = FakeRunner()
+    store = sweep.run_sweep(spec, out, run_point=runner)
+    assert runner.calls == spec.points()[2:] and len(store.rows) == 18
+    assert parsed == [os.path.join(out, sweep.RESULTS_CSV)]
+    assert len(hashed) == len(set(hashed)) and {spec.trace_path(d) for d in spec.datasets} <= set(hashed)
+
+
 @pytest.mark.parametrize("cut", ["mid_line", "mid_point"])
 def test_interrupted_write_is_repaired_and_recomputed(traces_dir, tmp_path, cut):
     spec = spec_for(traces_dir)

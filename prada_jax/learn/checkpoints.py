@@ -5,8 +5,8 @@ Each step directory holds `state` (any pytree of arrays) and `meta` (JSON: confi
 template; any mismatch, a missing directory or an empty one raises `CheckpointError` naming the path.
 
 One writer per training directory: `acquire_lock` takes an exclusive `filelock` on <directory>/.train.lock
-(prada-train holds one per <ckpt_dir>/<dataset> for the whole run, so two runs never write the same orbax
-checkpoints); `data_paths.output_folder_problem` says why a path cannot be one before anything is written.
+(prada_jax.locks; prada-train holds one per <ckpt_dir>/<dataset> for the whole run, so two runs never write the
+same orbax checkpoints); `data_paths.output_folder_problem` says why a path cannot be one before anything is written.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+from prada_jax import locks
 
 
 class CheckpointError(RuntimeError):
@@ -37,26 +39,22 @@ def acquire_lock(directory: str, wait: bool = False, timeout: float = -1):
     released (at most `timeout` seconds when >= 0; LockHeldError after that) and return waited=True, so that the
     caller re-checks what the other writer left behind. The lock is released by `lock.release()` or when this
     process exits (a killed holder never leaves a stale lock: flock locks die with their process).
+    A lock file that cannot be made is `locks.LockUnavailable` (an OSError).
     """
-    import filelock
-
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, LOCK_FILE)
-    lock = filelock.FileLock(path, thread_local=False)  # one lock per process, whichever thread releases it
     try:
-        lock.acquire(timeout=0)
-        return lock, False
-    except filelock.Timeout:
+        return locks.lock_folder(directory, LOCK_FILE), False
+    except locks.LockHeld:
         if not wait:
             raise LockHeldError(f"{directory} is being written by another training run (lock {path} is held); "
                                 "wait for it to finish or use another --ckpt_dir") from None
     logging.info("%s is being written by another training run (lock %s is held): waiting for it", directory, path)
     try:
-        lock.acquire(timeout=timeout)
-    except filelock.Timeout:
+        return locks.lock_folder(directory, LOCK_FILE, timeout=timeout), True
+    except locks.LockHeld:
         raise LockHeldError(f"{directory} is still being written by another training run after {timeout:g} s "
                             f"(lock {path} is held)") from None
-    return lock, True
 
 
 def _manager(directory: str, max_to_keep: int | None = 3, create: bool = True) -> ocp.CheckpointManager:

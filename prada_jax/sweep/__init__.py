@@ -10,11 +10,11 @@ One job per module; this package re-exports their public names (`from prada_jax 
 
     spec.py      SweepSpec, check_param, make_spec, parse_grid, SweepConfigError; SYSTEM_PARAMS / POLICY_SPECS are
                  views of the one registry, prada_jax.sim.registry
-    store.py     ResultStore (results.csv / results.json / run.json), inspect_out_dir (read-only resume check),
-                 read_results, the lock, SweepStateError
+    store.py     inspect_out_dir (the one read-only resume check; its OutDirState opens a ResultStore),
+                 ResultStore (results.csv / results.json / run.json), read_results, the lock, SweepStateError
     metadata.py  package_versions, git_revision, device_info, session_metadata (recorded in run.json)
     runner.py    sim_config, params_grid, simulate_point, learned tables (trained on first use), run_sweep
-    report.py    summary_table: the compact table printed at the end of a sweep
+    report.py    summary_table: the compact table printed at the end of a sweep; value_label (distinct labels)
     flags.py     define_flags, spec_from_flags, resolve_flagfile_argv, CONFIG_DIR (the shipped *.cfg)
 """
 
@@ -53,6 +53,7 @@ from prada_jax.sweep.store import (
     RESULTS_JSON,
     RUN_JSON,
     TAIL_COLUMNS,
+    OutDirState,
     ResultStore,
     SweepStateError,
     acquire_lock,
@@ -61,6 +62,7 @@ from prada_jax.sweep.store import (
     inspect_out_dir,
     parse_cell,
     read_results,
+    settle_pending_tables,
 )
 from prada_jax.sweep.runner import (
     Eta,
@@ -78,7 +80,7 @@ from prada_jax.sweep.runner import (
     train_policy_table,
     validate_inputs,
 )
-from prada_jax.sweep.report import SUMMARY_COLUMNS, point_label, summary_table
+from prada_jax.sweep.report import SUMMARY_COLUMNS, point_label, summary_table, value_label
 from prada_jax.sweep.flags import (
     CONFIG_DIR,
     DEFAULT_EPISODES,
@@ -102,5 +104,5 @@ __all__ = [
     "read_results", "resolve_flagfile_argv", "rows_from_summary", "run_sweep", "session_metadata", "sim_config",
     "simulate_point", "spec_from_flags", "supported_policy_names", "train_missing_tables", "train_policy_table",
     "validate_inputs", "check_dataset_name", "check_simulator_values", "simulator_value",
-    "check_out_dir_path", "inspect_out_dir",
+    "check_out_dir_path", "inspect_out_dir", "OutDirState", "settle_pending_tables", "value_label",
 ]

@@ -24,7 +24,14 @@ from prada_jax.sweep.spec import (
     learned_table_paths,
     table_ckpt_dir,
 )
-from prada_jax.sweep.store import REQUIRED_METRICS, ResultStore, acquire_lock, check_out_dir_path, inspect_out_dir
+from prada_jax.sweep.store import (
+    REQUIRED_METRICS,
+    ResultStore,
+    acquire_lock,
+    check_out_dir_path,
+    inspect_out_dir,
+    settle_pending_tables,
+)
 
 PointRunner = Callable[[SweepSpec, str, str], list[dict[str, Any]]]
 
@@ -248,19 +255,20 @@ def run_sweep(
 ) -> ResultStore:
     """Run every (dataset, policy) point not already in out_dir; log each point's time and an ETA.
 
-    Order: --out_dir usable, every input valid, the lock, out_dir's results checked against this sweep (read-only;
-    a table still to train matches what run.json recorded), THEN the missing learned tables are trained, and only
-    then ResultStore writes run.json (comparing the trained tables' hashes too)."""
+    Order: --out_dir usable, every input valid, the lock, out_dir's results read and checked against this sweep
+    once (read-only; a table still to train matches what run.json recorded), THEN the missing learned tables are
+    trained and their hashes compared too, and only then the ResultStore opened from that state writes run.json."""
     run_point = run_point or simulate_point
     check_out_dir_path(out_dir)  # a file, or a path through one: refused before any input is read
     if run_point is simulate_point:
         validate_inputs(spec)  # every trace and existing table, before anything is written
     lock = acquire_lock(out_dir)
     try:
-        inspect_out_dir(out_dir, spec, spec.to_config(), overwrite=overwrite, pending_tables=True)
+        state = inspect_out_dir(out_dir, spec, spec.to_config(), overwrite=overwrite, pending_tables=True)
         if run_point is simulate_point:
             train_missing_tables(spec)
-        store = ResultStore(out_dir, spec, overwrite=overwrite, argv=argv, lock=lock)
+        state = settle_pending_tables(state, out_dir, spec, overwrite=overwrite)
+        store = ResultStore(out_dir, spec, argv=argv, lock=lock, state=state)
     except BaseException:
         lock.release()
         raise

@@ -113,10 +113,6 @@ class SweepSpec:
             return [(None,)]
         return [tuple(float(v) for v in p.values()) for p in self.grid_points()]
 
-    def point_labels(self) -> list[str]:
-        """'server_capacity=3, bandwidth_bps=1e+06' per grid point ('-' when nothing is swept)."""
-        return [", ".join(f"{k}={v:g}" for k, v in p.items()) or "-" for p in self.grid_points()]
-
     def points(self) -> list[tuple[str, str]]:
         """(dataset, policy) pairs in run order: dataset-major, policies in the given order."""
         return [(d, p) for d in self.datasets for p in self.policies]
@@ -146,11 +142,13 @@ class SweepSpec:
         config["trace_sha256"] = {d: file_sha256(self.trace_path(d)) for d in self.datasets}
         # The learned tables the sweep reads (a different table between a kill and a restart must not mix results).
         if any(registry.get_policy(p).learned for p in self.policies):
-            config["table_sha256"] = {
-                d: (file_sha256(path) if os.path.exists(path) else None)
-                for d in self.datasets for path in [learned_table_paths(self.ckpt_dir, d, self.latency_model)[0]]
-            }
+            config["table_sha256"] = {d: self.table_sha256(d) for d in self.datasets}
         return json.loads(json.dumps(config))
+
+    def table_sha256(self, dataset: str) -> str | None:
+        """SHA-256 of a dataset's learned table file (learned_table_paths); None while it is not trained."""
+        path = learned_table_paths(self.ckpt_dir, dataset, self.latency_model)[0]
+        return file_sha256(path) if os.path.exists(path) else None
 
 
 def table_ckpt_dir(ckpt_dir: str, latency_model: str = C.DEFAULT_LATENCY_MODEL) -> str:

@@ -1,7 +1,8 @@
 """Results of a sweep on disk: results.csv (append + fsync), results.json (atomic rewrite), run.json, the lock.
 
-`ResultStore` owns one out_dir: it refuses results of other flags (unless overwrite), drops a partial last
-line or an incomplete last point left by a killed run, and appends one point's rows in a single write.
+`inspect_out_dir` reads and checks an out_dir once (refusing results of other flags unless overwrite); a
+`ResultStore` opened from what it read owns the out_dir: it drops a partial last line or an incomplete last point
+left by a killed run, and appends one point's rows in a single write.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Sequence
 
 from absl import logging
 
+from prada_jax import locks
 from prada_jax.data_paths import output_folder_problem
 from prada_jax.sweep.metadata import session_metadata
 from prada_jax.sweep.spec import SweepSpec
@@ -101,33 +103,28 @@ def acquire_lock(out_dir: str):
     """One writer per result directory: an exclusive `filelock` on <out_dir>/.sweep.lock, or SweepStateError at
     once if another sweep holds it (its results stay intact). Creates out_dir; a folder that cannot be made or
     written is a one-line SweepStateError naming --out_dir."""
-    import filelock
-
     check_out_dir_path(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as err:
         raise SweepStateError(f"--out_dir={out_dir}: cannot create the folder ({err.strerror or err})") from None
-    path = os.path.join(out_dir, LOCK_FILE)
-    lock = filelock.FileLock(path)
     try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        if not os.path.exists(path):  # no lock file, so no other holder: the folder refuses new files
-            raise SweepStateError(f"--out_dir={out_dir}: cannot create the lock file {path}") from None
+        return locks.lock_folder(out_dir, LOCK_FILE)
+    except locks.LockHeld as err:
         raise SweepStateError(
-            f"{out_dir} is being written by another sweep (lock {path} is held); "
+            f"{out_dir} is being written by another sweep (lock {err.path} is held); "
             "wait for it to finish or use another --out_dir"
         ) from None
-    except OSError as err:
-        raise SweepStateError(f"--out_dir={out_dir}: cannot create the lock file {path} ({err.strerror or err})") from None
-    return lock
+    except locks.LockUnavailable as err:
+        raise SweepStateError(f"--out_dir={out_dir}: {err}") from None
 
 
 @dataclasses.dataclass
-class _DirPlan:
-    """What ResultStore will do with an out_dir, decided without writing anything (inspect_out_dir)."""
+class OutDirState:
+    """What inspect_out_dir read from an out_dir, checked against one sweep, and what opening a ResultStore on it
+    will do; nothing is written before that."""
 
+    config: dict  # the sweep's fingerprint (SweepSpec.to_config) it was checked against
     existing: dict | None = None  # run.json to continue; None: start a new one
     discard: str | None = None  # why results.* / run.json / fig_*.png are to be removed (--overwrite), or None
     columns: list[str] | None = None
@@ -154,7 +151,7 @@ def _read_run(run_path: str) -> dict | None:
 
 def _pending_tables_as_recorded(old: Any, new: dict) -> dict:
     """`new` with each learned-table hash that is None (table not trained yet) replaced by the recorded one: such
-    a table is trained after this check, and the full check (ResultStore) compares its real hash."""
+    a table is trained after this check, and settle_pending_tables compares its real hash."""
     old_tables = old.get("table_sha256") if isinstance(old, dict) else None
     new_tables = new.get("table_sha256")
     if not isinstance(old_tables, dict) or not isinstance(new_tables, dict):
@@ -162,58 +159,78 @@ def _pending_tables_as_recorded(old: Any, new: dict) -> dict:
     return dict(new, table_sha256={d: (old_tables.get(d) if h is None else h) for d, h in new_tables.items()})
 
 
+def _check_config(out_dir: str, recorded: Any, config: dict, overwrite: bool, pending_tables: bool) -> str | None:
+    """None if run.json's `recorded` config is this sweep's; else SweepStateError naming the changed flags, or
+    with --overwrite the reason to discard the old results."""
+    compared = _pending_tables_as_recorded(recorded, config) if pending_tables else config
+    if recorded == compared:
+        return None
+    if overwrite:
+        return "flags changed and --overwrite is set"
+    shown = compared
+    if pending_tables and isinstance(compared.get("table_sha256"), dict):
+        shown = dict(compared, table_sha256={d: "<to be trained>" if h is None else h
+                                             for d, h in compared["table_sha256"].items()})
+    raise SweepStateError(
+        f"{out_dir} holds results of a sweep with different flags ({_config_diff(recorded or {}, shown)}); "
+        "use another --out_dir, or --overwrite to discard them"
+    )
+
+
 def inspect_out_dir(out_dir: str, spec: SweepSpec, config: dict, overwrite: bool = False,
-                    pending_tables: bool = False) -> _DirPlan:
+                    pending_tables: bool = False) -> OutDirState:
     """Read-only check of out_dir against a sweep: SweepStateError if it holds results of other flags, a corrupt
-    run.json or a corrupt results.csv (unless --overwrite, then the plan discards them). `pending_tables`: tables
-    not trained yet (hash None in `config`) match whatever run.json recorded (run_sweep's check before training)."""
+    run.json or a corrupt results.csv (unless --overwrite, then the state discards them). `pending_tables`: tables
+    not trained yet (hash None in `config`) match whatever run.json recorded (run_sweep's check before training;
+    settle_pending_tables completes it). A ResultStore opens out_dir from the returned state."""
     run_path, csv_path = os.path.join(out_dir, RUN_JSON), os.path.join(out_dir, RESULTS_CSV)
-    plan = _DirPlan()
     try:
         existing = _read_run(run_path)
     except SweepStateError:
         if not overwrite:
             raise
-        plan.discard = f"{RUN_JSON} is corrupt and --overwrite is set"
-        return plan
+        return OutDirState(config, discard=f"{RUN_JSON} is corrupt and --overwrite is set")
     if existing is not None and not os.path.exists(csv_path):
         existing = None  # only a failed run's metadata (no result rows): nothing to protect
     if existing is not None:
-        compared = _pending_tables_as_recorded(existing.get("config"), config) if pending_tables else config
-        if existing.get("config") != compared:
-            if not overwrite:
-                shown = compared
-                if pending_tables and isinstance(compared.get("table_sha256"), dict):
-                    shown = dict(compared, table_sha256={d: "<to be trained>" if h is None else h
-                                                         for d, h in compared["table_sha256"].items()})
-                diff = _config_diff(existing.get("config") or {}, shown)
-                raise SweepStateError(
-                    f"{out_dir} holds results of a sweep with different flags ({diff}); "
-                    "use another --out_dir, or --overwrite to discard them"
-                )
-            plan.discard = "flags changed and --overwrite is set"
-            return plan
+        discard = _check_config(out_dir, existing.get("config"), config, overwrite, pending_tables)
+        if discard:
+            return OutDirState(config, discard=discard)
     elif os.path.exists(csv_path):
         if not overwrite:
             raise SweepStateError(
                 f"{csv_path} exists without {RUN_JSON}: cannot tell which sweep wrote it; "
                 "use another --out_dir, or --overwrite to discard it"
             )
-        plan.discard = f"no {RUN_JSON} and --overwrite is set"
-        return plan
+        return OutDirState(config, discard=f"no {RUN_JSON} and --overwrite is set")
+    state = OutDirState(config, existing=existing)
     try:
-        _parse_results_csv(csv_path, spec, plan)
+        _parse_results_csv(csv_path, spec, state)
     except SweepStateError:
         if not overwrite:
             raise
-        return _DirPlan(discard=f"{RESULTS_CSV} is corrupt and --overwrite is set")
-    plan.existing = existing
-    return plan
+        return OutDirState(config, discard=f"{RESULTS_CSV} is corrupt and --overwrite is set")
+    return state
 
 
-def _parse_results_csv(csv_path: str, spec: SweepSpec, plan: _DirPlan) -> None:
-    """Read results.csv (if any) into plan.columns / plan.rows: complete points only; a partial last line or an
-    incomplete last point (a kill during a write) becomes plan.keep_bytes. SweepStateError names what is corrupt."""
+def settle_pending_tables(state: OutDirState, out_dir: str, spec: SweepSpec, overwrite: bool = False) -> OutDirState:
+    """`state` of inspect_out_dir(..., pending_tables=True) once the missing learned tables are trained: hashes
+    only those tables and compares the completed fingerprint with run.json's (SweepStateError, or with --overwrite
+    a state that discards the old results)."""
+    tables = state.config.get("table_sha256")
+    if not isinstance(tables, dict) or None not in tables.values():
+        return state
+    config = dict(state.config, table_sha256={d: spec.table_sha256(d) if h is None else h for d, h in tables.items()})
+    if state.existing is not None:
+        discard = _check_config(out_dir, state.existing.get("config"), config, overwrite, pending_tables=False)
+        if discard:
+            return OutDirState(config, discard=discard)
+    return dataclasses.replace(state, config=config)
+
+
+def _parse_results_csv(csv_path: str, spec: SweepSpec, state: OutDirState) -> None:
+    """Read results.csv (if any) into state.columns / state.rows: complete points only; a partial last line or an
+    incomplete last point (a kill during a write) becomes state.keep_bytes. SweepStateError names what is corrupt."""
     if not os.path.exists(csv_path):
         return
     try:
@@ -229,12 +246,12 @@ def _parse_results_csv(csv_path: str, spec: SweepSpec, plan: _DirPlan) -> None:
     if text and not text.endswith("\n"):
         # A kill mid-write leaves a partial last line: drop it (reported, then truncated when applied).
         cut = text.rfind("\n") + 1
-        plan.repairs.append("dropping a partial last line left by an interrupted run")
+        state.repairs.append("dropping a partial last line left by an interrupted run")
         text = text[:cut]
         keep_bytes = len(text.encode("utf-8"))
     lines = text.splitlines(keepends=True)
     if not lines:
-        plan.keep_bytes = 0 if raw else None
+        state.keep_bytes = 0 if raw else None
         return
     try:
         columns = next(csv.reader([lines[0]]))
@@ -275,7 +292,7 @@ def _parse_results_csv(csv_path: str, spec: SweepSpec, plan: _DirPlan) -> None:
             raise SweepStateError(f"{csv_path}: point {key} is not part of this sweep")
         values = [tuple(r[c] for c in point_columns) for r in block]
         if len(block) < len(expected) and j == len(rows) and _is_prefix(values, expected):
-            plan.repairs.append(f"discarding {len(block)} rows of the incomplete point {key} left by an interrupted run")
+            state.repairs.append(f"discarding {len(block)} rows of the incomplete point {key} left by an interrupted run")
             keep_bytes = offsets[i]
             break
         if values != expected:
@@ -283,37 +300,40 @@ def _parse_results_csv(csv_path: str, spec: SweepSpec, plan: _DirPlan) -> None:
         seen.add(key)
         done.extend(block)
         i = j
-    plan.columns = columns
-    plan.rows = done
+    state.columns = columns
+    state.rows = done
     if keep_bytes != len(raw):
-        plan.keep_bytes = keep_bytes
+        state.keep_bytes = keep_bytes
 
 
 class ResultStore:
     """results.csv (append + fsync, the source of truth), results.json (atomic rewrite) and run.json in out_dir."""
 
     def __init__(self, out_dir: str, spec: SweepSpec, overwrite: bool = False, argv: Sequence[str] | None = None,
-                 lock: "filelock.FileLock | None" = None):
+                 lock: "filelock.FileLock | None" = None, state: OutDirState | None = None):
+        """Open out_dir from `state` (inspect_out_dir's, read under `lock`), or inspect it now (taking the lock
+        unless given). Everything is read and checked before the first write: a refused folder is left as it was."""
+        if state is not None and lock is None:
+            raise ValueError("ResultStore: a state needs the lock it was read under")
         self.out_dir = out_dir
         self.spec = spec
         self.csv_path = os.path.join(out_dir, RESULTS_CSV)
         self.json_path = os.path.join(out_dir, RESULTS_JSON)
         self.run_path = os.path.join(out_dir, RUN_JSON)
         self.lock = lock if lock is not None else acquire_lock(out_dir)
-        config = spec.to_config()
-        # Everything is read and checked before the first write: a refused folder keeps its run.json unchanged.
-        plan = inspect_out_dir(out_dir, spec, config, overwrite=overwrite)
-        if plan.discard:
-            self._discard(plan.discard)
-        self.run = plan.existing or {"config": config, "sessions": []}
-        self.run["sessions"].append(session_metadata(argv))
+        if state is None:
+            state = inspect_out_dir(out_dir, spec, spec.to_config(), overwrite=overwrite)
+        if state.discard:
+            self._discard(state.discard)
+        run = state.existing or {"config": state.config, "sessions": []}
+        self.run = dict(run, sessions=[*run["sessions"], session_metadata(argv)])
         _atomic_write(self.run_path, json.dumps(self.run, indent=2, sort_keys=True) + "\n")
-        self.columns: list[str] | None = plan.columns
-        self.rows: list[dict[str, Any]] = plan.rows
-        for repair in plan.repairs:
+        self.columns: list[str] | None = state.columns
+        self.rows: list[dict[str, Any]] = list(state.rows)
+        for repair in state.repairs:
             logging.warning("%s: %s", self.csv_path, repair)
-        if plan.keep_bytes is not None:
-            self._truncate(plan.keep_bytes)
+        if state.keep_bytes is not None:
+            self._truncate(state.keep_bytes)
 
     # -- reading ------------------------------------------------------------------------------------------------
 
