@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from prada_jax.sim import registry  # noqa: E402
+from prada_jax.sweep.report import value_label  # noqa: E402
 
 # Labels, styles and axis labels come from the one registry (prada_jax.sim.registry); these are live views of
 # it, plus the Fig. 4 method "pi_frontier", which is no sweep policy.
@@ -337,7 +338,8 @@ def plot_frontier(rows: Sequence[dict], dataset: str, path: str, title: str | No
         )
         if len(sub) > 1:  # label the two ends, offset apart so that labels of different curves do not overprint
             for end, (dx, dy) in ((sub[0], (6, 6 + 10 * curves)), (sub[-1], (6, -12 - 10 * curves))):
-                ax.annotate(f"{symbol} = {end['sweep_value']:g}", (end["end_to_end_ms_mean"], end["accuracy_mean"] * 100),
+                ax.annotate(f"{symbol} = {value_label(end['sweep_value'])}",
+                            (end["end_to_end_ms_mean"], end["accuracy_mean"] * 100),
                             xytext=(dx, dy), textcoords="offset points", fontsize=7, color=style["color"],
                             arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
         curves += 1
@@ -455,8 +457,8 @@ def grid_figures(rows: Sequence[dict], out_dir: str, prefix: str = "fig_") -> li
         for combo in _unique([{"k": tuple(r[n] for n in fixed)} for r in sub], "k"):
             match = dict(zip(fixed, combo))
             slice_rows = [dict(r, sweep_param=x, sweep_value=r[x]) for r in _select(sub, **match)]
-            tag = "_".join(f"{n}={v:g}" for n, v in match.items())
-            title = f"{dataset}, {', '.join(f'{n} = {v:g}' for n, v in match.items())}: performance vs " \
+            tag = "_".join(f"{n}={value_label(v)}" for n, v in match.items())
+            title = f"{dataset}, {', '.join(f'{n} = {value_label(v)}' for n, v in match.items())}: performance vs " \
                     f"{PARAM_LABELS.get(x, x)}" if match else None
             name = f"{prefix}{dataset}{'_' + tag if tag else ''}_accuracy_delay.png"
             paths.append(plot_performance(slice_rows, dataset, os.path.join(out_dir, name), title=title))

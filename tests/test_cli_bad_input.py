@@ -153,7 +153,7 @@ def test_make_figures_bad_input_is_one_line_and_writes_nothing(tmp_path, case):
         figures.mkdir()
         (figures / "provenance.json").write_text("{bad")
         args.append("--plot_only")
-        needle = f"{figures / 'provenance.json'} is unreadable"
+        needle = f"--figures_dir={figures}: {figures / 'provenance.json'}: unreadable JSON"
     elif case == "results_json":
         (tmp_path / "results" / "capacity").mkdir(parents=True)
         (tmp_path / "results" / "capacity" / "results.json").write_text("{bad")

@@ -4,6 +4,7 @@ table printed after a sweep."""
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 
@@ -238,6 +239,25 @@ def test_summary_table_lists_every_row_with_ci(traces_dir, tmp_path):
     plain = sweep.summary_table(sweep.run_sweep(spec_for(traces_dir), str(tmp_path / "b"), run_point=FakeRunner()).rows)
     assert "bandwidth_bps=1e+06" in plain
     assert sweep.point_label({"sweep_param": "none", "sweep_value": None}) == "-"
+
+
+def test_values_alike_under_g_get_distinct_labels_and_figures(traces_dir, tmp_path, monkeypatch):
+    """1e6 and 1.0000001e6 are distinct float32 numbers (a sweep accepts both) but both '1e+06' under %g: the
+    summary labels and the --grid figure names tell them apart; values %g reads back exactly keep %g."""
+    assert np.float32(1.0000001e6) != np.float32(1e6) and f"{1.0000001e6:g}" == f"{1e6:g}"
+    labels = [sweep.value_label(v) for v in (1e6, 1.0000001e6, 4e7, 0.5, 3)]
+    assert labels == ["1e+06", "1000000.1", "4e+07", "0.5", "3"]
+    spec = spec_for(traces_dir, datasets=["gsm8k"], policies=["all_slm"], sweep_values=[1e6, 1.0000001e6])
+    rows = sweep.run_sweep(spec, str(tmp_path / "one"), run_point=FakeRunner()).rows
+    assert [sweep.point_label(r) for r in rows] == ["bandwidth_bps=1e+06", "bandwidth_bps=1000000.1"]
+    grid = spec_for(traces_dir, sweep_param="none", sweep_values=[], datasets=["gsm8k"], policies=["all_slm"],
+                    grid=sweep.parse_grid(["bandwidth_bps=1e6,1.0000001e6", "server_capacity=1,3"]))
+    rows = sweep.run_sweep(grid, str(tmp_path / "grid"), run_point=FakeRunner()).rows
+    assert len({sweep.point_label(r) for r in rows}) == 4
+    monkeypatch.setattr(plots, "_save", lambda fig, path, bottom=0.0: path)
+    paths = plots.grid_figures(rows, str(tmp_path / "figs"))
+    assert [os.path.basename(p) for p in paths] == ["fig_gsm8k_bandwidth_bps=1e+06_accuracy_delay.png",
+                                                    "fig_gsm8k_bandwidth_bps=1000000.1_accuracy_delay.png"]
 
 
 def test_cli_grid_end_to_end_prints_the_table_quietly(tmp_path):

@@ -205,18 +205,14 @@ def provenance_of(config: dict, out_dir: str) -> dict:
 
 def read_provenance(path: str) -> dict:
     """provenance.json of --figures_dir ({} when absent); a damaged one is an app.UsageError (never replaced)."""
+    from prada_jax.learn import tables
+
     if not os.path.lexists(path):
         return {}
     try:
-        with open(path, encoding="utf-8") as handle:
-            provenance = json.load(handle)
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise app.UsageError(f"--figures_dir={FLAGS.figures_dir}: {path} is unreadable ({type(err).__name__}: "
-                             f"{err}); fix or remove it") from None
-    if not isinstance(provenance, dict):
-        raise app.UsageError(f"--figures_dir={FLAGS.figures_dir}: {path} must hold a JSON object, got "
-                             f"{type(provenance).__name__}; fix or remove it")
-    return provenance
+        return tables.read_json_object(path)
+    except tables.RecordError as err:
+        raise app.UsageError(f"--figures_dir={FLAGS.figures_dir}: {err}; fix or remove it") from None
 
 
 def gather(names: list[str]) -> dict:

@@ -167,7 +167,9 @@ class RecordError(ValueError):
     """Missing or malformed training record (eval.json, summary.json); the message names the path and the key."""
 
 
-def _read_json_object(path: str) -> dict:
+def read_json_object(path: str) -> dict:
+    """The JSON object in file `path`; RecordError (one line naming `path`) when it is missing, not a file,
+    unreadable, not JSON or not an object."""
     if not os.path.isfile(path):
         raise RecordError(f"{path}: " + ("not a file" if os.path.exists(path) else "not found"))
     try:
@@ -205,7 +207,7 @@ def read_eval_record(path: str, single_user: bool = False) -> dict:
     `frontier[i]` carry finite `accuracy` and `tflop_per_task`."""
     import math
 
-    record = _read_json_object(path)
+    record = read_json_object(path)
     beta = record.get("beta")
     if not (_is_number(beta) and math.isfinite(beta) and beta >= 0):
         raise RecordError(f"{path}: 'beta' must be a finite number >= 0, got {beta!r}")
@@ -230,7 +232,7 @@ def read_training_summary(path: str) -> dict:
     `results` (if present) maps each dataset to an object with a `checks` object. RecordError naming `path`."""
     if not os.path.lexists(path):
         return {}
-    summary = _read_json_object(path)
+    summary = read_json_object(path)
     results = summary.get("results", {})
     if not isinstance(results, dict):
         raise RecordError(f"{path}: 'results' must be an object (dataset -> record), got {type(results).__name__}")

@@ -18,14 +18,23 @@ SUMMARY_COLUMNS = (
 )
 
 
+def value_label(value: float) -> str:
+    """A swept value as a label: `%g` (3, 0.5, 4e+07) when that reads back as the same number, else its shortest
+    exact form (1.0000001, as in results.csv), so that distinct values never share a label."""
+    short = f"{value:g}"
+    if float(short) == value:
+        return short
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
 def point_label(row: dict[str, Any]) -> str:
     """'bandwidth_bps=1e+06', 'server_capacity=3, bandwidth_bps=4e+07' (a --grid row) or '-' (nothing swept)."""
     param = row.get("sweep_param")
     if param == "grid":
-        return ", ".join(f"{k}={row[k]:g}" for k in row if k in registry.PARAMS)
+        return ", ".join(f"{k}={value_label(row[k])}" for k in row if k in registry.PARAMS)
     if param in (None, "none") or row.get("sweep_value") is None:
         return "-"
-    return f"{param}={row['sweep_value']:g}"
+    return f"{param}={value_label(row['sweep_value'])}"
 
 
 def _cell(row: dict, metric: str, scale: float) -> str:
