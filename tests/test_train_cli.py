@@ -88,3 +88,47 @@ def test_second_writer_on_a_dataset_fails_or_waits_with_if_missing(tmp_path):
     assert "policy_table.npz is present (--if_missing): not retrained" in seen + rest
     assert sorted(os.listdir(dataset_dir)) == [".train.lock", "policy_table.npz"]
     assert not (tmp_path / "ck" / "summary.json").exists()
+
+
+# Runs prada-train with prada_jax.traces.load_trace wrapped in a counter; writes {file name: loads} at exit.
+_COUNTING_TRAIN = """
+import atexit, collections, json, os
+import prada_jax.traces as T
+from prada_jax.cli import train
+calls, load = collections.Counter(), T.load_trace
+def counted(path):
+    calls[os.path.basename(str(path))] += 1
+    return load(path)
+T.load_trace = train.load_trace = counted
+atexit.register(lambda: open(os.environ["LOAD_COUNTS"], "w").write(json.dumps(calls)))
+train.run()
+"""
+
+
+def test_each_trace_is_loaded_once_per_run_and_resume_is_checked_first(tmp_path):
+    """One load (and validation) of each dataset's trace per run: a fresh run, and a --resume with other flags
+    (refused at the first dataset's checkpoints, before any work)."""
+    import json
+
+    from conftest import make_tiny_trace
+    from prada_jax.traces import save_trace
+
+    traces, ckpt = tmp_path / "traces", tmp_path / "ck"
+    for i, name in enumerate(("gsm8k", "mmlu_stem")):
+        save_trace(traces / f"{name}.npz", make_tiny_trace(seed=i))
+    args = [sys.executable, "-c", _COUNTING_TRAIN, "--datasets=gsm8k,mmlu_stem", f"--trace_dir={traces}",
+            f"--ckpt_dir={ckpt}", "--epochs=2", "--update_epochs=1", "--batch_steps=8", "--num_minibatches=1",
+            "--aux_steps=50", "--frontier_betas=3", "--chunk=1"]
+    counts = tmp_path / "counts.json"
+    env = dict(os.environ, LOAD_COUNTS=str(counts))
+
+    def train(*extra, loads=("gsm8k.npz", "mmlu_stem.npz")):
+        proc = subprocess.run(args + list(extra), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert json.loads(counts.read_text()) == dict.fromkeys(loads, 1), proc.stderr[-3000:]
+        return proc
+
+    assert train().returncode == 0
+    listing = sorted(str(p.relative_to(ckpt)) for p in ckpt.rglob("*"))
+    bad = train("--resume", "--seed=1", loads=["gsm8k.npz"])  # stops at the first dataset's checkpoints
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "seed: checkpoint has 0, expected 1" in bad.stderr
+    assert sorted(str(p.relative_to(ckpt)) for p in ckpt.rglob("*")) == listing

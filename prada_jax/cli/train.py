@@ -31,7 +31,7 @@ from prada_jax import cli_support, data_paths
 from prada_jax import constants as C
 from prada_jax.learn import aux, checkpoints, evaluate, ppo, tables
 from prada_jax.learn import mdp as M
-from prada_jax.traces import TraceError, load_trace, pack_traces
+from prada_jax.traces import TraceData, TraceError, file_sha256, load_trace, pack_traces
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", list(C.DATASETS), "Datasets (traces/<name>.npz).")
@@ -99,8 +99,8 @@ def _fit_errors(models, mdp_all, packed, gap_targets, heldout):
 
 def plan(dataset: str, trace) -> dict:
     """What run_dataset trains for a dataset, from the flags and its trace alone (cheap; no JAX work): the
-    training-problem mask, PPOConfig, betas, the run's meta, and the meta its PPO checkpoints store (as
-    ppo.train_resumable writes it), so that --resume checkpoints are checked before any work."""
+    training-problem mask, PPOConfig, betas, the run's meta, and what its PPO checkpoints must match to be resumed
+    (ppo.resume_meta), so that --resume checkpoints are checked before any work."""
     train = M.split_problems(trace.num_problems, FLAGS.heldout_fraction, FLAGS.seed)
     real_steps = int(np.asarray(trace.step_mask)[train].sum())
     config = ppo.PPOConfig(
@@ -116,16 +116,15 @@ def plan(dataset: str, trace) -> dict:
     meta = {"dataset": dataset, "seed": FLAGS.seed, "heldout_fraction": FLAGS.heldout_fraction}
     if FLAGS.latency_model != C.DEFAULT_LATENCY_MODEL:  # a resumed run must not mix latency models
         meta["latency_model"] = FLAGS.latency_model
-    ppo_meta = dict(meta, config={k: v for k, v in config.to_dict().items() if k != "num_iterations"},
-                    betas=[float(b) for b in np.asarray(betas, np.float32)],
-                    obs_shape=[int(train.sum()), trace.max_steps, trace.feature_dim])
+    obs_shape = [int(train.sum()), trace.max_steps, trace.feature_dim]
+    ppo_meta = ppo.resume_meta(ppo.checkpoint_meta(config, betas, obs_shape, meta))
     return {"train": train, "real_steps": real_steps, "config": config, "betas": betas, "meta": meta,
             "ppo_meta": ppo_meta}
 
 
-def run_dataset(dataset: str) -> dict:
+def run_dataset(dataset: str, trace: TraceData, trace_sha256: str) -> dict:
+    """Train and evaluate one dataset on its trace (loaded once by validate_flags); write its folder's outputs."""
     t0 = time.time()
-    trace = load_trace(os.path.join(FLAGS.trace_dir, f"{dataset}.npz"))
     packed = pack_traces(trace)
     p = plan(dataset, trace)
     train, real_steps, config, betas, meta = p["train"], p["real_steps"], p["config"], p["betas"], p["meta"]
@@ -160,9 +159,8 @@ def run_dataset(dataset: str) -> dict:
 
         shutil.rmtree(models_dir)  # re-derived deterministically from the PPO checkpoint
     checkpoints.save(models_dir, 0, models, {"config": config.to_dict(), "aux_config": aux_cfg.to_dict(), **meta})
-    trace_path = os.path.join(FLAGS.trace_dir, f"{dataset}.npz")
     tables.save_table(os.path.join(out_dir, "policy_table.npz"), tables.policy_table(packed, models),
-                      trace_sha256=tables.file_sha256(trace_path), dataset=dataset, beta=FLAGS.beta,
+                      trace_sha256=trace_sha256, dataset=dataset, beta=FLAGS.beta,
                       latency_model=FLAGS.latency_model)
     t_aux = time.time() - t0 - t_ppo
 
@@ -205,8 +203,9 @@ def run_dataset(dataset: str) -> dict:
     return result
 
 
-def validate_flags() -> None:
-    """Every flag and input checked before any work; app.UsageError naming the flag or file otherwise."""
+def validate_flags() -> dict[str, tuple[TraceData, str]]:
+    """Every flag and input checked before any work; app.UsageError naming the flag or file otherwise. Returns
+    {dataset: (trace, SHA-256 of its file)}: each trace is loaded and validated once per run, here."""
     import math
 
     if data_paths.is_installed_data(FLAGS.ckpt_dir):
@@ -255,6 +254,7 @@ def validate_flags() -> None:
         tables.read_training_summary(os.path.join(FLAGS.ckpt_dir, "summary.json"))
     except tables.RecordError as exc:
         raise app.UsageError(f"--ckpt_dir={FLAGS.ckpt_dir}: {exc}; fix or remove it") from None
+    loaded = {}
     for dataset in FLAGS.datasets:
         path = os.path.join(FLAGS.trace_dir, f"{dataset}.npz")
         try:
@@ -262,6 +262,8 @@ def validate_flags() -> None:
         except TraceError as exc:
             raise app.UsageError(f"--datasets: {exc}") from exc
         check_dataset_dir(dataset, trace)
+        loaded[dataset] = (trace, file_sha256(path))  # the table records the file it was trained on
+    return loaded
 
 
 def check_dataset_dir(dataset: str, trace) -> None:
@@ -310,7 +312,7 @@ def check_dataset_dir(dataset: str, trace) -> None:
                                  "resume with its flags, pass --overwrite to start over, or use another --ckpt_dir")
 
 
-def lock_datasets(stack) -> list[str]:
+def lock_datasets(stack, traces: dict) -> list[str]:
     """Take the lock of every dataset (sorted order, so that two waiting runs cannot deadlock), kept until `stack`
     closes; re-check each dataset's folder under its lock. Returns the datasets to train (--if_missing: those
     without a table). A lock held by another run is a one-line app.UsageError, or with --if_missing a wait."""
@@ -326,7 +328,7 @@ def lock_datasets(stack) -> list[str]:
         if FLAGS.if_missing and os.path.exists(table):
             logging.info("%s: %s is present (--if_missing): not retrained", dataset, table)
             continue
-        check_dataset_dir(dataset, load_trace(os.path.join(FLAGS.trace_dir, f"{dataset}.npz")))
+        check_dataset_dir(dataset, traces[dataset][0])
         todo.append(dataset)
     return [d for d in FLAGS.datasets if d in todo]
 
@@ -364,9 +366,9 @@ def main(argv):
     del argv
     cli_support.quiet_third_party_logs(FLAGS.verbosity)
     FLAGS.trace_dir = data_paths.resolve_data_dir(FLAGS.trace_dir, "traces")
-    validate_flags()
+    traces = validate_flags()
     with contextlib.ExitStack() as stack:
-        datasets = lock_datasets(stack)
+        datasets = lock_datasets(stack, traces)
         if not datasets:
             logging.info("every dataset of --datasets=%s has a policy table in %s: nothing to train",
                          ",".join(FLAGS.datasets), FLAGS.ckpt_dir)
@@ -378,7 +380,7 @@ def main(argv):
                 shutil.rmtree(os.path.join(FLAGS.ckpt_dir, dataset, "ppo"), ignore_errors=True)
         t0 = time.time()
         try:
-            results = {ds: run_dataset(ds) for ds in datasets}
+            results = {ds: run_dataset(ds, *traces[ds]) for ds in datasets}
         except checkpoints.CheckpointError as exc:
             raise app.UsageError(str(exc)) from exc
         path = write_summary(results, time.time() - t0)

@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -245,6 +246,19 @@ def _chunk_runner(config: PPOConfig, num_iterations: int):
     return jax.jit(jax.vmap(lambda s, b, mdp: trainer.run(s, b, mdp, num_iterations), in_axes=(0, 0, None)))
 
 
+def checkpoint_meta(config: PPOConfig, betas, obs_shape, meta: dict | None = None) -> dict:
+    """The meta `train_resumable` stores with its checkpoints: the caller's `meta` (dataset, seed, ...) plus the
+    config, the betas (as float32) and the training observations' shape [N, K, F]."""
+    betas = [float(b) for b in np.asarray(betas, np.float32).reshape(-1)]
+    return dict(meta or {}, config=config.to_dict(), betas=betas, obs_shape=[int(s) for s in obs_shape])
+
+
+def resume_meta(meta: dict) -> dict:
+    """What a checkpoint's meta must match to be resumed: `checkpoint_meta` less config.num_iterations (checked
+    apart, with its own message)."""
+    return dict(meta, config={k: v for k, v in meta["config"].items() if k != "num_iterations"})
+
+
 def train_resumable(
     config: PPOConfig,
     key,
@@ -266,17 +280,14 @@ def train_resumable(
     trainer = make_trainer(config)
     single = jax.jit(trainer.init)(key, mdp)
     state = jax.tree.map(lambda x: jnp.broadcast_to(x, betas.shape + x.shape), single)
-    meta = dict(meta or {})
-    meta.update(config=config.to_dict(), betas=[float(b) for b in betas], obs_shape=list(mdp.obs.shape))
+    meta = checkpoint_meta(config, betas, mdp.obs.shape, meta)
     history: dict = {}
     if ckpt_dir is not None and checkpoints.latest_step(ckpt_dir) is not None:
         if not resume:
             raise checkpoints.CheckpointError(
                 f"{ckpt_dir}: checkpoints exist; resume them or use an empty directory"
             )
-        expected = dict(meta)  # caller's meta (dataset, seed, ...), config, betas, observation shape
-        expected["config"] = {k: v for k, v in expected["config"].items() if k != "num_iterations"}  # may extend
-        state, stored = checkpoints.restore(ckpt_dir, state, expected_meta=expected)
+        state, stored = checkpoints.restore(ckpt_dir, state, expected_meta=resume_meta(meta))
         stored_iters = stored.get("config", {}).get("num_iterations")
         if stored_iters is not None and stored_iters != config.num_iterations:
             raise checkpoints.CheckpointError(
