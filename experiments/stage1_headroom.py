@@ -45,6 +45,7 @@ def main(argv):
     from prada_jax.learn import headroom
     from prada_jax.learn import mdp as M
     from prada_jax.learn.tables import TableError, load_table
+    from prada_jax.sweep.report import value_label
 
     betas = [float(b) for b in FLAGS.betas]
     if any(not np.isfinite(b) or b < 0 for b in betas + [FLAGS.beta]):
@@ -77,8 +78,8 @@ def main(argv):
             if table is not None and beta == FLAGS.beta:
                 greedy = np.asarray(table.nominate_prob) > 0.5
                 row["pi_theta"] = headroom.summarize_policy(adv, greedy, mask, ~train, baseline_actions=ridge)
-            results[dataset][f"{beta:g}"] = row
-            print(f"  beta {beta:g}")
+            results[dataset][value_label(beta)] = row  # distinct betas, distinct keys
+            print(f"  beta {value_label(beta)}")
             for name, summary in row.items():
                 print(_row(name, summary))
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
