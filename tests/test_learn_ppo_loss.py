@@ -179,7 +179,7 @@ def test_iteration_steps_on_ppo_losses(one_iteration):
                               jnp.asarray(ro["actions"][:, 0]), jnp.asarray(ro["logp"]), adv,
                               jnp.asarray(ro["targets"]), CFG.clip_eps, CFG.ent_coef)
 
-    (_, parts), (pg, vg) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(st.policy, st.value)
+    (_, parts), (pg, vg) = jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))(st.policy, st.value)
     # first step: r = 1, so surrogate = mean(normalised A) = 0 and policy_loss = -ent_coef * entropy
     np.testing.assert_allclose(parts.surrogate, 0.0, atol=1e-5)
     np.testing.assert_allclose(parts.approx_kl, 0.0, atol=1e-6)
