@@ -96,23 +96,80 @@ def test_summary_interval_and_paired_difference_match_scipy():
     assert s["offload_fraction"] == pytest.approx(a[problems][mask[problems]].mean())
 
 
-def test_cli_end_to_end_and_bad_flag(tmp_path):
+def _run(*args):
+    return subprocess.run([sys.executable, "experiments/stage1_headroom.py", "--cpu_devices=1", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _fatal(proc) -> str:
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and last.startswith("FATAL"), proc.stderr[-2000:]
+    return last
+
+
+def test_cli_without_tables_and_bad_flags(tmp_path):
     traces_dir = tmp_path / "traces"
     traces_dir.mkdir()
     save_trace(traces_dir / "tiny.npz", make_tiny_trace(num_problems=40, max_steps=4))
     out = tmp_path / "headroom.json"
-    args = [sys.executable, "experiments/stage1_headroom.py", "--datasets=tiny", f"--traces_dir={traces_dir}",
-            f"--ckpt_dir={tmp_path / 'none'}", "--betas=0,10", f"--out={out}", "--cpu_devices=1"]
-    proc = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    args = ["--datasets=tiny", f"--traces_dir={traces_dir}", f"--ckpt_dir={tmp_path / 'none'}"]
+    proc = _run(*args, "--betas=0,10", f"--out={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())["results"]["tiny"]
     assert set(result) == {"0", "10"}  # no table: no pi_theta row, only the requested betas
     for row in result.values():
         assert set(row) == {"optimum", "ridge"}
         assert row["optimum"]["return_over_all_slm"] >= row["ridge"]["return_over_all_slm"] - 1e-12
-    bad = subprocess.run(args[:-1] + ["--betas=-1"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "--betas" in bad.stderr.strip().splitlines()[-1]
-    missing = subprocess.run(args[:1] + [args[1], "--datasets=tiny,absent"] + args[3:], cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=300)
-    last = missing.stderr.strip().splitlines()[-1]
-    assert missing.returncode != 0 and last.startswith("FATAL") and "absent.npz" in last
+    for bad, needle in (("--betas=abc", "--betas"), (f"--out={tmp_path}", "--out"),
+                        ("--heldout_fraction=1", "--heldout_fraction")):
+        assert needle in _fatal(_run(*args, bad))
+    assert "absent.npz" in _fatal(_run("--datasets=tiny,absent", *args[1:], f"--out={out}"))
+
+
+def test_cli_scores_pi_theta_on_its_own_split_and_beta(tmp_path):
+    """With a table: pi_theta is scored at the table's beta on the held-out problems of the split its models
+    checkpoint records (not --seed / --heldout_fraction), against numbers recomputed here; a table of another
+    trace or a checkpoint without the split is refused before any work."""
+    from prada_jax.learn import checkpoints, tables
+    from prada_jax.sim.policies import PolicyTable
+    from prada_jax.traces import file_sha256, pack_traces
+
+    traces_dir, ckpt = tmp_path / "traces", tmp_path / "ck"
+    traces_dir.mkdir()
+    trace = make_tiny_trace(num_problems=40, max_steps=4, seed=5)
+    trace_path = traces_dir / "tiny.npz"
+    save_trace(trace_path, trace)
+    prob = np.random.default_rng(0).uniform(0.0, 1.0, (40, 4)).astype(np.float32)
+    table = PolicyTable(nominate_prob=prob, advantage=np.zeros_like(prob), server_seconds=np.zeros_like(prob))
+    tables.save_table(str(ckpt / "tiny" / "policy_table.npz"), table, trace_sha256=file_sha256(trace_path),
+                      dataset="tiny", beta=7.0)
+    checkpoints.save(str(ckpt / "tiny" / "models"), 0, {"w": np.zeros(2)}, {"seed": 3, "heldout_fraction": 0.25})
+    out = tmp_path / "h.json"
+    args = ["--datasets=tiny", f"--traces_dir={traces_dir}", f"--ckpt_dir={ckpt}", f"--out={out}"]
+    proc = _run(*args, "--betas=0", "--seed=9", "--heldout_fraction=0.5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())["results"]["tiny"]
+    assert set(result) == {"0", "7"} and "pi_theta" in result["7"] and "pi_theta" not in result["0"]
+
+    packed = pack_traces(trace)
+    train = M.split_problems(40, 0.25, 3)
+    mdp = M.make_mdp(packed, M.feature_stats(packed, train))
+    r = np.asarray(M.reward_table(mdp, 7.0), np.float64)
+    mask = np.asarray(packed.step_mask)
+    per_problem = [sum(r[n, k, 1] - r[n, k, 0] for k in range(4) if mask[n, k] and prob[n, k] > 0.5)
+                   for n in range(40) if not train[n]]
+    got = result["7"]["pi_theta"]
+    assert got["num_problems"] == 10
+    np.testing.assert_allclose(got["return_over_all_slm"], np.mean(per_problem), rtol=1e-5, atol=1e-7)
+    held = mask & ~train[:, None]
+    assert got["offload_fraction"] == pytest.approx((prob > 0.5)[held].mean())
+
+    other = traces_dir / "other.npz"
+    save_trace(other, make_tiny_trace(num_problems=40, max_steps=4, seed=6))
+    tables.save_table(str(ckpt / "tiny" / "policy_table.npz"), table, trace_sha256=file_sha256(other),
+                      dataset="tiny", beta=7.0)
+    assert "policy_table.npz" in _fatal(_run(*args))
+    tables.save_table(str(ckpt / "tiny" / "policy_table.npz"), table, trace_sha256=file_sha256(trace_path),
+                      dataset="tiny", beta=7.0)
+    checkpoints.save(str(ckpt / "tiny" / "models"), 1, {"w": np.zeros(2)}, {"dataset": "tiny"})
+    assert "heldout_fraction" in _fatal(_run(*args))

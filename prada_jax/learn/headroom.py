@@ -4,7 +4,7 @@ The MDP's rewards depend only on (problem, step, action), so a policy's return o
 offload advantage r(x, 1) - r(x, 0) over the steps it offloads. The PRM optimum offloads exactly where that
 advantage is positive, but it sees the PRM's noise; a policy that sees only the features can do no better than
 offloading where the advantage's *conditional mean* given the features is positive. `ridge_actions` estimates that
-rule with a quadratic ridge regression fitted on the training problems: a simple supervised yardstick for what
+rule with a ridge regression on the features and their squares (no cross terms), fitted on the training problems: a simple supervised yardstick for what
 PPO's pi_theta should reach on held-out problems.
 """
 
@@ -35,8 +35,8 @@ def _quadratic(x):
 
 
 def ridge_actions(mdp: M.StepMDP, advantage, train) -> np.ndarray:
-    """int32 [N, K]: offload where a quadratic ridge fit of the advantage on the features (training problems'
-    steps only) predicts a positive value."""
+    """int32 [N, K]: offload where a ridge fit of the advantage on the features and their squares (training
+    problems' real steps only) predicts a positive value."""
     mask = np.asarray(mdp.step_mask, bool)
     obs = np.asarray(mdp.obs, np.float64)
     fit_on = mask & np.asarray(train, bool)[:, None]
