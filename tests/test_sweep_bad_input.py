@@ -226,6 +226,23 @@ def test_corrupt_results_csv_leaves_run_json_untouched_and_overwrite_discards_it
     assert len(json.loads((out / sweep.RUN_JSON).read_text())["sessions"]) == 1
 
 
+def test_a_refused_result_store_releases_the_lock_it_took(traces_dir, tmp_path):
+    """ResultStore without a lock takes one; when the folder is then refused, the lock is released at once (not
+    when the exception is garbage-collected), so the same process can open the folder again."""
+    import dataclasses
+
+    out = tmp_path / "out"
+    spec = spec_for(traces_dir)
+    sweep.run_sweep(spec, str(out), run_point=FakeRunner())
+    changed = dataclasses.replace(spec, seed=spec.seed + 1)
+    with pytest.raises(sweep.SweepStateError, match="different flags") as refused:
+        sweep.ResultStore(str(out), changed)
+    lock = sweep.acquire_lock(str(out))  # the refused store held it until now before the fix
+    lock.release()
+    del refused
+    sweep.ResultStore(str(out), spec).close()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # F11: dataset paths, values the simulator's float32 cannot tell apart or hold, a missing --traces_dir
 # ----------------------------------------------------------------------------------------------------------

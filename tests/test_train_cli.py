@@ -132,3 +132,16 @@ def test_each_trace_is_loaded_once_per_run_and_resume_is_checked_first(tmp_path)
     bad = train("--resume", "--seed=1", loads=["gsm8k.npz"])  # stops at the first dataset's checkpoints
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "seed: checkpoint has 0, expected 1" in bad.stderr
     assert sorted(str(p.relative_to(ckpt)) for p in ckpt.rglob("*")) == listing
+
+
+def test_lock_file_that_cannot_be_made_is_one_line(tmp_path):
+    """<ckpt_dir>/<dataset>/.train.lock that is a folder: one FATAL line naming --ckpt_dir and the lock file (a
+    traceback before), nothing written."""
+    lock_dir = tmp_path / "ck" / "gsm8k" / ".train.lock"
+    lock_dir.mkdir(parents=True)
+    proc = subprocess.run([sys.executable, "experiments/train.py", "--datasets=gsm8k", f"--ckpt_dir={tmp_path / 'ck'}"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert last.startswith("FATAL --ckpt_dir=") and "cannot create the lock file" in last and ".train.lock" in last
+    assert sorted(p.name for p in (tmp_path / "ck").rglob("*")) == [".train.lock", "gsm8k"]

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from prada_jax import cli_support, data_paths
+from prada_jax import cli_support, data_paths, locks
 from prada_jax import constants as C
 from prada_jax.learn import aux, checkpoints, evaluate, ppo, tables
 from prada_jax.learn import mdp as M
@@ -323,6 +323,8 @@ def lock_datasets(stack, traces: dict) -> list[str]:
             lock, _ = checkpoints.acquire_lock(out_dir, wait=FLAGS.if_missing)
         except checkpoints.LockHeldError as exc:
             raise app.UsageError(str(exc)) from None
+        except locks.LockUnavailable as exc:
+            raise app.UsageError(f"--ckpt_dir={FLAGS.ckpt_dir}: {exc}") from None
         stack.callback(lock.release)
         table = os.path.join(out_dir, "policy_table.npz")
         if FLAGS.if_missing and os.path.exists(table):

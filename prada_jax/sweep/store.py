@@ -321,8 +321,15 @@ class ResultStore:
         self.json_path = os.path.join(out_dir, RESULTS_JSON)
         self.run_path = os.path.join(out_dir, RUN_JSON)
         self.lock = lock if lock is not None else acquire_lock(out_dir)
-        if state is None:
-            state = inspect_out_dir(out_dir, spec, spec.to_config(), overwrite=overwrite)
+        try:
+            self._open(state if state is not None else
+                       inspect_out_dir(out_dir, spec, spec.to_config(), overwrite=overwrite), argv)
+        except BaseException:
+            if lock is None:  # taken here: a refused open must not keep the folder locked
+                self.lock.release()
+            raise
+
+    def _open(self, state: OutDirState, argv: Sequence[str] | None) -> None:
         if state.discard:
             self._discard(state.discard)
         run = state.existing or {"config": state.config, "sessions": []}
