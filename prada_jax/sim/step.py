@@ -2,7 +2,9 @@
  semantics", docs/simulator.md).
 
 Order inside a slot: arrivals -> fading -> Stage 1 -> Stage 2 -> time accounting -> progress.
-Pure function of (state, slot draws); `run.py` loops it over slots and vmaps it over episodes and grids.
+`step_slot` = `observe_slot` (up to the SlotView Stage 2 sees) + the registered scheduler + `apply_slot`; the
+learning environment (prada_jax.env) calls the same two halves around its action. Pure functions of (state, slot
+draws); `run.py` loops the step over slots and vmaps it over episodes and grids.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from prada_jax import costs
 from prada_jax.sim import latency_models, protocols, schedulers
@@ -55,33 +58,63 @@ def _arrivals(users, draws: SlotDraws, packed, params: SimParams, t, horizon: in
     return users, num_arrivals, num_arrivals - n_adm
 
 
-def schedule(users, cand, gamma, feasible, draws: SlotDraws, table: PolicyTable, params: SimParams,
-             config: SimConfig, t):
-    """Stage 2 for this slot through the registered scheduler. Returns (decision [U] int32, bandwidth [U])."""
-    view = schedulers.make_view(users, cand, gamma, feasible, draws, table, params, t)
-    return schedulers.get(config.scheduler).decide(view, config)
+@struct.dataclass
+class SlotObservation:
+    """Slot t up to the Stage-2 decision: the `SlotView` the scheduler sees (users after this slot's arrivals,
+    faded channel, Stage-1 candidates, free resources), the Stage-1 nominees' complement that runs locally
+    regardless, and the arrival counts the accounting books."""
+
+    view: schedulers.SlotView
+    go_local: jnp.ndarray  # bool [U] READY users Stage 1 keeps local (not Stage-2 candidates)
+    num_arrived: jnp.ndarray  # int32 arrivals drawn in this slot
+    num_dropped: jnp.ndarray  # int32 arrivals that found no free user slot
 
 
-def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, params: SimParams,
-              config: SimConfig) -> SimState:
-    """Advance one slot."""
-    users, totals = state.users, state.totals
-    dt = config.slot_seconds
+def observe_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, params: SimParams,
+                 config: SimConfig) -> SlotObservation:
+    """First half of a slot: arrivals -> fading -> Stage 1. Returns what Stage 2 decides on."""
+    users = state.users
     u_count = users.phase.shape[0]
-    in_window = (t >= config.warmup_slots) & (t < config.num_slots)  # measurement window
     proto = protocols.get(schedulers.get(config.scheduler).protocol)
-    drafts = proto.local_steps_are_drafts  # a static bool: folded into the masks below
-
     users, n_arrived, n_dropped = _arrivals(users, draws, packed, params, t, config.num_slots)
     chex.assert_shape(users.phase, (u_count,))
 
     gamma = costs.faded_snr(users.mean_snr, draws.fading)
     feasible = gamma >= costs.db_to_linear(params.snr_threshold_db)
-
-    p, k = users.problem, users.step
     ready = users.phase == READY
     go_local, cand = proto.split_ready(users, ready, table, draws, config)
-    decision, bw = schedule(users, cand, gamma, feasible, draws, table, params, config, t)
+    view = schedulers.make_view(users, cand, gamma, feasible, draws, table, params, t)
+    return SlotObservation(view=view, go_local=go_local, num_arrived=n_arrived, num_dropped=n_dropped)
+
+
+def schedule(obs: SlotObservation, config: SimConfig):
+    """Stage 2 for this slot through the registered scheduler. Returns (decision [U] int32, bandwidth [U])."""
+    return schedulers.get(config.scheduler).decide(obs.view, config)
+
+
+def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, params: SimParams,
+              config: SimConfig) -> SimState:
+    """Advance one slot: observe, the registered Stage-2 scheduler, apply."""
+    obs = observe_slot(state, t, draws, packed, table, params, config)
+    decision, bw = schedule(obs, config)
+    return apply_slot(state, obs, decision, bw, t, packed, table, params, config)
+
+
+def apply_slot(state: SimState, obs: SlotObservation, decision, bw, t, packed, table: PolicyTable,
+               params: SimParams, config: SimConfig) -> SimState:
+    """Second half of a slot: Stage-2 decisions ([U] int32, bandwidth [U]) -> time accounting -> progress.
+
+    `decision`/`bw` must be legal for `obs.view` (every registered scheduler's are; prada_jax.env projects an
+    arbitrary action onto a legal one first)."""
+    totals = state.totals
+    view = obs.view
+    users, gamma, draws = view.users, view.gamma, view.draws
+    go_local, cand, n_arrived, n_dropped = obs.go_local, view.cand, obs.num_arrived, obs.num_dropped
+    dt = config.slot_seconds
+    in_window = (t >= config.warmup_slots) & (t < config.num_slots)  # measurement window
+    proto = protocols.get(schedulers.get(config.scheduler).protocol)
+    drafts = proto.local_steps_are_drafts  # a static bool: folded into the masks below
+    p, k = users.problem, users.step
 
     # Apply decisions.
     slm_tok = packed.slm_step_tokens[p, k]
