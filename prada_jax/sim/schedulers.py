@@ -161,10 +161,9 @@ def scatter(view: SlotView, c: Candidates, decision_c, bandwidth_c):
 # ------------------------------------------------------------------------------------------------------------
 
 
-def decide_prada(view: SlotView, config: SimConfig):
-    """Theorem 2 (the paper's rule) over the C oldest candidates."""
-    c = candidates(view, config)
-    out = S2.prada_stage2(
+def theorem2(view: SlotView, config: SimConfig, c: Candidates) -> S2.Stage2Out:
+    """Theorem 2's per-candidate output ([C] decisions, eq.-30 bandwidth, price) over the candidates `c`."""
+    return S2.prada_stage2(
         valid=c.valid, feasible=c.feasible, value_gap=c.value_gap, server_seconds=c.server_seconds,
         context=c.context, snr=c.snr, inflight_seconds=inflight_seconds(view, config), channel_wait=c.channel_wait,
         num_candidates=jnp.sum(view.cand), free_slots=view.free_slots, server_capacity=view.params.server_capacity,
@@ -172,6 +171,12 @@ def decide_prada(view: SlotView, config: SimConfig):
         max_servers=config.max_servers, tq_iterations=config.tq_iterations, segment_halvings=config.price_segment_halvings,
         queue_pays_price=config.queue_pays_price,
     )
+
+
+def decide_prada(view: SlotView, config: SimConfig):
+    """Theorem 2 (the paper's rule) over the C oldest candidates."""
+    c = candidates(view, config)
+    out = theorem2(view, config, c)
     return scatter(view, c, out.decision, out.bandwidth)
 
 
