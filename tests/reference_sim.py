@@ -401,6 +401,92 @@ def oracle_prada_exact(s: SlotInputs) -> dict:
     return decisions
 
 
+def _learned_features(considered, s: SlotInputs, snr, feas, ctx, gap, dur, tq, t2):
+    """Float64 twin of prada_jax.env.table.candidate_table's observation ([C, features])."""
+    from prada_jax.env import table as T
+
+    p, config, users = s.p, s.config, s.users
+    beta = float(p["beta"])
+    u = T.UTILITY_SCALE
+    symlog = lambda x: math.copysign(math.log1p(abs(x)), x)
+    rows = np.zeros((config.max_candidates, len(T.ROW_FEATURES)))
+    for j, i in enumerate(considered):
+        tc_ref = upload_seconds(ctx[j], float(p["bandwidth_bps"]), snr[j])
+        q = min(beta * tq[j], T.INFINITE_COST) if math.isfinite(tq[j]) else min(beta * T.INFINITE_COST, T.INFINITE_COST)
+        dec = t2[i][0]
+        rows[j] = [symlog(u * gap[j]), symlog(u * beta * tc_ref), symlog(u * q), symlog(u * beta * dur[j]),
+                   symlog(u * beta * users[i].wait * config.slot_seconds), math.log10(max(snr[j], 1e-6)) / 3.0,
+                   float(feas[j]), float(dec == 0), float(dec == 1), float(dec == 2), 1.0]
+    m = max(int(p["server_capacity"]), 1)
+    glob = [s.free_slots / m, s.available / float(p["bandwidth_bps"]), (math.log10(float(p["bandwidth_bps"])) - 7.0) / 2.0,
+            m / 10.0, float(p["arrival_rate"]) / 3.0, math.log10(max(beta, 1e-12)) / 2.0,
+            len(s.cands) / config.max_candidates, float(s.t >= config.num_slots)]
+    return np.concatenate([rows, np.tile(glob, (config.max_candidates, 1))], axis=1)
+
+
+def learned_logits(weights, obs):
+    """Float64 twin of prada_jax.env.policy.CandidatePolicy's logits (DeepSets residual over Theorem 2)."""
+    from prada_jax.env import table as T
+    from prada_jax.env.policy import PRIOR_SCALE
+
+    w = {k: {n: np.asarray(v, np.float64) for n, v in layer.items()} for k, layer in weights.items()}
+    dense = lambda name, x: x @ w[name]["kernel"] + w[name]["bias"]
+    relu = lambda x: np.maximum(x, 0.0)
+    valid = obs[:, T.VALID_COLUMN] > 0.5
+    h = relu(dense("embed_1", relu(dense("embed_0", obs))))
+    pooled = (h * valid[:, None]).sum(0) / max(valid.sum(), 1.0)
+    ctx = np.concatenate([pooled, obs[0, len(T.ROW_FEATURES):]])
+    z = relu(dense("head_0", np.concatenate([h, np.tile(ctx, (h.shape[0], 1))], axis=1)))
+    return PRIOR_SCALE * obs[:, list(T.T2_COLUMNS)] + dense("head_out", z)
+
+
+def oracle_learned(s: SlotInputs) -> dict:
+    """The learned scheduler: Theorem 2 (its decisions are features, its price is reused), the float64 policy on the
+    candidate table with the shipped weights, greedy, and the feasibility projection (prada_jax.env.table.project)."""
+    from prada_jax.env.policy import load_weights
+
+    users, config = s.users, s.config
+    decisions = {}
+    ordered = sorted(s.cands, key=lambda i: (-users[i].wait, i))
+    considered = ordered[: config.max_candidates]
+    for i in ordered[config.max_candidates:]:
+        decisions[i] = (1 if users[i].phase == QUEUED else 0, 0.0)
+    if not considered:
+        return decisions
+    t2 = prada_schedule(considered, users, s.gamma, s.feasible, s.tb, s.p, config, s.free_slots, s.available,
+                        len(s.cands), s.inflight_left)
+    snr, feas, ctx, gap, dur = candidate_inputs(considered, users, s.gamma, s.feasible, s.tb)
+    tq, _ = queue_delays(considered, users, snr, feas, ctx, gap, dur, s.p, config, s.free_slots, s.inflight_left)
+    obs = _learned_features(considered, s, snr, feas, ctx, gap, dur, tq, t2)
+    action = np.argmax(learned_logits(load_weights(), obs), axis=1)
+    beta_e = max(float(s.p["beta"]), 1e-12)
+    bb = [math.sqrt(beta_e * C.BITS_PER_TOKEN * ctx[j] / math.log2(1.0 + snr[j])) for j in range(len(considered))]
+    # Projection: immediate needs a usable channel and bandwidth, the oldest F keep it; a queue that is never served
+    # runs locally; bandwidth at Theorem 2's price, raised until the admitted set fits (Theorem 2's own if the same).
+    admitted = []
+    for j, i in enumerate(considered):
+        dec = int(action[j])
+        if dec == 2:
+            if feas[j] and bb[j] > 0 and s.available > 0 and len(admitted) < s.free_slots:
+                admitted.append(j)
+            else:
+                dec = 1
+        if dec == 1 and not math.isfinite(tq[j]):
+            dec = 0
+        decisions[i] = (dec, 0.0)
+    t2_admitted = [j for j, i in enumerate(considered) if t2[i][0] == 2]
+    if admitted == t2_admitted:
+        for j in admitted:
+            decisions[considered[j]] = t2[considered[j]]
+        return decisions
+    s_t2 = next((bb[j] / t2[considered[j]][1] for j in t2_admitted), 0.0)
+    s_fit = sum(bb[j] for j in admitted) / max(s.available, 1e-30) * (1.0 + 1e-6)
+    price = max(s_t2, s_fit)
+    for j in admitted:
+        decisions[considered[j]] = (2, bb[j] / price)
+    return decisions
+
+
 # The oracle twin of every registered scheduler (prada_jax.sim.schedulers.SCHEDULERS): name -> (decide, protocol).
 ORACLE_SCHEDULERS = {
     "prada": (oracle_prada, "offload"),
@@ -408,6 +494,7 @@ ORACLE_SCHEDULERS = {
     "random": (oracle_random, "offload"),
     "prada_exact": (oracle_prada_exact, "offload"),
     "rsd": (oracle_fifo, "draft_verify"),
+    "learned": (oracle_learned, "offload"),
 }
 
 

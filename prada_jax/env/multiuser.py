@@ -231,7 +231,7 @@ def validate_env_params(params: EnvParams, config: SimConfig) -> EnvParams:
 
     rng("bandwidth_range")
     cap = rng("capacity_range", integer=True)
-    if cap[1] > config.max_servers:
+    if bool(params.randomize) and cap[1] > config.max_servers:
         raise EnvParamsError(f"EnvParams.capacity_range high {cap[1]} exceeds SimConfig.max_servers "
                              f"{config.max_servers}")
     lam = rng("arrival_rate_range")

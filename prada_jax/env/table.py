@@ -69,7 +69,8 @@ def candidate_table(view: SlotView, config: SimConfig, arrival_rate) -> Candidat
         c.feasible.astype(jnp.float32),
         (t2.decision == S2.LOCAL_D).astype(jnp.float32), (t2.decision == S2.QUEUE_D).astype(jnp.float32),
         (t2.decision == S2.IMMEDIATE_D).astype(jnp.float32), valid,
-    ], axis=-1) * valid[:, None]
+    ], axis=-1)
+    rows = jnp.where(c.valid[:, None], rows, 0.0)  # padding rows are zeros (their raw costs may be inf)
     m = jnp.maximum(p.server_capacity, 1).astype(jnp.float32)
     glob = jnp.stack([
         view.free_slots.astype(jnp.float32) / m, view.available_bw / p.bandwidth_bps,

@@ -166,6 +166,8 @@ register_policy("prada", table="learned", scheduler="prada", label="PRADA", styl
 register_policy("prada_exact", table="learned", scheduler="prada_exact", label="PRADA, exact Stage 2",
                 style=("#17becf", "*"),
                 description="learned Stage 1 + exact per-slot solver of problem (28) (beyond the paper, issue 15)")
+register_policy("learned", table="learned", scheduler="learned", label="Learned Stage 2", style=("#bcbd22", "h"),
+                description="learned Stage 1 + PPO-trained Stage-2 scheduler (docs/learned_scheduler.md)")
 register_policy("random_policy", table="random", scheduler="prada", stage1_sampling=True, label="Random policy",
                 style=("#ff7f0e", "v"),
                 description="Stage 1 nominates with prob. 0.5; Theorem-2 scheduler with the learned A_omega / D_psi")

@@ -210,6 +210,14 @@ def decide_prada_exact(view: SlotView, config: SimConfig):
     return scatter(view, c, decision, out.bandwidth)
 
 
+def decide_learned(view: SlotView, config: SimConfig):
+    """The PPO-trained scheduler (prada_jax.env.policy, docs/learned_scheduler.md): a greedy permutation-equivariant
+    policy over the candidate table, made legal by the environment's feasibility projection."""
+    from prada_jax.env.policy import decide_learned as decide
+
+    return decide(view, config)
+
+
 register("prada", decide_prada, OFFLOAD, "Theorem 2: local / queue / immediate, closed-form bandwidth, price mu",
          reads_sched_draws=False)
 register("fifo", decide_fifo, OFFLOAD, "FIFO admission of every nominee (All-LLM, pi-only, router)",
@@ -219,4 +227,7 @@ register("prada_exact", decide_prada_exact, OFFLOAD,
          "problem (28) per slot: best admitted set with the sqrt(c) bandwidth split (near-exact, certified bound)",
          reads_sched_draws=False)
 register("rsd", decide_fifo, DRAFT_VERIFY, "reward-guided speculative decoding: FIFO queue of online PRM checks",
+         reads_sched_draws=False)
+register("learned", decide_learned, OFFLOAD,
+         "PPO-trained residual over Theorem 2 on the candidate table (shipped weights; docs/learned_scheduler.md)",
          reads_sched_draws=False)
