@@ -213,8 +213,8 @@ def test_learned_scheduler_with_a_zero_residual_is_theorem2(tmp_path, monkeypatc
     monkeypatch.setenv("PRADA_LEARNED_SCHEDULER", str(path))
     grid = sim.stack_params([PARAMS])
     config = dataclasses.replace(ENV.config, scheduler="learned")
-    learned = jax.device_get(sim.simulate_grid(PACKED, TABLE, grid, config, 2, 0))
-    prada = jax.device_get(sim.simulate_grid(PACKED, TABLE, grid, ENV.config, 2, 0))
+    learned = jax.device_get(sim.simulate_grid(PACKED, TABLE, grid, config, EPISODES, 0))
+    prada = jax.device_get(sim.simulate_grid(PACKED, TABLE, grid, ENV.config, EPISODES, 0))  # compiled above
     for name in learned.__dataclass_fields__:
         np.testing.assert_allclose(np.asarray(getattr(learned, name)), np.asarray(getattr(prada, name)), rtol=2e-6,
                                    err_msg=name)

@@ -169,7 +169,7 @@ def main(argv):
     env, env_params = penv.make("prada-multiuser-v0", F.dataset, randomize=True, **TRAIN_RANGES,
                                 config=dict(num_slots=F.horizon, warmup_slots=F.horizon // 10,
                                             drain_slots=F.drain))
-    config = PPOConfig(num_envs=F.num_envs, rollout_steps=F.rollout_steps)
+    config = PPOConfig(num_envs=F.num_envs, rollout_steps=F.rollout_steps, gamma=F.gamma, gae_lambda=F.gae_lambda)
     init, run = make_train(env, env_params, config)
     meta = {"ppo": config.to_dict(), "dataset": F.dataset, "ranges": {k: list(v) for k, v in TRAIN_RANGES.items()},
             "horizon": F.horizon, "drain": F.drain}
@@ -212,4 +212,6 @@ if __name__ == "__main__":
     flags.DEFINE_integer("horizon", 300, "Arrival horizon of a training episode (slots).")
     flags.DEFINE_integer("drain", 500, "Drain limit of a training episode (slots).")
     flags.DEFINE_integer("seed", 0, "Training seed.")
+    flags.DEFINE_float("gamma", PPOConfig.gamma, "Discount per slot (1: the undiscounted episode utility).")
+    flags.DEFINE_float("gae_lambda", PPOConfig.gae_lambda, "GAE lambda.")
     app.run(main)
