@@ -4,7 +4,8 @@
 
 Both run E episodes of the same configuration with Theorem 2 deciding: simulate_grid(scheduler="prada") in its
 batched slot loop, and the environment (vmapped over E, `lax.scan` over slots, the action = Theorem 2's decisions
-through the projection; and once more with uniform random actions). Each side steps every episode for as many
+through the projection; once more through `step_env`, without gymnax's automatic reset, which computes a
+fresh episode's first observation, Theorem 2 included, at every step; and with uniform random actions). Each side steps every episode for as many
 slots as simulate_grid's loop ran (its longest episode), so both do the same number of episode-slots. Compile
 time is excluded (one warm-up call each); prints episode-slots per second and the ratio.
 """
@@ -63,12 +64,16 @@ def main(argv):
 
             def body(carry, k):
                 state = carry
-                if mode == "theorem2":
+                if mode.startswith("theorem2"):
                     action = state.table.theorem2.decision
                 else:
                     action = jax.random.randint(k, state.table.theorem2.decision.shape, 0, 3)
-                _, state, reward, _, _, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-                    jax.random.split(k, FLAGS.episodes), state, action, params)
+                if mode.endswith("step_env"):  # no automatic reset (episodes longer than the run never end)
+                    _, state, reward, _, _ = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))(
+                        jax.random.split(k, FLAGS.episodes), state, action, params)
+                else:
+                    _, state, reward, _, _, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+                        jax.random.split(k, FLAGS.episodes), state, action, params)
                 return state, reward
 
             state, rewards = jax.lax.scan(body, state, jax.random.split(keys[0], slots))
@@ -78,7 +83,7 @@ def main(argv):
 
     out = {"episodes": FLAGS.episodes, "slots": slots, "episode_slots": work,
            "simulate_grid_s": grid_s, "simulate_grid_slots_per_s": work / grid_s, "device": str(jax.devices()[0])}
-    for mode in ("theorem2", "random"):
+    for mode in ("theorem2", "theorem2_step_env", "random"):
         run = make_env_run(mode)
         jax.block_until_ready(run(keys))
         t0 = time.perf_counter()
