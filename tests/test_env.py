@@ -34,7 +34,7 @@ EPISODES = 3
 @functools.partial(jax.jit, static_argnames=("mode",))
 def _episodes(keys, mode):
     """Episodes stepped with step_env (frozen after their end): mode "theorem2" (the projection of Theorem 2's
-    decisions), "random" (uniform random actions) or "scheduler" (the registered prada on the pending view).
+    decisions) or "random" (uniform random actions).
     Returns final metrics, summed rewards and per-step invariant records."""
     def one(key):
         _, state = ENV.reset_env(key, ENV_PARAMS)
@@ -43,10 +43,8 @@ def _episodes(keys, mode):
             state, done, ret = carry
             if mode == "theorem2":
                 out = ENV.step_env(k, state, T.theorem2_action(state.table), ENV_PARAMS)
-            elif mode == "random":
-                out = ENV.step_env(k, state, ENV.action_space(ENV_PARAMS).sample(k), ENV_PARAMS)
             else:
-                out = ENV.step_scheduler(state, "prada")
+                out = ENV.step_env(k, state, ENV.action_space(ENV_PARAMS).sample(k), ENV_PARAMS)
             _, new, reward, d, info = out
             keep = ~done
             state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, state)
@@ -87,15 +85,14 @@ def test_reset_and_step_jit_and_vmap_with_spaces_and_auto_reset():
 
 def test_theorem2_driven_environment_reproduces_simulate_grid_metric_by_metric():
     ref = jax.device_get(sim.simulate_grid(PACKED, TABLE, sim.stack_params([PARAMS]), ENV.config, EPISODES, 0))
-    for mode in ("theorem2",):
-        m, _, done, _ = _run(mode)
-        assert np.all(done)
-        for name in m.__dataclass_fields__:
-            got, want = np.asarray(getattr(m, name)), np.asarray(getattr(ref, name))[0]
-            if np.issubdtype(want.dtype, np.integer):
-                np.testing.assert_array_equal(got, want, err_msg=f"{mode}: {name}")
-            else:
-                np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-9, err_msg=f"{mode}: {name}")
+    m, _, done, _ = _run("theorem2")
+    assert np.all(done)
+    for name in m.__dataclass_fields__:
+        got, want = np.asarray(getattr(m, name)), np.asarray(getattr(ref, name))[0]
+        if np.issubdtype(want.dtype, np.integer):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        else:  # float sums in another order (vmap over episodes here, nested vmaps there): 1 ulp apart
+            np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-9, err_msg=name)
     assert np.all(ref.completed > 0)
 
 

@@ -18,7 +18,6 @@ signal of prada_jax.env.ppo.
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +31,7 @@ from prada_jax.sim import protocols, schedulers
 from prada_jax.sim.draws import slot_draws
 from prada_jax.sim.params import SimConfig, SimParams, SimParamsError, resolve_config, validate_params
 from prada_jax.sim.policies import PolicyTable, check_table
-from prada_jax.sim.run import _draining, counted_in_system
+from prada_jax.sim.run import _draining
 from prada_jax.sim.state import SimState, init_state
 from prada_jax.sim.step import SlotObservation, apply_slot, observe_slot
 
@@ -161,11 +160,6 @@ class PradaMultiUser(Environment):
         decision_c, bandwidth_c = T.project(self.view(state), state.table, action)
         return self.apply_decisions(state, decision_c, bandwidth_c)
 
-    def step_scheduler(self, state: EnvState, scheduler: str):
-        """Slot `state.time` decided by a registered scheduler on the pending view ([U] decisions, no projection)."""
-        decision, bandwidth = schedulers.get(scheduler).decide(self.view(state), self.config)
-        return self._advance(state, decision, bandwidth)
-
     def apply_decisions(self, state: EnvState, decision_c, bandwidth_c):
         """Slot `state.time` with legal per-candidate decisions and bandwidths ([C])."""
         view = self.view(state)
@@ -266,4 +260,4 @@ def build(packed, table: PolicyTable, config: SimConfig, sim_params: SimParams, 
 
 
 __all__ = ["EnvParams", "EnvParamsError", "EnvState", "PradaMultiUser", "build", "running_utility",
-           "utility_parts", "validate_env_params", "counted_in_system"]
+           "utility_parts", "validate_env_params"]
