@@ -231,3 +231,22 @@ def test_learned_scheduler_matches_its_oracle_twin(tmp_path, monkeypatch):
         assert int(getattr(got, name)) == want[name], name
     for name in ("processing_s", "communication_s", "queuing_s", "sojourn_s"):
         np.testing.assert_allclose(float(getattr(got, name)), want[name], rtol=1e-4, atol=1e-7, err_msg=name)
+
+
+def test_gae_and_joint_row_log_prob_by_hand():
+    from prada_jax.env.ppo import gae, row_log_prob
+
+    # Two steps, one env, gamma = 0.5, lambda = 1: delta_1 = 1 + 0.5 * 4 - 2 = 1, A_1 = 1;
+    # delta_0 = 0 + 0.5 * 2 - 1 = 0, A_0 = 0 + 0.5 * A_1 = 0.5. An episode end after step 0 cuts the bootstrap.
+    adv, target = gae(jnp.array([[0.0], [1.0]]), jnp.array([[1.0], [2.0]]), jnp.array([[0.0], [0.0]]),
+                      jnp.array([4.0]), 0.5, 1.0)
+    np.testing.assert_allclose(np.asarray(adv)[:, 0], [0.5, 1.0])
+    np.testing.assert_allclose(np.asarray(target)[:, 0], [1.5, 3.0])
+    adv, _ = gae(jnp.array([[0.0], [1.0]]), jnp.array([[1.0], [2.0]]), jnp.array([[1.0], [0.0]]),
+                 jnp.array([4.0]), 0.5, 1.0)
+    np.testing.assert_allclose(np.asarray(adv)[:, 0], [-1.0, 1.0])
+    logits = jnp.log(jnp.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8], [1 / 3, 1 / 3, 1 / 3]]))
+    logp, ent = row_log_prob(logits, jnp.array([0, 2, 1]), jnp.array([True, True, False]))
+    np.testing.assert_allclose(float(logp), np.log(0.5) + np.log(0.8), rtol=1e-6)  # the padding row is ignored
+    h = lambda p: -sum(x * np.log(x) for x in p)
+    np.testing.assert_allclose(float(ent), h([0.5, 0.25, 0.25]) + h([0.1, 0.1, 0.8]), rtol=1e-6)
