@@ -81,6 +81,8 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
     p, k = users.problem, users.step
     ready = users.phase == READY
     go_local, cand = proto.split_ready(users, ready, table, draws, config)
+    n_cand = jnp.sum(cand).astype(jnp.int32)
+    overflow = (n_cand > config.max_candidates) & schedulers.get(config.scheduler).compacts  # static flag
     decision, bw = schedule(users, cand, gamma, feasible, draws, table, params, config, t)
 
     # Apply decisions.
@@ -131,6 +133,8 @@ def step_slot(state: SimState, t, draws: SlotDraws, packed, table: PolicyTable, 
         bandwidth_reserved_bit=totals.bandwidth_reserved_bit + w * held_bw * dt,
         peak_held_bandwidth=jnp.maximum(totals.peak_held_bandwidth, held_bw),
         peak_in_service=jnp.maximum(totals.peak_in_service, jnp.sum(occupied).astype(jnp.int32)),
+        candidate_overflow_slots=totals.candidate_overflow_slots + overflow.astype(jnp.int32),
+        max_candidates_seen=jnp.maximum(totals.max_candidates_seen, n_cand),
     )
 
     # Progress by one slot.
