@@ -22,6 +22,7 @@ OUTPUTS = {
     "end_to_end_ms", "sojourn_ms", "offload_fraction", "arrived", "completed", "unfinished", "dropped", "overloaded",
     "drain_ms", "server_utilisation", "server_compute_utilisation", "bandwidth_utilisation", "server_slot_occupancy",
     "bandwidth_reservation", "utility", "candidate_overflow", "candidate_overflow_slots", "max_candidates_seen",
+    "candidate_cap",
 }
 
 # One episode: 13 counted arrivals = 10 completed + 2 unfinished + 1 dropped; 9 correct. 1 s window, M = 2 server
@@ -57,7 +58,7 @@ BASE_EXPECTED = {
     "bandwidth_reservation": 0.4,  # 4e5 bit / (1e6 bit/s x 1 s)
     "utility": 0.71,  # accuracy - beta x end_to_end in seconds = 0.75 - 5 x 0.008 = 0.75 - 0.04
     "candidate_overflow": 1.0,  # flagged: some slot held more candidates than the cap
-    "candidate_overflow_slots": 3.0, "max_candidates_seen": 20.0,
+    "candidate_overflow_slots": 3.0, "max_candidates_seen": 20.0, "candidate_cap": 16.0,
 }
 
 COUNTS = ("arrived", "completed", "unfinished", "dropped", "correct", "offloaded_steps", "executed_steps")
@@ -276,3 +277,4 @@ def test_summarize_grid_and_the_summary_table_show_mean_and_interval():
     table = report.summary_table([dict(r, dataset="gsm8k", policy="prada", episodes=5) for r in rows[:1]])
     assert "75.0 ± 20.5" in table  # accuracy in percent: 100 x (0.75 ± 0.2054)
     assert "over 5 episodes" in table and "prada *" in table  # point 0 had a dropping episode: overloaded mean 0.2 > 0
+    assert "prada * †" in table and "fixed cap" in table  # and BASE's fixed cap of 16 overflowed: flagged too

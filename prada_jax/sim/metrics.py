@@ -121,6 +121,8 @@ def per_episode(m: EpisodeMetrics) -> dict[str, np.ndarray]:
         "candidate_overflow": (g["candidate_overflow_slots"] > 0).astype(np.float64),
         "candidate_overflow_slots": g["candidate_overflow_slots"],
         "max_candidates_seen": g["max_candidates_seen"],
+        "candidate_cap": g["candidate_cap"],  # exact default: the compiled cap the episode needed (a mean > 32:
+        # some episode saw more than 32 candidates in a slot)
     }
 
 
