@@ -73,6 +73,11 @@ flags.DEFINE_integer("sweep_full_horizon_ms", 10000,
 flags.DEFINE_float("sweep_target_s", 300.0, "Target wall time of --sweep_check (issue 6: 5 minutes).")
 flags.DEFINE_bool("quick", False, "Small sizes everywhere (smoke test): overrides the size flags.")
 flags.DEFINE_string("out", os.path.join("results", "bench.json"), "JSON output path.")
+flags.DEFINE_bool("api_check", False, "Time the public API's default (experiments/api_timer.py: simulate_grid, gsm8k, "
+                  "shipped PRADA table, U = 64, --api_episodes x --horizon_ms) on one device per core and on one, "
+                  "alternating with --reference_rev when given; wall and process CPU seconds. Source checkout only.")
+flags.DEFINE_integer("api_episodes", 1024, "Episodes of --api_check.")
+flags.DEFINE_integer("api_rounds", 2, "Alternating rounds of --api_check (each: this code, then the reference).")
 flags.DEFINE_string("reference_rev", None,
                     "A git revision (e.g. a commit before an optimisation) to time in the same run, in a temporary "
                     "worktree with its own code: prints this code's throughput / the reference's per episode count.")
@@ -164,7 +169,7 @@ def time_jax(packed, table, grid, config, episodes: int, seed: int, repeats: int
             start = time.perf_counter()
             out = jax.block_until_ready(sim_run.simulate_grid(packed, table, grid, config, episodes, seed))
             runs.append(time.perf_counter() - start)
-        t1 = t2 = t0 + max(0.0, first_s - min(runs))
+        t1, t2 = t0, t0 + max(0.0, first_s - min(runs))  # trace, lower and XLA of every cap, in "compile_s"
         compiled = None
         caps, counts = np.unique(np.asarray(out.candidate_cap), return_counts=True)
         exact = {"ladder": list(sim_run.candidate_ladder(config)),
@@ -526,6 +531,51 @@ def time_reference(rev: str, episodes_list) -> dict:
         subprocess.run(["git", "-C", REPO_ROOT, "worktree", "remove", "--force", tmp], capture_output=True)
 
 
+def api_check(rev: str | None, rounds: int, episodes: int) -> dict:
+    """experiments/api_timer.py of this code and of `rev` (a temporary worktree; the same data files, this
+    checkout's), alternating, on one device per core and on one. Returns the records and the ratios of the fastest
+    wall and CPU seconds (reference / this code)."""
+    import subprocess
+
+    from prada_jax import sharding
+
+    timer = os.path.join(REPO_ROOT, "experiments", "api_timer.py")
+    trees = {"this": REPO_ROOT}
+    if rev:
+        trees["reference"] = tempfile.mkdtemp(prefix="prada-bench-api-")
+        subprocess.run(["git", "-C", REPO_ROOT, "worktree", "add", "--detach", trees["reference"], rev], check=True,
+                       capture_output=True, text=True)
+    out = {"rev": rev, "episodes": episodes, "runs": []}
+    try:
+        for devices in sorted({sharding.available_cores(), 1}, reverse=True):
+            for _ in range(rounds):
+                for name, tree in trees.items():
+                    cmd = [sys.executable, timer, f"--data_root={REPO_ROOT}", f"--devices={devices}",
+                           f"--episodes={episodes}", f"--slots={FLAGS.horizon_ms}", f"--repeats={FLAGS.repeats}"]
+                    proc = subprocess.run(cmd, cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                                          env=dict(os.environ, PYTHONPATH=tree, XLA_FLAGS=""))
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"api_timer ({name}) failed: {proc.stderr.strip().splitlines()[-1:]}")
+                    rec = dict(json.loads(proc.stdout.strip().splitlines()[-1]), tree=name)
+                    out["runs"].append(rec)
+                    print(f"  api {name} devices={devices}: wall {min(rec['wall_s']):.2f} s, "
+                          f"CPU {min(rec['cpu_s']):.2f} s, first call {rec['first_s']:.1f} s, load "
+                          f"{rec['load_average'][0]:.1f}", flush=True)
+    finally:
+        if rev:
+            subprocess.run(["git", "-C", REPO_ROOT, "worktree", "remove", "--force", trees["reference"]],
+                           capture_output=True)
+    if rev:
+        out["ratios"] = {}
+        for devices in sorted({r["devices"] for r in out["runs"]}):
+            best = {name: (min(min(r["wall_s"]) for r in out["runs"] if r["tree"] == name and r["devices"] == devices),
+                           min(min(r["cpu_s"]) for r in out["runs"] if r["tree"] == name and r["devices"] == devices))
+                    for name in trees}
+            out["ratios"][devices] = {"wall": best["reference"][0] / best["this"][0],
+                                      "cpu": best["reference"][1] / best["this"][1]}
+    return out
+
+
 def check_configs(users_list, scheduler: str, sampling: bool) -> None:
     """Build every SimConfig / grid the run will use (and load the --sweep_check traces) before anything is printed,
     so that a size the simulator refuses is a one-line usage error, not a traceback after the header."""
@@ -558,8 +608,8 @@ def main(argv):
     if FLAGS.quick:
         apply_quick()
     if REPO_ROOT is None:
-        if FLAGS.reference_rev:
-            raise app.UsageError("--reference_rev needs a source checkout (git worktrees); run experiments/bench.py there")
+        if FLAGS.reference_rev or FLAGS.api_check:
+            raise app.UsageError("--reference_rev and --api_check need a source checkout; run experiments/bench.py there")
         if FLAGS.oracle_episodes > 0:
             logging.warning("No source checkout: the NumPy oracle (tests/reference_sim.py) is skipped "
                             "(--oracle_episodes=0)")
@@ -657,6 +707,15 @@ def main(argv):
                 print(f"  E={r['episodes']}: {fmt_rate(r['user_slots_per_s'])} vs "
                       f"{fmt_rate(by_e[r['episodes']]['user_slots_per_s'])} user-slots/s = "
                       f"{ref['ratios'][r['episodes']]:.2f}x (medians: {ref['median_ratios'][r['episodes']]:.2f}x)")
+
+    if FLAGS.api_check:
+        print(f"\npublic API default (gsm8k, shipped table, U=64, E={FLAGS.api_episodes}, {FLAGS.horizon_ms} slots)"
+              + (f" against {FLAGS.reference_rev}, alternating:" if FLAGS.reference_rev else ":"))
+        res = api_check(FLAGS.reference_rev, FLAGS.api_rounds, FLAGS.api_episodes)
+        result["api_check"] = res
+        for devices, ratio in res.get("ratios", {}).items():
+            print(f"  devices={devices}: {ratio['wall']:.2f}x {FLAGS.reference_rev} on the fastest wall time, "
+                  f"{ratio['cpu']:.2f}x on process CPU seconds")
 
     if FLAGS.profile:
         from prada_jax.sim import run as sim_run
