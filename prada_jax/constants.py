@@ -42,6 +42,9 @@ DEFAULT_BANDWIDTH_BPS = 4e7  # B, bit/s
 DEFAULT_ARRIVAL_RATE = 3.0  # lambda, arrivals per slot
 FLOPS_LLM = 8e13  # FLOP/s of the server
 TQ_ITERATIONS = 4  # static re-rankings of the TQ order; converged orders needed <= 2 (docs/simulator.md)
+# The exact candidate cap (SimConfig.max_candidates=None) tries C = 16, 32, 64, ... then U: most slots hold far fewer
+# than 16 candidates, and Stage 2's rankings cost O(C^2) per slot (docs/performance.md).
+CANDIDATE_LADDER_START = 16
 # Seeds (--seed of every command) must lie in [0, SEED_LIMIT): keys are jax.random.PRNGKey(seed), which keeps only
 # the low 32 bits without jax_enable_x64 (seed 2**32 gives seed 0's keys) and fails on seeds beyond an int64.
 SEED_LIMIT = 2**32

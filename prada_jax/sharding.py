@@ -167,13 +167,23 @@ def simulate_grid_sharded(packed, table: PolicyTable, params_grid: SimParams, co
     Same arguments and result (NumPy leaves [G, E]) as `prada_jax.sim.simulate_grid`; the trace and the
     policy table are replicated on every device.
     """
-    fn, args, trim = prepare_sharded(packed, table, params_grid, config, episodes, seed, mesh)
-    return trim(fn(*args))
+    config = sim_run._check(packed, table, params_grid, config)
+    keys = np.asarray(sim_run.episode_keys(episodes, seed))
+
+    def first(cfg, stop):
+        fn, args, trim = prepare_sharded(packed, table, params_grid, cfg, episodes, seed, mesh, stop)
+        return trim(fn(*args))
+
+    def pairs(cfg, over, stop):  # the exact cap's re-runs, over this process's devices
+        return sim_run._pairs_at(packed, table, params_grid, cfg, keys, *over, stop)
+
+    return sim_run.exact_cap(first, pairs, config)
 
 
 def prepare_sharded(packed, table: PolicyTable, params_grid: SimParams, config: SimConfig, episodes: int,
-                    seed: int, mesh: Mesh | None = None):
-    """(jitted fn, sharded args, trim) with `trim(fn(*args))` == `simulate_grid_sharded(...)`.
+                    seed: int, mesh: Mesh | None = None, stop_on_overflow: bool = False):
+    """(jitted fn, sharded args, trim) with `trim(fn(*args))` == `simulate_grid_sharded(...)` at one fixed cap
+    (with SimConfig.max_candidates=None: the first cap of sim.run.candidate_ladder, without the re-runs).
 
     Split out so that benchmarks can time `fn.lower(*args).compile()` apart from the run.
     """
@@ -182,6 +192,7 @@ def prepare_sharded(packed, table: PolicyTable, params_grid: SimParams, config: 
     if jnp.ndim(params_grid.bandwidth_bps) != 1:
         raise ShardingError("simulate_grid_sharded needs params with a leading grid axis [G]; use param_grid")
     config = sim_run._check(packed, table, params_grid, config)
+    config = sim_run.with_cap(config, sim_run.candidate_ladder(config)[0])
     grid_size = int(np.shape(params_grid.bandwidth_bps)[0])
     mesh = make_mesh(grid_size, episodes) if mesh is None else mesh
     if tuple(mesh.axis_names) != (GRID_AXIS, EPISODE_AXIS):
@@ -206,15 +217,17 @@ def prepare_sharded(packed, table: PolicyTable, params_grid: SimParams, config: 
     def trim(out):
         return jax.tree.map(lambda leaf: _to_host(leaf)[:grid_size, :episodes], out)
 
-    return _sharded_fn(config, out_sharding), args, trim
+    return _sharded_fn(config, out_sharding, stop_on_overflow), args, trim
 
 
 def prepare_grid(packed, table: PolicyTable, params_grid: SimParams, config: SimConfig, episodes: int, seed: int):
-    """(fn, args, trim) for what `simulate_grid` runs: `prepare_sharded` over the local devices when it spreads
+    """(fn, args, trim) for what `simulate_grid` runs at one fixed cap (the ladder's first when max_candidates is
+    None, without the exact cap's re-runs): `prepare_sharded` over the local devices when it spreads
     (`spreads_over_devices`), else the single-device jit. For benchmarks that time the compile apart."""
     if spreads_over_devices():
         return prepare_sharded(packed, table, params_grid, config, episodes, seed)
     config = sim_run._check(packed, table, params_grid, config)
+    config = sim_run.with_cap(config, sim_run.candidate_ladder(config)[0])
 
     def grid_rollout(packed_, table_, params_, keys):
         return sim_run._simulate_grid(packed_, table_, params_, config, keys)
@@ -233,7 +246,7 @@ def _shard_map(fn, mesh: Mesh, in_specs, out_specs):
 
 
 @functools.lru_cache(maxsize=32)
-def _sharded_fn(config: SimConfig, out_sharding: NamedSharding):
+def _sharded_fn(config: SimConfig, out_sharding: NamedSharding, stop_on_overflow: bool = False):
     """jit of the simulator's grid rollout, [G, E] outputs laid out over the mesh (cached per config/layout).
 
     `shard_map`: every device runs `_simulate_grid` on its own [G/g] grid points and [E/e] keys, with no
@@ -247,12 +260,45 @@ def _sharded_fn(config: SimConfig, out_sharding: NamedSharding):
     mesh = out_sharding.mesh
 
     def fn(packed, table, params, keys):
-        return sim_run._simulate_grid(packed, table, params, config, keys)
+        return sim_run._simulate_grid(packed, table, params, config, keys, stop_on_overflow)
 
     local = _shard_map(fn, mesh, in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(GRID_AXIS),
                                            PartitionSpec(EPISODE_AXIS)),
                        out_specs=PartitionSpec(GRID_AXIS, EPISODE_AXIS))
     return jax.jit(local, out_shardings=out_sharding)
+
+
+PAIRS_AXIS = "pairs"
+
+
+def simulate_pairs_sharded(packed, table: PolicyTable, params: SimParams, config: SimConfig, keys,
+                           stop_on_overflow: bool = False) -> EpisodeMetrics:
+    """`sim.run._simulate_pairs` (episode n at grid point params[n] with key keys[n], leaves [N]) spread over the local
+    devices; N must be a multiple of the device count (sim.run.rerun_batch pads it). The exact cap's re-runs."""
+    devices = jax.local_devices()
+    n = int(np.shape(keys)[0])
+    if n % len(devices):
+        raise ShardingError(f"{n} episode pairs do not split over {len(devices)} devices")
+    mesh = Mesh(np.asarray(devices, dtype=object), (PAIRS_AXIS,))
+    by_pair = NamedSharding(mesh, PartitionSpec(PAIRS_AXIS))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    args = (jax.tree.map(lambda leaf: _put(np.asarray(leaf), replicated), packed),
+            jax.tree.map(lambda leaf: _put(np.asarray(leaf), replicated), table),
+            jax.tree.map(lambda leaf: _put(np.asarray(leaf), by_pair), params),
+            _put(np.asarray(keys), by_pair))
+    out = _sharded_pairs_fn(config, by_pair, stop_on_overflow)(*args)
+    return jax.tree.map(np.asarray, out)
+
+
+@functools.lru_cache(maxsize=32)
+def _sharded_pairs_fn(config: SimConfig, by_pair: NamedSharding, stop_on_overflow: bool):
+    """jit of `shard_map(_simulate_pairs)`: each device runs its own pairs, no communication (as `_sharded_fn`)."""
+    def fn(packed, table, params, keys):
+        return sim_run._batched_rollout(packed, table, params, config, keys, False, stop_on_overflow)
+
+    spec = PartitionSpec(PAIRS_AXIS)
+    local = _shard_map(fn, by_pair.mesh, in_specs=(PartitionSpec(), PartitionSpec(), spec, spec), out_specs=spec)
+    return jax.jit(local, out_shardings=by_pair)
 
 
 def local_device_summary() -> dict:
@@ -269,5 +315,5 @@ def local_device_summary() -> dict:
 __all__ = [
     "ShardingError", "available_cores", "use_cpu_cores", "spreads_over_devices", "grid_devices", "prepare_grid",
     "initialize_distributed", "maybe_initialize_distributed", "pad_to_multiple", "mesh_shape",
-    "make_mesh", "simulate_grid_sharded", "prepare_sharded", "local_device_summary", "GRID_AXIS", "EPISODE_AXIS",
+    "make_mesh", "simulate_grid_sharded", "simulate_pairs_sharded", "prepare_sharded", "local_device_summary", "GRID_AXIS", "EPISODE_AXIS",
 ]

@@ -18,6 +18,7 @@ from prada_jax import constants as C
 from prada_jax import costs
 from prada_jax.latency import QWEN25_MATH_1_5B, QWEN25_MATH_7B  # shapes only (the formulas are below)
 from prada_jax.sim.draws import episode_draws, required_max_arrivals
+from prada_jax.sim.schedulers import SCHEDULERS  # only the `compacts` declaration (which schedulers have a cap)
 
 FREE, READY, LOCAL, UPLOAD, SERVE, QUEUED = 0, 1, 2, 3, 4, 5
 MIN_BANDWIDTH_FRACTION = 1e-6
@@ -179,8 +180,8 @@ def queue_delays(cands, users, snr, feas, ctx, gap, dur, p, config, free_slots, 
     w0 = [gap[j] - beta * tc_ref[j] for j in range(n)]
     mean_dur = sum(dur[j] + tc_ref[j] for j in range(n)) / n
 
-    # List scheduling of equal jobs on M server slots (a heap of free times).
-    n_pos = config.max_candidates
+    # List scheduling of equal jobs on M server slots (a heap of free times); positions up to max(j, F) for j < n.
+    n_pos = max(n, free_slots + 1)
     heap = [0.0] * free_slots + sorted(inflight_left)
     heap = heap[:M]
     heapq.heapify(heap)
@@ -189,7 +190,7 @@ def queue_delays(cands, users, snr, feas, ctx, gap, dur, p, config, free_slots, 
         start = heapq.heappop(heap)
         tq_pos.append(start)
         heapq.heappush(heap, start + mean_dur)
-    tq_cf = [tq_pos[min(max(j, free_slots), n_pos - 1)] for j in range(n_pos)]
+    tq_cf = [tq_pos[max(j, free_slots)] for j in range(n)]
 
     rank0 = [0] * n
     for r, j in enumerate(sorted_desc(w0)):
@@ -341,16 +342,23 @@ class SlotInputs:
         self.sched_u, self.inflight_left, self.stats = sched_u, inflight_left, stats
 
 
+def candidate_cap(config, count: int) -> int:
+    """Candidates a compacting scheduler considers: all of them with SimConfig.max_candidates=None (the oracle has
+    no compiled shapes, so it is the exact reference of the JAX simulator's adaptive cap), else the fixed cap."""
+    return count if config.max_candidates is None else config.max_candidates
+
+
 def oracle_prada(s: SlotInputs) -> dict:
     users, config, stats = s.users, s.config, s.stats
     decisions = {}
     ordered = sorted(s.cands, key=lambda i: (-users[i].wait, i))
-    considered = ordered[: config.max_candidates]
-    for i in ordered[config.max_candidates:]:
+    cap = candidate_cap(config, len(ordered))
+    considered = ordered[:cap]
+    for i in ordered[cap:]:
         decisions[i] = (1 if users[i].phase == QUEUED else 0, 0.0)
     decisions.update(prada_schedule(considered, users, s.gamma, s.feasible, s.tb, s.p, config, s.free_slots,
                                     s.available, len(s.cands), s.inflight_left, stats))
-    if stats is not None and len(ordered) > config.max_candidates:
+    if stats is not None and len(ordered) > cap:
         stats["overflow"] = stats.get("overflow", 0) + 1
     return decisions
 
@@ -383,8 +391,9 @@ def oracle_prada_exact(s: SlotInputs) -> dict:
     users, config = s.users, s.config
     decisions = {}
     ordered = sorted(s.cands, key=lambda i: (-users[i].wait, i))
-    considered = ordered[: config.max_candidates]
-    for i in ordered[config.max_candidates:]:
+    cap = candidate_cap(config, len(ordered))
+    considered = ordered[:cap]
+    for i in ordered[cap:]:
         decisions[i] = (1 if users[i].phase == QUEUED else 0, 0.0)
     if not considered:
         return decisions
@@ -514,7 +523,9 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
     users = [User() for _ in range(U)]
     tot = dict(arrived=0, dropped=0, completed=0, correct=0, processing_s=0.0, communication_s=0.0, queuing_s=0.0,
                sojourn_s=0.0, offloaded_steps=0, executed_steps=0, server_work_s=0.0, server_compute_s=0.0,
-               bandwidth_used_bit=0.0, server_slot_busy_s=0.0, bandwidth_reserved_bit=0.0)
+               bandwidth_used_bit=0.0, server_slot_busy_s=0.0, bandwidth_reserved_bit=0.0,
+               candidate_overflow_slots=0, max_candidates_seen=0)
+    compacts = SCHEDULERS.lookup(config.scheduler).compacts  # the scheduler considers at most the cap
 
     def counted_open():
         return any(u.phase != FREE and u.arrival >= W for u in users)
@@ -567,6 +578,8 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
                 cands.append(i)
 
         # Stage 2.
+        tot["max_candidates_seen"] = max(tot["max_candidates_seen"], len(cands))
+        tot["candidate_overflow_slots"] += int(compacts and len(cands) > candidate_cap(config, len(cands)))
         inflight = [u for u in users if u.phase in (UPLOAD, SERVE)]
         free_slots = max(M - len(inflight), 0)
         available = max(B - sum(u.bw for u in users if u.phase == UPLOAD), 0.0)

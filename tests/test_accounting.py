@@ -59,7 +59,9 @@ def test_no_feasible_upload_makes_prada_exactly_all_slm():
     key = jax.random.PRNGKey(5)
     prada = metrics_dict(sim.simulate(PACKED, TABLE, params, config, key))
     all_slm = metrics_dict(sim.simulate(PACKED, policies.all_slm_table(TRACE), params, config, key))
-    assert prada == all_slm
+    stage2_inputs = ("max_candidates_seen", "candidate_cap")  # PRADA's table nominates (to no avail), all-SLM's not
+    assert {k: v for k, v in prada.items() if k not in stage2_inputs} == \
+        {k: v for k, v in all_slm.items() if k not in stage2_inputs}
     assert prada["unfinished"] == 0 and prada["offloaded_steps"] == 0 and prada["queuing_s"] == 0
     # beta = 0 (queueing free) must not turn "never feasible" into "queue for ever" (beta * inf is NaN).
     zero = metrics_dict(sim.simulate(PACKED, TABLE, sim.make_params(arrival_rate=0.5, server_capacity=3,

@@ -21,7 +21,8 @@ OUTPUTS = {
     "accuracy", "accuracy_of_arrivals", "processing_ms", "communication_ms", "queuing_ms", "alignment_ms",
     "end_to_end_ms", "sojourn_ms", "offload_fraction", "arrived", "completed", "unfinished", "dropped", "overloaded",
     "drain_ms", "server_utilisation", "server_compute_utilisation", "bandwidth_utilisation", "server_slot_occupancy",
-    "bandwidth_reservation", "utility",
+    "bandwidth_reservation", "utility", "candidate_overflow", "candidate_overflow_slots", "max_candidates_seen",
+    "candidate_cap",
 }
 
 # One episode: 13 counted arrivals = 10 completed + 2 unfinished + 1 dropped; 9 correct. 1 s window, M = 2 server
@@ -33,6 +34,7 @@ BASE = dict(
     server_work_s=1.0, server_compute_s=0.8, bandwidth_used_bit=250_000.0, server_slot_busy_s=1.5,
     bandwidth_reserved_bit=400_000.0,
     measured_s=1.0, drain_s=0.25, server_capacity=2, bandwidth_bps=1e6, beta=5.0,
+    candidate_overflow_slots=3, max_candidates_seen=20, candidate_cap=16,  # a fixed cap of 16 overflowed in 3 slots
 )
 
 # By hand, for BASE. Entered tasks (per-task denominator) = completed + unfinished = 10 + 2 = 12.
@@ -55,6 +57,8 @@ BASE_EXPECTED = {
     "server_slot_occupancy": 0.75,  # 1.5 s / (2 x 1 s)
     "bandwidth_reservation": 0.4,  # 4e5 bit / (1e6 bit/s x 1 s)
     "utility": 0.71,  # accuracy - beta x end_to_end in seconds = 0.75 - 5 x 0.008 = 0.75 - 0.04
+    "candidate_overflow": 1.0,  # flagged: some slot held more candidates than the cap
+    "candidate_overflow_slots": 3.0, "max_candidates_seen": 20.0, "candidate_cap": 16.0,
 }
 
 COUNTS = ("arrived", "completed", "unfinished", "dropped", "correct", "offloaded_steps", "executed_steps")
@@ -273,3 +277,4 @@ def test_summarize_grid_and_the_summary_table_show_mean_and_interval():
     table = report.summary_table([dict(r, dataset="gsm8k", policy="prada", episodes=5) for r in rows[:1]])
     assert "75.0 ± 20.5" in table  # accuracy in percent: 100 x (0.75 ± 0.2054)
     assert "over 5 episodes" in table and "prada *" in table  # point 0 had a dropping episode: overloaded mean 0.2 > 0
+    assert "prada * †" in table and "fixed cap" in table  # and BASE's fixed cap of 16 overflowed: flagged too

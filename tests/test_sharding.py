@@ -58,7 +58,26 @@ SCRIPT = textwrap.dedent(
     compiled = fn.lower(*args).compile()
     out = compiled(*args)
     hlo = compiled.as_text()
+
+    # The exact cap (ladder 4, 8, 12): the re-runs of overflowed episodes are spread over the devices too.
+    import dataclasses
+    exact_config = dataclasses.replace(config, max_candidates=None, candidate_cap_start=4)
+    keys = run.episode_keys(episodes, seed)
+
+    def first(cfg, stop):
+        return run._simulate_grid(packed, table, grid, cfg, keys, stop)
+
+    def pairs(cfg, over, stop):  # one device, unpadded
+        params = jax.tree.map(lambda leaf: np.asarray(leaf)[over[0]], grid)
+        return run._simulate_pairs(packed, table, params, cfg, np.asarray(keys)[over[1]], stop)
+
+    want_exact = run.exact_cap(first, pairs, run._check(packed, table, grid, exact_config))
+    got_exact = simulate_grid(packed, table, grid, exact_config, episodes, seed)
+    exact_bad = [name for name in want_exact.__dataclass_fields__
+                 if not np.array_equal(np.asarray(getattr(want_exact, name)), np.asarray(getattr(got_exact, name)))]
     print(json.dumps({
+        "exact_mismatch": exact_bad,
+        "exact_caps": sorted({int(c) for c in np.asarray(got_exact.candidate_cap).ravel()}),
         "devices": jax.device_count(),
         "default_mesh": dict(sharding.make_mesh(3, episodes).shape),
         "default_mismatch": compare(default),
@@ -112,7 +131,7 @@ def test_four_host_devices_match_single_device():
     env.pop("XLA_FLAGS", None)
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["devices"] == 4
@@ -125,6 +144,8 @@ def test_four_host_devices_match_single_device():
     assert result["shard_shapes"] == [[2, 4]], result  # G 3 -> 4 over 2, E 7 -> 8 over 2
     assert result["result_shape"] == [3, 7]
     assert result["completed_total"] > 0
+    assert result["exact_mismatch"] == [], result  # the exact cap's re-runs over 4 devices: the same numbers
+    assert len(result["exact_caps"]) > 1, result  # some episodes were re-run at a larger cap
     # Each device runs its own episodes (shard_map): no cross-device communication inside the rollout.
     assert result["collectives"] == [], result
 

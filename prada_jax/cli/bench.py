@@ -55,6 +55,9 @@ flags.DEFINE_integer("oracle_episodes", 2, "Oracle episodes to time (0: skip the
 flags.DEFINE_integer("oracle_horizon_ms", None, "Oracle horizon (default --horizon_ms); cost scales with slots.")
 flags.DEFINE_integer("repeats", 1, "Timed runs per configuration after the compile (the fastest is kept).")
 flags.DEFINE_integer("seed", 0, "Episode seed.")
+flags.DEFINE_integer("max_candidates", None, "Stage-2 candidate cap C (SimConfig.max_candidates): unset, the exact "
+                     "cap (the default: a ladder of compiled caps, re-running only episodes that overflow); an int: "
+                     "that fixed cap (the oracle truncates the same way).")
 flags.DEFINE_bool("profile", True, "Profile one run (jax.profiler) and break it down by op / source line.")
 flags.DEFINE_integer("profile_episodes", 256, "Episodes of the profiled run.")
 flags.DEFINE_integer("profile_horizon_ms", 200, "Slots of the profiled run.")
@@ -70,6 +73,11 @@ flags.DEFINE_integer("sweep_full_horizon_ms", 10000,
 flags.DEFINE_float("sweep_target_s", 300.0, "Target wall time of --sweep_check (issue 6: 5 minutes).")
 flags.DEFINE_bool("quick", False, "Small sizes everywhere (smoke test): overrides the size flags.")
 flags.DEFINE_string("out", os.path.join("results", "bench.json"), "JSON output path.")
+flags.DEFINE_bool("api_check", False, "Time the public API's default (experiments/api_timer.py: simulate_grid, gsm8k, "
+                  "shipped PRADA table, U = 64, --api_episodes x --horizon_ms) on one device per core and on one, "
+                  "alternating with --reference_rev when given; wall and process CPU seconds. Source checkout only.")
+flags.DEFINE_integer("api_episodes", 1024, "Episodes of --api_check.")
+flags.DEFINE_integer("api_rounds", 2, "Alternating rounds of --api_check (each: this code, then the reference).")
 flags.DEFINE_string("reference_rev", None,
                     "A git revision (e.g. a commit before an optimisation) to time in the same run, in a temporary "
                     "worktree with its own code: prints this code's throughput / the reference's per episode count.")
@@ -148,18 +156,37 @@ def time_jax(packed, table, grid, config, episodes: int, seed: int, repeats: int
 
     if repeats < 1:  # before the compile, not after it
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    t0 = time.perf_counter()
-    fn, args, trim = sharding.prepare_grid(packed, table, grid, config, episodes, seed)
-    lowered = fn.lower(*args)
-    t1 = time.perf_counter()
-    compiled = lowered.compile()
-    t2 = time.perf_counter()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = jax.block_until_ready(compiled(*args))
-        runs.append(time.perf_counter() - start)
-    out = trim(out)
+    runs, exact = [], None
+    if config.max_candidates is None:
+        # The exact cap (the default): time the public call, `simulate_grid`. Its first call compiles every cap it
+        # needs (trace + compile = first call - fastest timed call); the timed calls reuse them.
+        from prada_jax.sim import run as sim_run
+
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(sim_run.simulate_grid(packed, table, grid, config, episodes, seed))
+        first_s = time.perf_counter() - t0
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = jax.block_until_ready(sim_run.simulate_grid(packed, table, grid, config, episodes, seed))
+            runs.append(time.perf_counter() - start)
+        t1, t2 = t0, t0 + max(0.0, first_s - min(runs))  # trace, lower and XLA of every cap, in "compile_s"
+        compiled = None
+        caps, counts = np.unique(np.asarray(out.candidate_cap), return_counts=True)
+        exact = {"ladder": list(sim_run.candidate_ladder(config)),
+                 "episodes_by_cap": {int(c): int(n) for c, n in zip(caps, counts)},
+                 "max_candidates_seen": int(np.max(np.asarray(out.max_candidates_seen)))}
+    else:
+        t0 = time.perf_counter()
+        fn, args, trim = sharding.prepare_grid(packed, table, grid, config, episodes, seed)
+        lowered = fn.lower(*args)
+        t1 = time.perf_counter()
+        compiled = lowered.compile()
+        t2 = time.perf_counter()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = jax.block_until_ready(compiled(*args))
+            runs.append(time.perf_counter() - start)
+        out = trim(out)
     run_s = min(runs)
     g = int(np.shape(grid.bandwidth_bps)[0])
     episode_slots = g * episodes * config.num_slots
@@ -168,7 +195,7 @@ def time_jax(packed, table, grid, config, episodes: int, seed: int, repeats: int
     # Memory per episode: the carried state (users + totals) plus its share of XLA's temporaries for this batch.
     state_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(
         init_state(config.max_users, packed.slm_step_tokens.shape[1])))
-    temp_bytes = (compiled_memory(compiled) or {}).get("temp_size_in_bytes", 0)
+    temp_bytes = ((compiled_memory(compiled) if compiled else None) or {}).get("temp_size_in_bytes", 0)
     bytes_per_episode = state_bytes + temp_bytes / (g * episodes)
     record = {
         "state_bytes_per_episode": state_bytes, "bytes_per_episode": bytes_per_episode,
@@ -178,7 +205,9 @@ def time_jax(packed, table, grid, config, episodes: int, seed: int, repeats: int
         "trace_s": t1 - t0, "compile_s": t2 - t1, "run_s": run_s, "runs_s": runs,
         "episode_slots_per_s": episode_slots / run_s,
         "user_slots_per_s": episode_slots * config.max_users / run_s,
-        "memory": {"maxrss_mb": maxrss_mb(), "compiled": compiled_memory(compiled), "device": device_memory()},
+        "memory": {"maxrss_mb": maxrss_mb(), "compiled": compiled_memory(compiled) if compiled else None,
+                   "device": device_memory()},
+        "exact_cap": exact,  # the ladder and how many episodes each cap finished (None: a fixed cap)
         "completed_mean": float(np.mean(np.asarray(out.completed))),
         "dropped_mean": float(np.mean(np.asarray(out.dropped))),
     }
@@ -384,13 +413,19 @@ def sweep_check(datasets, values, episodes, horizon, warmup, policy, max_users, 
     for dataset in datasets:
         t0 = time.perf_counter()
         _, packed, table, scheduler, sampling = setup(dataset, policy)
-        config = make_config(horizon, warmup, max_users, scheduler, sampling)
+        config = make_config(horizon, warmup, max_users, scheduler, sampling, FLAGS.max_candidates)
         grid = default_grid(bandwidth_bps=[float(v) for v in values])
-        fn, args, trim = sharding.prepare_grid(packed, table, grid, config, episodes, seed)
-        t1 = time.perf_counter()
-        compiled = fn.lower(*args).compile()
-        t2 = time.perf_counter()
-        out = trim(jax.block_until_ready(compiled(*args)))
+        if config.max_candidates is None:  # the exact cap: the public call, its compiles included in run_s
+            from prada_jax.sim import run as sim_run
+
+            t1 = t2 = time.perf_counter()
+            out = jax.block_until_ready(sim_run.simulate_grid(packed, table, grid, config, episodes, seed))
+        else:
+            fn, args, trim = sharding.prepare_grid(packed, table, grid, config, episodes, seed)
+            t1 = time.perf_counter()
+            compiled = fn.lower(*args).compile()
+            t2 = time.perf_counter()
+            out = trim(jax.block_until_ready(compiled(*args)))
         t3 = time.perf_counter()
         summary = summarize(out)
         t4 = time.perf_counter()
@@ -496,23 +531,68 @@ def time_reference(rev: str, episodes_list) -> dict:
         subprocess.run(["git", "-C", REPO_ROOT, "worktree", "remove", "--force", tmp], capture_output=True)
 
 
+def api_check(rev: str | None, rounds: int, episodes: int) -> dict:
+    """experiments/api_timer.py of this code and of `rev` (a temporary worktree; the same data files, this
+    checkout's), alternating, on one device per core and on one. Returns the records and the ratios of the fastest
+    wall and CPU seconds (reference / this code)."""
+    import subprocess
+
+    from prada_jax import sharding
+
+    timer = os.path.join(REPO_ROOT, "experiments", "api_timer.py")
+    trees = {"this": REPO_ROOT}
+    if rev:
+        trees["reference"] = tempfile.mkdtemp(prefix="prada-bench-api-")
+        subprocess.run(["git", "-C", REPO_ROOT, "worktree", "add", "--detach", trees["reference"], rev], check=True,
+                       capture_output=True, text=True)
+    out = {"rev": rev, "episodes": episodes, "runs": []}
+    try:
+        for devices in sorted({sharding.available_cores(), 1}, reverse=True):
+            for _ in range(rounds):
+                for name, tree in trees.items():
+                    cmd = [sys.executable, timer, f"--data_root={REPO_ROOT}", f"--devices={devices}",
+                           f"--episodes={episodes}", f"--slots={FLAGS.horizon_ms}", f"--repeats={FLAGS.repeats}"]
+                    proc = subprocess.run(cmd, cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                                          env=dict(os.environ, PYTHONPATH=tree, XLA_FLAGS=""))
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"api_timer ({name}) failed: {proc.stderr.strip().splitlines()[-1:]}")
+                    rec = dict(json.loads(proc.stdout.strip().splitlines()[-1]), tree=name)
+                    out["runs"].append(rec)
+                    print(f"  api {name} devices={devices}: wall {min(rec['wall_s']):.2f} s, "
+                          f"CPU {min(rec['cpu_s']):.2f} s, first call {rec['first_s']:.1f} s, load "
+                          f"{rec['load_average'][0]:.1f}", flush=True)
+    finally:
+        if rev:
+            subprocess.run(["git", "-C", REPO_ROOT, "worktree", "remove", "--force", trees["reference"]],
+                           capture_output=True)
+    if rev:
+        out["ratios"] = {}
+        for devices in sorted({r["devices"] for r in out["runs"]}):
+            best = {name: (min(min(r["wall_s"]) for r in out["runs"] if r["tree"] == name and r["devices"] == devices),
+                           min(min(r["cpu_s"]) for r in out["runs"] if r["tree"] == name and r["devices"] == devices))
+                    for name in trees}
+            out["ratios"][devices] = {"wall": best["reference"][0] / best["this"][0],
+                                      "cpu": best["reference"][1] / best["this"][1]}
+    return out
+
+
 def check_configs(users_list, scheduler: str, sampling: bool) -> None:
     """Build every SimConfig / grid the run will use (and load the --sweep_check traces) before anything is printed,
     so that a size the simulator refuses is a one-line usage error, not a traceback after the header."""
     from prada_jax.sim.params import SimParamsError
 
     try:
-        make_config(FLAGS.horizon_ms, FLAGS.warmup_ms, FLAGS.max_users, scheduler, sampling)
+        make_config(FLAGS.horizon_ms, FLAGS.warmup_ms, FLAGS.max_users, scheduler, sampling, FLAGS.max_candidates)
         for users in users_list:
-            make_config(FLAGS.horizon_ms, FLAGS.warmup_ms, users, scheduler, sampling)
+            make_config(FLAGS.horizon_ms, FLAGS.warmup_ms, users, scheduler, sampling, FLAGS.max_candidates)
         if FLAGS.oracle_episodes > 0:
             slots = FLAGS.oracle_horizon_ms or FLAGS.horizon_ms
-            make_config(slots, min(FLAGS.warmup_ms, slots - 1), FLAGS.max_users, scheduler, sampling)
+            make_config(slots, min(FLAGS.warmup_ms, slots - 1), FLAGS.max_users, scheduler, sampling, FLAGS.max_candidates)
         if FLAGS.profile:
             make_config(FLAGS.profile_horizon_ms, min(FLAGS.warmup_ms, FLAGS.profile_horizon_ms - 1),
-                        FLAGS.max_users, scheduler, sampling)
+                        FLAGS.max_users, scheduler, sampling, FLAGS.max_candidates)
         if FLAGS.sweep_check:
-            make_config(FLAGS.sweep_horizon_ms, FLAGS.sweep_warmup_ms, FLAGS.max_users, scheduler, sampling)
+            make_config(FLAGS.sweep_horizon_ms, FLAGS.sweep_warmup_ms, FLAGS.max_users, scheduler, sampling, FLAGS.max_candidates)
             default_grid(bandwidth_bps=[float(v) for v in FLAGS.sweep_values])
     except SimParamsError as err:
         raise app.UsageError(f"the size flags give a configuration the simulator refuses: {err}") from None
@@ -528,8 +608,8 @@ def main(argv):
     if FLAGS.quick:
         apply_quick()
     if REPO_ROOT is None:
-        if FLAGS.reference_rev:
-            raise app.UsageError("--reference_rev needs a source checkout (git worktrees); run experiments/bench.py there")
+        if FLAGS.reference_rev or FLAGS.api_check:
+            raise app.UsageError("--reference_rev and --api_check need a source checkout; run experiments/bench.py there")
         if FLAGS.oracle_episodes > 0:
             logging.warning("No source checkout: the NumPy oracle (tests/reference_sim.py) is skipped "
                             "(--oracle_episodes=0)")
@@ -550,7 +630,7 @@ def main(argv):
     grid = default_grid()
     result = {
         "config": {k: FLAGS[k].value for k in ("dataset", "policy", "horizon_ms", "warmup_ms", "max_users",
-                                               "users_episodes", "oracle_episodes", "seed", "repeats", "quick")},
+                                               "users_episodes", "oracle_episodes", "seed", "repeats", "quick", "max_candidates")},
         "scheduler": scheduler, "trace_shape": list(trace.slm_step_tokens.shape),
         "machine": {"jax": jax.__version__, "backend": jax.default_backend(), "devices": jax.device_count(),
                     "cpu_count": os.cpu_count(), "python": platform.python_version(),
@@ -564,8 +644,7 @@ def main(argv):
     oracle, oracle_metrics = None, None
     oracle_slots = FLAGS.oracle_horizon_ms or FLAGS.horizon_ms
     if FLAGS.oracle_episodes > 0:
-        config = make_config(oracle_slots, min(FLAGS.warmup_ms, oracle_slots - 1), FLAGS.max_users, scheduler,
-                             sampling)
+        config = make_config(oracle_slots, min(FLAGS.warmup_ms, oracle_slots - 1), FLAGS.max_users, scheduler, sampling, FLAGS.max_candidates)
         params = jax.tree.map(lambda x: x[0], grid)
         oracle, oracle_metrics = time_oracle(trace, table, params, config, FLAGS.oracle_episodes, FLAGS.seed)
         print(f"oracle: {oracle['per_episode_s']:.2f} s/episode ({oracle_slots} slots, U={FLAGS.max_users}) -> "
@@ -573,7 +652,7 @@ def main(argv):
     result["oracle"] = oracle
     oracle_rate = oracle["user_slots_per_s"] if oracle else None
 
-    config = make_config(FLAGS.horizon_ms, FLAGS.warmup_ms, FLAGS.max_users, scheduler, sampling)
+    config = make_config(FLAGS.horizon_ms, FLAGS.warmup_ms, FLAGS.max_users, scheduler, sampling, FLAGS.max_candidates)
     episode_rows, records = [], []
     for episodes in episodes_list:
         rec, out = time_jax(packed, table, grid, config, episodes, FLAGS.seed, FLAGS.repeats)
@@ -591,7 +670,7 @@ def main(argv):
 
     user_rows, user_records = [], []
     for users in users_list:
-        config_u = make_config(FLAGS.horizon_ms, FLAGS.warmup_ms, users, scheduler, sampling)
+        config_u = make_config(FLAGS.horizon_ms, FLAGS.warmup_ms, users, scheduler, sampling, FLAGS.max_candidates)
         rec, _ = time_jax(packed, table, grid, config_u, FLAGS.users_episodes, FLAGS.seed, FLAGS.repeats)
         user_records.append(rec)
         user_rows.append(table_row(rec, None))
@@ -629,12 +708,22 @@ def main(argv):
                       f"{fmt_rate(by_e[r['episodes']]['user_slots_per_s'])} user-slots/s = "
                       f"{ref['ratios'][r['episodes']]:.2f}x (medians: {ref['median_ratios'][r['episodes']]:.2f}x)")
 
+    if FLAGS.api_check:
+        print(f"\npublic API default (gsm8k, shipped table, U=64, E={FLAGS.api_episodes}, {FLAGS.horizon_ms} slots)"
+              + (f" against {FLAGS.reference_rev}, alternating:" if FLAGS.reference_rev else ":"))
+        res = api_check(FLAGS.reference_rev, FLAGS.api_rounds, FLAGS.api_episodes)
+        result["api_check"] = res
+        for devices, ratio in res.get("ratios", {}).items():
+            print(f"  devices={devices}: {ratio['wall']:.2f}x {FLAGS.reference_rev} on the fastest wall time, "
+                  f"{ratio['cpu']:.2f}x on process CPU seconds")
+
     if FLAGS.profile:
         from prada_jax.sim import run as sim_run
 
         config_p = make_config(FLAGS.profile_horizon_ms, min(FLAGS.warmup_ms, FLAGS.profile_horizon_ms - 1),
-                               FLAGS.max_users, scheduler, sampling)
+                               FLAGS.max_users, scheduler, sampling, FLAGS.max_candidates)
         keys = sim_run.episode_keys(FLAGS.profile_episodes, FLAGS.seed)
+        config_p = sim_run.with_cap(config_p, sim_run.candidate_ladder(config_p)[0])  # the first cap's program
         compiled = sim_run._simulate_grid.lower(packed, table, grid, config_p, keys).compile()
         args = (packed, table, grid, keys)
         jax.block_until_ready(compiled(*args))

@@ -33,14 +33,16 @@ def setup(dataset: str, policy: str, traces_dir: str, dataset_flag: str = "datas
     return trace, traces.pack_traces(trace), build_table(trace, policy), entry.scheduler, entry.stage1_sampling
 
 
-def make_config(horizon: int, warmup: int, max_users: int, scheduler: str, sampling: bool):
-    """Benchmark config: Table-3 arrival cap, no drain phase (throughput of the slot step over the horizon)."""
+def make_config(horizon: int, warmup: int, max_users: int, scheduler: str, sampling: bool,
+                max_candidates: int | None = None):
+    """Benchmark config: Table-3 arrival cap, no drain phase (throughput of the slot step over the horizon); the
+    exact candidate cap unless `max_candidates` fixes one."""
     from prada_jax import constants as C
     from prada_jax.sim import SimConfig
     from prada_jax.sim.draws import required_max_arrivals
 
     return SimConfig(num_slots=horizon, warmup_slots=warmup, max_users=max_users, scheduler=scheduler,
-                     stage1_sampling=sampling, drain_slots=0,
+                     stage1_sampling=sampling, drain_slots=0, max_candidates=max_candidates,
                      max_arrivals_per_slot=required_max_arrivals(C.DEFAULT_ARRIVAL_RATE))
 
 

@@ -44,6 +44,12 @@ class EpisodeMetrics:
     server_capacity: jnp.ndarray
     bandwidth_bps: jnp.ndarray
     beta: jnp.ndarray
+    # Stage-2 candidate cap (every slot): slots in which more than `candidate_cap` candidates existed (the youngest
+    # were left out of that slot's decision; never with SimConfig.max_candidates=None), the largest count seen, and
+    # the cap this episode ran with (with max_candidates=None: the smallest compiled size it never overflowed).
+    candidate_overflow_slots: jnp.ndarray
+    max_candidates_seen: jnp.ndarray
+    candidate_cap: jnp.ndarray
 
 
 def finalize(state: SimState, t_end, params: SimParams, config: SimConfig) -> EpisodeMetrics:
@@ -69,6 +75,8 @@ def finalize(state: SimState, t_end, params: SimParams, config: SimConfig) -> Ep
         measured_s=jnp.float32((config.num_slots - config.warmup_slots) * dt),
         drain_s=(t_end - config.num_slots).astype(jnp.float32) * dt,
         server_capacity=params.server_capacity, bandwidth_bps=params.bandwidth_bps, beta=params.beta,
+        candidate_overflow_slots=t.candidate_overflow_slots, max_candidates_seen=t.max_candidates_seen,
+        candidate_cap=jnp.int32(config.max_candidates),
     )
 
 
@@ -109,6 +117,12 @@ def per_episode(m: EpisodeMetrics) -> dict[str, np.ndarray]:
         "server_slot_occupancy": g["server_slot_busy_s"] / (g["server_capacity"] * window),
         "bandwidth_reservation": g["bandwidth_reserved_bit"] / (g["bandwidth_bps"] * window),
         "utility": acc - g["beta"] * 1e-3 * e2e,
+        # A fixed cap that overflowed (never with the exact default): the fraction of episodes flagged, and the slots.
+        "candidate_overflow": (g["candidate_overflow_slots"] > 0).astype(np.float64),
+        "candidate_overflow_slots": g["candidate_overflow_slots"],
+        "max_candidates_seen": g["max_candidates_seen"],
+        "candidate_cap": g["candidate_cap"],  # exact default: the compiled cap the episode needed (a mean > 32:
+        # some episode saw more than 32 candidates in a slot)
     }
 
 

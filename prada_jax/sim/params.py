@@ -166,7 +166,11 @@ class SimConfig:
     max_users: int = 128  # U: concurrent user slots
     max_servers: int = 16  # static upper bound on SimParams.server_capacity
     max_arrivals_per_slot: int | None = None  # A_max; None: the smallest with P(N > A_max) <= 1e-9 (resolved)
-    max_candidates: int = 32  # C: Stage 2 considers at most C candidates per slot (oldest first)
+    # C: Stage 2 considers at most C candidates per slot (oldest first). None (default): exact, the smallest cap of
+    # a ladder of compiled sizes (16, 32, ..., U) under which the episode never overflows (run.simulate_grid).
+    # An int: that fixed cap; a slot with more candidates leaves the youngest out (counted, metrics.per_episode).
+    max_candidates: int | None = None
+    candidate_cap_start: int = C.CANDIDATE_LADDER_START  # first cap of the exact ladder (then doubled, then U)
     scheduler: str = "prada"
     stage1_sampling: bool = False  # False: nominate iff pi(1|x) > 0.5; True: nominate iff u < pi(1|x)
     queue_pays_price: bool = True  # w_bar = beta TQ (queued requests pay the bandwidth price later); False: eq. 32
@@ -176,9 +180,8 @@ class SimConfig:
     latency_model: str = C.DEFAULT_LATENCY_MODEL  # a registered name (prada_jax/sim/latency_models.py)
 
     def __post_init__(self):
-        ints = ("num_slots", "max_users", "max_servers", "max_candidates", "tq_iterations")
-        if self.max_arrivals_per_slot is not None:
-            ints = ints + ("max_arrivals_per_slot",)
+        ints = ("num_slots", "max_users", "max_servers", "tq_iterations", "candidate_cap_start")
+        ints += tuple(name for name in ("max_arrivals_per_slot", "max_candidates") if getattr(self, name) is not None)
         for name in ints:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
@@ -201,7 +204,7 @@ class SimConfig:
 
         if self.latency_model not in LATENCY_MODELS:
             raise SimParamsError(f"SimConfig.latency_model {self.latency_model!r} is not one of {sorted(LATENCY_MODELS)}")
-        if self.max_candidates > self.max_users:
+        if self.max_candidates is not None and self.max_candidates > self.max_users:
             object.__setattr__(self, "max_candidates", int(self.max_users))
 
 

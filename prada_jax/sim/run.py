@@ -1,13 +1,17 @@
 """Episode rollout: one `lax.while_loop` over slots around the slot step (vmapped over grid points and episodes in
-`_simulate_grid`), one `jit` per config."""
+`_simulate_grid`), one `jit` per config; the exact candidate cap (SimConfig.max_candidates=None) runs a ladder of
+compiled caps and re-runs only the episodes that overflowed (`candidate_ladder`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
+
 
 from prada_jax.sim.draws import slot_draws
 from prada_jax.sim.schedulers import get as get_scheduler
@@ -72,7 +76,7 @@ def _freeze(running, new, old):
     return jax.tree.map(pick, new, old)
 
 
-def _slot_loop(step, draining, state, config: SimConfig):
+def _slot_loop(step, draining, state, config: SimConfig, stop_on_overflow: bool = False):
     """Horizon: `num_slots` slots with arrivals. Drain: up to `drain_slots` more without arrivals, until every
     counted task has finished (tasks still in the system then are censored, see metrics.finalize).
 
@@ -80,10 +84,16 @@ def _slot_loop(step, draining, state, config: SimConfig):
     `draining(state, t) -> bool [*batch]` act on the batch). The slot index is shared, so the condition ("some
     episode is still draining") is not batched and the horizon slots step every episode with no select; a `lax.cond`
     on the slot index freezes each finished episode only in the drain. Returns (state, t_end [*batch]): the slot
-    after each episode's last one."""
+    after each episode's last one.
+
+    stop_on_overflow: the loop also ends once every episode still running has overflowed its candidate cap (the
+    exact cap re-runs those at a larger cap, so the rest of their slots would be wasted)."""
     def any_running(carry):
         state, t, _ = carry
-        return jnp.any(draining(state, t))
+        running = draining(state, t)
+        if stop_on_overflow:
+            running = running & (state.totals.candidate_overflow_slots == 0)
+        return jnp.any(running)
 
     def advance(carry):
         state, t, t_end = carry
@@ -128,12 +138,12 @@ def _rollout_recorded(packed, table, params, config: SimConfig, key):
     return finalize(state, t_end, params, config), recs
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def _simulate(packed, table, params, config, key):
+@functools.partial(jax.jit, static_argnames=("config", "stop_on_overflow"))
+def _simulate(packed, table, params, config, key, stop_on_overflow=False):
     step = _episode_step(packed, table, config)
     state0 = init_state(config.max_users, packed.slm_step_tokens.shape[1])
     state, t_end = _slot_loop(lambda state, t: step(params, key, state, t),
-                              lambda state, t: _draining(state, t, config), state0, config)
+                              lambda state, t: _draining(state, t, config), state0, config, stop_on_overflow)
     return finalize(state, t_end, params, config)
 
 
@@ -142,24 +152,47 @@ def _simulate_recorded(packed, table, params, config, key):
     return _rollout_recorded(packed, table, params, config, key)
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def _simulate_grid(packed, table, params_grid, config, keys):
-    """Grid points x episodes: one slot loop over the whole [G, E] batch, the slot step vmapped inside it.
+def _batched_rollout(packed, table, params, config: SimConfig, keys, grid: bool, stop_on_overflow: bool = False):
+    """Final metrics of a batch of episodes: one slot loop over the whole batch, the slot step vmapped inside it.
 
+    grid=True: params leaves [G] x keys [E] -> leaves [G, E] (every episode at every grid point). grid=False: one
+    episode per (params[n], keys[n]) pair -> leaves [N] (the exact cap's re-runs of overflowed episodes).
+    stop_on_overflow: see `_slot_loop` (a rung of the exact cap below the last).
     The loop sits outside the vmaps, not inside a vmapped per-episode rollout: vmap's rule for a while_loop
     re-batches the whole slot step once per round of its fixpoint over which carry leaves vary, and again per vmap
     level. Stepping the batch inside one loop traces the step once: trace + lower about 3.0 s -> 1.9 s at E = 1,024,
     U = 64, the same program and numbers (docs/performance.md)."""
     step = _episode_step(packed, table, config)
-    # in_axes: inner vmap over the episodes (keys, states), outer over the grid points (params, states).
-    step_b = jax.vmap(jax.vmap(step, in_axes=(None, 0, 0, None)), in_axes=(0, None, 0, None))
-    draining_b = jax.vmap(jax.vmap(lambda state, t: _draining(state, t, config), in_axes=(0, None)), in_axes=(0, None))
-    finalize_b = jax.vmap(jax.vmap(lambda state, t_end, p: finalize(state, t_end, p, config), in_axes=(0, 0, None)))
-    batch = (params_grid.bandwidth_bps.shape[0], keys.shape[0])  # [G] leaves (simulate_grid checks)
+    draining = lambda state, t: _draining(state, t, config)
+    final = lambda state, t_end, p: finalize(state, t_end, p, config)
+    if grid:
+        # in_axes: inner vmap over the episodes (keys, states), outer over the grid points (params, states).
+        step_b = jax.vmap(jax.vmap(step, in_axes=(None, 0, 0, None)), in_axes=(0, None, 0, None))
+        draining_b = jax.vmap(jax.vmap(draining, in_axes=(0, None)), in_axes=(0, None))
+        finalize_b = jax.vmap(jax.vmap(final, in_axes=(0, 0, None)))
+        batch = (params.bandwidth_bps.shape[0], keys.shape[0])
+    else:
+        step_b = jax.vmap(step, in_axes=(0, 0, 0, None))
+        draining_b = jax.vmap(draining, in_axes=(0, None))
+        finalize_b = jax.vmap(final)
+        batch = (keys.shape[0],)
     state0 = jax.tree.map(lambda x: jnp.broadcast_to(x, batch + x.shape),
                           init_state(config.max_users, packed.slm_step_tokens.shape[1]))
-    state, t_end = _slot_loop(lambda state, t: step_b(params_grid, keys, state, t), draining_b, state0, config)
-    return finalize_b(state, t_end, params_grid)
+    state, t_end = _slot_loop(lambda state, t: step_b(params, keys, state, t), draining_b, state0, config,
+                              stop_on_overflow)
+    return finalize_b(state, t_end, params)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "stop_on_overflow"))
+def _simulate_grid(packed, table, params_grid, config, keys, stop_on_overflow=False):
+    """Grid points x episodes at one fixed cap: leaves [G, E] (`_batched_rollout`)."""
+    return _batched_rollout(packed, table, params_grid, config, keys, True, stop_on_overflow)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "stop_on_overflow"))
+def _simulate_pairs(packed, table, params, config, keys, stop_on_overflow=False):
+    """Episode n at grid point params[n] with key keys[n], at one fixed cap: leaves [N] (`_batched_rollout`)."""
+    return _batched_rollout(packed, table, params, config, keys, False, stop_on_overflow)
 
 
 def _check(packed, table, params, config) -> SimConfig:
@@ -170,16 +203,98 @@ def _check(packed, table, params, config) -> SimConfig:
     return config
 
 
+def candidate_ladder(config: SimConfig) -> tuple[int, ...]:
+    """Caps run in turn: the fixed cap when SimConfig.max_candidates is an int; otherwise
+    SimConfig.candidate_cap_start (C.CANDIDATE_LADDER_START), twice that, ... and finally U (no slot can overflow U).
+    A scheduler that does not compact runs once."""
+    if config.max_candidates is not None:
+        return (config.max_candidates,)
+    u = config.max_users
+    if not get_scheduler(config.scheduler).compacts:
+        return (min(config.candidate_cap_start, u),)
+    caps, c = [], config.candidate_cap_start
+    while c < u:
+        caps.append(c)
+        c *= 2
+    return tuple(caps) + (u,)
+
+
+def with_cap(config: SimConfig, cap: int) -> SimConfig:
+    """`config` at the fixed cap `cap` (what one compiled program runs)."""
+    return dataclasses.replace(config, max_candidates=int(cap))
+
+
+RERUN_MIN_BATCH = 8  # re-runs are padded to a power of two >= this (per device), so few batch sizes compile
+
+
+def rerun_batch(count: int, devices: int = 1) -> int:
+    """Padded size of a re-run of `count` episodes: a power of two >= RERUN_MIN_BATCH per device."""
+    size = max(RERUN_MIN_BATCH, 1 << max(0, int(count) - 1).bit_length())
+    return size * devices
+
+
+def _pairs_at(packed, table, params_grid, config: SimConfig, keys, g_idx, e_idx, stop_on_overflow: bool = False):
+    """Metrics (NumPy leaves [N]) of the episodes (g_idx[n], e_idx[n]) at the fixed cap of `config`."""
+    from prada_jax import sharding  # sharding builds on this module
+
+    n = len(g_idx)
+    devices = sharding.grid_devices()
+    size = rerun_batch(n, devices)
+    pad = np.concatenate([np.arange(n), np.full(size - n, n - 1)])  # copies of the last pair
+    params = jax.tree.map(lambda leaf: np.asarray(leaf)[np.asarray(g_idx)[pad]], params_grid)
+    pair_keys = np.asarray(keys)[np.asarray(e_idx)[pad]]
+    if devices > 1:
+        out = sharding.simulate_pairs_sharded(packed, table, params, config, pair_keys, stop_on_overflow)
+    else:
+        out = _simulate_pairs(packed, table, params, config, pair_keys, stop_on_overflow)
+    return jax.tree.map(lambda leaf: np.asarray(leaf)[:n], out)
+
+
+def exact_cap(run_first, run_pairs, config: SimConfig):
+    """The exact candidate cap: `run_first(config_at_cap, stop_on_overflow)` runs every episode (leaves [*batch]) at
+    the ladder's first cap; each further cap re-runs, with `run_pairs(config_at_cap, indices, stop_on_overflow)`
+    (leaves [N]), only the episodes whose last run overflowed (`indices`: a tuple of index arrays into the batch).
+    An episode depends only on its key and grid point, so every result equals that of a cap it never overflowed;
+    the last cap, U, cannot overflow. Every cap but the last may stop its slot loop once all the episodes still
+    running have overflowed (their results are replaced anyway). With a fixed cap (max_candidates an int) it is
+    one full run. Returns NumPy leaves [*batch]."""
+    ladder = candidate_ladder(config)
+    last = len(ladder) - 1
+    metrics = jax.tree.map(np.array, run_first(with_cap(config, ladder[0]), last > 0))  # writable host copies
+    for rung, cap in enumerate(ladder[1:], start=1):
+        over = np.nonzero(metrics.candidate_overflow_slots > 0)
+        if over[0].size == 0:
+            break
+        part = run_pairs(with_cap(config, cap), over, rung < last)
+        for leaf, new in zip(jax.tree.leaves(metrics), jax.tree.leaves(part)):
+            leaf[over] = new
+    return metrics
+
+
 def simulate(packed, table: PolicyTable, params: SimParams, config: SimConfig, key) -> EpisodeMetrics:
     """One episode with scalar params; `key` is the episode key (draws of slot t use fold_in(key, t))."""
     config = _check(packed, table, params, config)
-    return _simulate(packed, table, params, config, key)
+    return _one_episode(lambda cfg, stop: _simulate(packed, table, params, cfg, key, stop), config)
 
 
 def simulate_recorded(packed, table: PolicyTable, params: SimParams, config: SimConfig, key):
     """One episode plus a SlotRecord per slot (leaves [T]); for invariant tests and debugging."""
     config = _check(packed, table, params, config)
-    return _simulate_recorded(packed, table, params, config, key)
+    for cap in candidate_ladder(config):
+        out = _simulate_recorded(packed, table, params, with_cap(config, cap), key)
+        if int(out[0].candidate_overflow_slots) == 0:
+            break
+    return out
+
+
+def _one_episode(run, config: SimConfig) -> EpisodeMetrics:
+    """`run(config_at_cap, stop_on_overflow)` of one episode up the ladder until a cap does not overflow."""
+    ladder = candidate_ladder(config)
+    for rung, cap in enumerate(ladder):
+        out = run(with_cap(config, cap), rung < len(ladder) - 1)
+        if int(out.candidate_overflow_slots) == 0:
+            break
+    return out
 
 
 def episode_keys(episodes: int, seed: int):
@@ -190,16 +305,28 @@ def episode_keys(episodes: int, seed: int):
 def simulate_grid(packed, table: PolicyTable, params_grid: SimParams, config: SimConfig, episodes: int,
                   seed: int) -> EpisodeMetrics:
     """vmap over grid points (params leaves [G]) and episodes; result leaves are [G, E]. One compile per
-    (config, trace shape, G, E).
+    (config, trace shape, G, E) and cap.
 
     With several local devices (one process) the grid points and episodes are spread over them
-    (prada_jax.sharding; the same numbers, since each episode runs on one device with its own key)."""
+    (prada_jax.sharding; the same numbers, since each episode runs on one device with its own key).
+    With SimConfig.max_candidates=None (the default) the cap is exact: `exact_cap` runs every episode at a small
+    cap and re-runs only those that overflowed it at the next size."""
     config = _check(packed, table, params_grid, config)
     if jnp.ndim(params_grid.bandwidth_bps) != 1:
         raise ValueError("simulate_grid needs params with a leading grid axis [G]; use param_grid/stack_params")
     from prada_jax import sharding  # sharding builds on this module
 
+    keys = episode_keys(episodes, seed)
+
     if sharding.spreads_over_devices():
-        metrics = sharding.simulate_grid_sharded(packed, table, params_grid, config, episodes, seed)
-        return jax.tree.map(jnp.asarray, metrics)  # device arrays, as from the single-device path
-    return _simulate_grid(packed, table, params_grid, config, episode_keys(episodes, seed))
+        return jax.tree.map(jnp.asarray, sharding.simulate_grid_sharded(packed, table, params_grid, config, episodes,
+                                                                        seed))
+
+    def first(cfg, stop):
+        return _simulate_grid(packed, table, params_grid, cfg, keys, stop)
+
+    def pairs(cfg, over, stop):
+        return _pairs_at(packed, table, params_grid, cfg, keys, *over, stop)
+
+    metrics = exact_cap(first, pairs, config)
+    return jax.tree.map(jnp.asarray, metrics)  # device arrays, as before

@@ -54,20 +54,23 @@ class Scheduler:
     protocol: str
     description: str
     reads_sched_draws: bool = True  # decide reads view.draws.sched_u (False: the slot draws skip those words)
+    compacts: bool = True  # decide sees at most config.max_candidates candidates (`candidates`); False: all of them
 
 
 SCHEDULERS: Registry[Scheduler] = Registry("scheduler")
 
 
 def register(name: str, decide: Callable, protocol: str = OFFLOAD, description: str = "",
-             reads_sched_draws: bool = True) -> Scheduler:
+             reads_sched_draws: bool = True, compacts: bool = True) -> Scheduler:
     """Register a Stage-2 scheduler under `name` (once; a second registration of a name is an error).
 
     `reads_sched_draws=False` promises that `decide` never reads `view.draws.sched_u`, so the slot draws can skip
-    those U words (a speed-up; the other draws are unchanged). Leave it True when in doubt."""
+    those U words (a speed-up; the other draws are unchanged). Leave it True when in doubt. `compacts=False` promises
+    that `decide` never reads `config.max_candidates` (it sees all candidates), so no slot overflows a cap and the
+    exact cap (SimConfig.max_candidates=None) runs it once."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"scheduler {name!r}: protocol {protocol!r} is not one of {sorted(PROTOCOLS)}")
-    return SCHEDULERS.add(name, Scheduler(name, decide, protocol, description, reads_sched_draws))
+    return SCHEDULERS.add(name, Scheduler(name, decide, protocol, description, reads_sched_draws, compacts))
 
 
 def get(name: str) -> Scheduler:
@@ -221,13 +224,13 @@ def decide_learned(view: SlotView, config: SimConfig):
 register("prada", decide_prada, OFFLOAD, "Theorem 2: local / queue / immediate, closed-form bandwidth, price mu",
          reads_sched_draws=False)
 register("fifo", decide_fifo, OFFLOAD, "FIFO admission of every nominee (All-LLM, pi-only, router)",
-         reads_sched_draws=False)
-register("random", decide_random, OFFLOAD, "uniformly random local / queue / immediate (ablation)")
+         reads_sched_draws=False, compacts=False)
+register("random", decide_random, OFFLOAD, "uniformly random local / queue / immediate (ablation)", compacts=False)
 register("prada_exact", decide_prada_exact, OFFLOAD,
          "problem (28) per slot: best admitted set with the sqrt(c) bandwidth split (near-exact, certified bound)",
          reads_sched_draws=False)
 register("rsd", decide_fifo, DRAFT_VERIFY, "reward-guided speculative decoding: FIFO queue of online PRM checks",
-         reads_sched_draws=False)
+         reads_sched_draws=False, compacts=False)
 register("learned", decide_learned, OFFLOAD,
          "PPO-trained residual over Theorem 2 on the candidate table (shipped weights; docs/learned_scheduler.md)",
          reads_sched_draws=False)

@@ -93,11 +93,14 @@ def queue_delay_estimate(valid, feasible, value_gap, server_seconds, context, sn
     n_valid = jnp.maximum(jnp.sum(valid), 1)
     mean_dur = jnp.sum(jnp.where(valid, server_seconds + tc_ref, 0.0)) / n_valid
     free_times = server_free_times(inflight_seconds, free_slots, server_capacity, max_servers)
-    tq_pos = queue_position_delays(free_times, mean_dur, n_c)
+    # Positions 0 .. max(C, max_servers + 1) - 1: every index max(j, F) below is in range (F <= M <= max_servers),
+    # so a candidate's estimate does not depend on the cap C as long as its slot does not overflow.
+    n_pos = max(n_c, max_servers + 1)
+    tq_pos = queue_position_delays(free_times, mean_dur, n_pos)
     # Counterfactual queueing delay: the first F positions would run now; if one of them queued instead it
     # would wait for the head-of-queue start time, tq_pos[F].
     pos = jnp.arange(n_c)
-    tq_cf = tq_pos[jnp.clip(jnp.maximum(pos, free_slots), 0, n_c - 1)]
+    tq_cf = tq_pos[jnp.clip(jnp.maximum(pos, free_slots), 0, n_pos - 1)]
 
     def tq_body(_, carry):
         rank, converged = carry

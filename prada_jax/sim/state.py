@@ -64,6 +64,10 @@ class Totals:
     # checks read these, because a one-slot upload has already returned its bandwidth when the slot ends.
     peak_held_bandwidth: jnp.ndarray  # float32: bit/s held by uploads
     peak_in_service: jnp.ndarray  # int32: requests holding a server slot (uploading or served)
+    # Stage-2 candidates (every slot): slots with more than the cap C (their youngest were left out of the
+    # decision; 0 for schedulers that do not compact) and the largest count seen.
+    candidate_overflow_slots: jnp.ndarray  # int32
+    max_candidates_seen: jnp.ndarray  # int32
 
 
 @struct.dataclass
@@ -88,7 +92,7 @@ def init_state(num_users: int, max_steps: int) -> SimState:
         arrived=i0, dropped=i0, completed=i0, correct=i0, processing_s=f0, communication_s=f0,
         queuing_s=f0, sojourn_s=f0, offloaded_steps=i0, executed_steps=i0, server_work_s=f0,
         server_compute_s=f0, bandwidth_used_bit=f0, server_slot_busy_s=f0, bandwidth_reserved_bit=f0,
-        peak_held_bandwidth=f0, peak_in_service=i0,
+        peak_held_bandwidth=f0, peak_in_service=i0, candidate_overflow_slots=i0, max_candidates_seen=i0,
     )
     state = SimState(users=users, totals=totals)
     chex.assert_shape(state.users.task_seed, (num_users,))

@@ -115,6 +115,8 @@ def apply_slot(state: SimState, obs: SlotObservation, decision, bw, t, packed, t
     proto = protocols.get(schedulers.get(config.scheduler).protocol)
     drafts = proto.local_steps_are_drafts  # a static bool: folded into the masks below
     p, k = users.problem, users.step
+    n_cand = jnp.sum(cand).astype(jnp.int32)
+    overflow = (n_cand > config.max_candidates) & schedulers.get(config.scheduler).compacts  # static flag
 
     # Apply decisions.
     slm_tok = packed.slm_step_tokens[p, k]
@@ -164,6 +166,8 @@ def apply_slot(state: SimState, obs: SlotObservation, decision, bw, t, packed, t
         bandwidth_reserved_bit=totals.bandwidth_reserved_bit + w * held_bw * dt,
         peak_held_bandwidth=jnp.maximum(totals.peak_held_bandwidth, held_bw),
         peak_in_service=jnp.maximum(totals.peak_in_service, jnp.sum(occupied).astype(jnp.int32)),
+        candidate_overflow_slots=totals.candidate_overflow_slots + overflow.astype(jnp.int32),
+        max_candidates_seen=jnp.maximum(totals.max_candidates_seen, n_cand),
     )
 
     # Progress by one slot.

@@ -49,18 +49,21 @@ def _cell(row: dict, metric: str, scale: float) -> str:
 
 def summary_table(rows: Sequence[dict[str, Any]]) -> str:
     """Plain-text table of result rows: dataset, policy, grid point, then mean ± 95 % CI of accuracy, the delays
-    and the offloaded fraction; '*' marks an overloaded point (arrivals dropped or tasks unfinished)."""
+    and the offloaded fraction; '*' marks an overloaded point (arrivals dropped or tasks unfinished), '†' one whose
+    fixed candidate cap overflowed."""
     rows = list(rows)
     if not rows:
         return "(no results)\n"
     head = ["dataset", "policy", "point"] + [h for _, h, _ in SUMMARY_COLUMNS]
     body = []
-    overloaded = False
+    overloaded = truncated = False
     for r in rows:
         over = (r.get("overloaded_mean") or 0) > 0
+        cut = (r.get("candidate_overflow_mean") or 0) > 0  # only with a fixed max_candidates (exact by default)
         overloaded |= over
-        body.append([str(r["dataset"]), str(r["policy"]) + (" *" if over else ""), point_label(r)]
-                    + [_cell(r, m, s) for m, _, s in SUMMARY_COLUMNS])
+        truncated |= cut
+        body.append([str(r["dataset"]), str(r["policy"]) + (" *" if over else "") + (" †" if cut else ""),
+                     point_label(r)] + [_cell(r, m, s) for m, _, s in SUMMARY_COLUMNS])
     widths = [max(len(line[i]) for line in [head] + body) for i in range(len(head))]
 
     def fmt(line):
@@ -69,5 +72,6 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(b) for b in body]
     episodes = sorted({int(r["episodes"]) for r in rows if r.get("episodes") is not None})
     lines.append(f"mean ± 95 % CI (Student t) over {'/'.join(map(str, episodes))} episodes"
-                 + ("; * overloaded (arrivals dropped or tasks unfinished)" if overloaded else ""))
+                 + ("; * overloaded (arrivals dropped or tasks unfinished)" if overloaded else "")
+                 + ("; † candidates beyond the fixed cap max_candidates were left out of Stage 2" if truncated else ""))
     return "\n".join(lines) + "\n"
