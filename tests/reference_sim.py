@@ -418,7 +418,7 @@ def _learned_features(considered, s: SlotInputs, snr, feas, ctx, gap, dur, tq, t
     beta = float(p["beta"])
     u = T.UTILITY_SCALE
     symlog = lambda x: math.copysign(math.log1p(abs(x)), x)
-    rows = np.zeros((config.max_candidates, len(T.ROW_FEATURES)))
+    rows = np.zeros((len(considered), len(T.ROW_FEATURES)))  # padding rows (all zero) change no valid row's logits
     for j, i in enumerate(considered):
         tc_ref = upload_seconds(ctx[j], float(p["bandwidth_bps"]), snr[j])
         q = min(beta * tq[j], T.INFINITE_COST) if math.isfinite(tq[j]) else min(beta * T.INFINITE_COST, T.INFINITE_COST)
@@ -429,8 +429,8 @@ def _learned_features(considered, s: SlotInputs, snr, feas, ctx, gap, dur, tq, t
     m = max(int(p["server_capacity"]), 1)
     glob = [s.free_slots / m, s.available / float(p["bandwidth_bps"]), (math.log10(float(p["bandwidth_bps"])) - 7.0) / 2.0,
             m / 10.0, float(p["arrival_rate"]) / 3.0, math.log10(max(beta, 1e-12)) / 2.0,
-            len(s.cands) / config.max_candidates, float(s.t >= config.num_slots)]
-    return np.concatenate([rows, np.tile(glob, (config.max_candidates, 1))], axis=1)
+            len(s.cands) / T.CANDIDATE_LOAD_SCALE, float(s.t >= config.num_slots)]
+    return np.concatenate([rows, np.tile(glob, (len(considered), 1))], axis=1)
 
 
 def learned_logits(weights, obs):
@@ -457,8 +457,9 @@ def oracle_learned(s: SlotInputs) -> dict:
     users, config = s.users, s.config
     decisions = {}
     ordered = sorted(s.cands, key=lambda i: (-users[i].wait, i))
-    considered = ordered[: config.max_candidates]
-    for i in ordered[config.max_candidates:]:
+    cap = candidate_cap(config, len(ordered))
+    considered = ordered[:cap]
+    for i in ordered[cap:]:
         decisions[i] = (1 if users[i].phase == QUEUED else 0, 0.0)
     if not considered:
         return decisions

@@ -30,6 +30,10 @@ VALID_COLUMN = ROW_FEATURES.index("valid")
 T2_COLUMNS = tuple(ROW_FEATURES.index(n) for n in ("t2_local", "t2_queue", "t2_immediate"))
 NUM_DECISIONS = 3  # S2.LOCAL_D, S2.QUEUE_D, S2.IMMEDIATE_D
 UTILITY_SCALE = 10.0  # utility units are multiplied by this before the signed log (value gaps ~0.01-0.3)
+# The candidate count is scaled by a constant, not by the cap C: the learned scheduler's decisions then do not depend
+# on C whenever no slot overflows it, so the exact candidate cap (SimConfig.max_candidates=None) stays exact for it.
+# 16 is the cap the shipped weights were trained at (DEFAULT_ENV_CONFIG), so their inputs are unchanged.
+CANDIDATE_LOAD_SCALE = 16.0
 INFINITE_COST = 1e3  # stands in for an infinite queueing delay (a channel that never clears) before compression
 
 
@@ -75,7 +79,7 @@ def candidate_table(view: SlotView, config: SimConfig, arrival_rate) -> Candidat
     glob = jnp.stack([
         view.free_slots.astype(jnp.float32) / m, view.available_bw / p.bandwidth_bps,
         (jnp.log10(p.bandwidth_bps) - 7.0) / 2.0, m / 10.0, jnp.asarray(arrival_rate, jnp.float32) / 3.0,
-        jnp.log10(beta_e) / 2.0, jnp.sum(view.cand).astype(jnp.float32) / c.idx.shape[0],
+        jnp.log10(beta_e) / 2.0, jnp.sum(view.cand).astype(jnp.float32) / CANDIDATE_LOAD_SCALE,
         (view.t >= config.num_slots).astype(jnp.float32),
     ])
     obs = jnp.concatenate([rows, jnp.broadcast_to(glob, (rows.shape[0], glob.shape[0]))], axis=-1)
