@@ -121,3 +121,18 @@ def test_single_episode_and_oracle_without_a_cap():
             np.testing.assert_allclose(got[name], value, rtol=2e-4, atol=1e-9, err_msg=name)
     fixed = simulate_reference(TRACE, TABLE, params, dataclasses.replace(CONFIG, max_candidates=2), key)
     assert fixed["candidate_overflow_slots"] > 0 and fixed["max_candidates_seen"] > 2  # the oracle counts it too
+
+
+def test_the_learned_scheduler_does_not_depend_on_the_cap():
+    """The learned Stage-2 policy pools over the valid rows and scales the candidate count by a constant, so where no
+    slot overflows, its decisions (and so every metric) are those of the exact cap: the ladder is exact for it too."""
+    config = dataclasses.replace(CONFIG, scheduler="learned", candidate_cap_start=4, num_slots=120, drain_slots=100)
+    grid = sim.param_grid(sim.make_params(server_capacity=1), arrival_rate=[0.6], bandwidth_bps=[1e5])
+    exact = jax.device_get(sim.simulate_grid(PACKED, TABLE, grid, config, 4, SEED))
+    full = jax.device_get(sim.simulate_grid(PACKED, TABLE, grid, dataclasses.replace(config, max_candidates=12), 4,
+                                            SEED))
+    assert np.asarray(exact.candidate_cap).min() < 12  # some episodes ran at a smaller cap than U
+    for name in exact.__dataclass_fields__:
+        if name not in CAP_FIELDS:
+            np.testing.assert_allclose(np.asarray(getattr(exact, name)), np.asarray(getattr(full, name)),
+                                       rtol=1e-6, err_msg=name)
