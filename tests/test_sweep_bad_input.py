@@ -45,8 +45,14 @@ def test_every_accepted_seed_has_its_own_episode_keys(traces_dir):
     assert spec_for(traces_dir, seed=C.SEED_LIMIT - 1).seed == 2**32 - 1
     keys = [np.asarray(episode_keys(2, s)) for s in (0, 1, 2**31, C.SEED_LIMIT - 1)]
     assert len({k.tobytes() for k in keys}) == len(keys)
-    # Just past the limit the keys repeat seed 0's: why the limit is there.
-    assert np.array_equal(np.asarray(episode_keys(2, C.SEED_LIMIT)), keys[0])
+    # Just past the limit the raw keys repeat seed 0's: why the limit is there, and why episode_keys refuses it.
+    import jax
+
+    from prada_jax.sim import SimParamsError
+
+    assert np.array_equal(np.asarray(jax.random.split(jax.random.PRNGKey(C.SEED_LIMIT), 2)), keys[0])
+    with pytest.raises(SimParamsError, match=r"seed: .*2\*\*32"):
+        episode_keys(2, C.SEED_LIMIT)
 
 
 # ----------------------------------------------------------------------------------------------------------

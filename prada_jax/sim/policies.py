@@ -116,12 +116,39 @@ def nominated(table: PolicyTable, problem, step, uniform, sampling: bool):
     return (uniform < prob) if sampling else (prob > 0.5)
 
 
-def check_table(table: PolicyTable, num_problems: int, max_steps: int) -> None:
-    """Raise ValueError unless every field is [N, K] and nominate_prob lies in [0, 1]."""
+def check_table(table: PolicyTable, num_problems: int, max_steps: int, step_mask=None) -> None:
+    """SimParamsError (a ValueError) naming the field unless the table is what a policy-table file must hold
+    (prada_jax.learn.tables.load_table): every field [N, K] of real floats, finite in float32, nominate_prob in
+    [0, 1]; with `step_mask` [N, K] also server_seconds > 0 on every real step and every field 0 on padding."""
+    import numpy as np
+
+    from prada_jax.sim.params import SimParamsError
+
+    if not isinstance(table, PolicyTable):
+        raise SimParamsError(f"table must be a PolicyTable, got {type(table).__name__}")
+    arrays = {}
     for name in ("nominate_prob", "advantage", "server_seconds"):
-        shape = tuple(getattr(table, name).shape)
-        if shape != (num_problems, max_steps):
-            raise ValueError(f"PolicyTable.{name} has shape {shape}, expected {(num_problems, max_steps)}")
-    p = jax.device_get(table.nominate_prob)
-    if not ((p >= 0) & (p <= 1)).all():
-        raise ValueError("PolicyTable.nominate_prob must lie in [0, 1]")
+        a = np.asarray(jax.device_get(getattr(table, name)))
+        if tuple(a.shape) != (num_problems, max_steps):
+            raise SimParamsError(f"PolicyTable.{name} has shape {tuple(a.shape)}, expected {(num_problems, max_steps)}")
+        if not np.issubdtype(a.dtype, np.floating):
+            raise SimParamsError(f"PolicyTable.{name} must hold real floating-point values, got dtype {a.dtype}")
+        with np.errstate(over="ignore"):
+            held = a.astype(np.float32)
+        bad = ~np.isfinite(held)
+        if bad.any():
+            raise SimParamsError(f"PolicyTable.{name} has {int(bad.sum())} non-finite values (in float32) of "
+                                 f"{a.size}; first at (problem, step) {tuple(int(i) for i in np.argwhere(bad)[0])}")
+        arrays[name] = held
+    p = arrays["nominate_prob"]
+    if np.any((p < 0) | (p > 1)):
+        raise SimParamsError(f"PolicyTable.nominate_prob must lie in [0, 1], got range [{p.min():g}, {p.max():g}]")
+    if step_mask is not None:
+        mask = np.asarray(jax.device_get(step_mask), bool)
+        secs = arrays["server_seconds"]
+        if np.any(secs[mask] <= 0):
+            raise SimParamsError(f"PolicyTable.server_seconds must be > 0 on every real step "
+                                 f"({int(np.sum(secs[mask] <= 0))} are not)")
+        for name, a in arrays.items():
+            if np.any(a[~mask] != 0):
+                raise SimParamsError(f"PolicyTable.{name} must be 0 on padding steps (beyond the trace's num_steps)")
