@@ -85,3 +85,52 @@ def memory_problem(max_users: int, max_steps: int, max_arrivals: int, grid: int,
     return (f"needs about {human_bytes(need)} ({episodes} episodes x {grid} grid points x {human_bytes(per)} per "
             f"episode at max_users={max_users}, A_max={max_arrivals} arrivals per slot), more than the "
             f"{human_bytes(have)} available")
+
+
+def step_time_problem(packed, params, config) -> str | None:
+    """Why some step of the trace would take longer than float32 (the simulator's dtype) can add up over an
+    episode (one line naming the parameter that makes it so and its value), or None.
+
+    The worst step is bounded from above: the longest context (query + every step's longer output) and the most
+    new tokens, on the server with max_users - 1 other requests of that context, and no cache. Step times grow
+    with both, so every step of the trace takes at most this long. Its total over max_users users and every slot
+    must stay finite, or totals such as server_work_s turn into inf or NaN (a utilisation of NaN while the
+    occupancy reads 0.99999)."""
+    import jax
+    import jax.numpy as jnp
+
+    from prada_jax.sim import latency_models
+
+    slm = np.asarray(packed.slm_step_tokens, np.float64)
+    llm = np.asarray(packed.llm_step_tokens, np.float64)
+    context = float(np.max(np.asarray(packed.query_tokens, np.float64) + np.maximum(slm, llm).sum(axis=1)))
+    new_tokens = float(max(slm.max(), llm.max(), 1.0))
+    model = latency_models.get(config.latency_model)
+    others = float(max(config.max_users - 1, 0))
+    load = latency_models.ServerLoad(other_requests=jnp.float32(others),
+                                     other_context_tokens=jnp.float32(others * context))
+    ctx, tok = jnp.float32(context), jnp.float32(new_tokens)
+
+    def worst(p):
+        return (model.local_step(ctx, 0, tok, p), model.server_step(ctx, 0, tok, p.replace(prefix_cache=False), load),
+                model.prm_check(ctx, tok, p, load))
+
+    grid = np.ndim(params.bandwidth_bps) == 1
+    with jax.numpy_dtype_promotion("standard"):
+        local, server, prm = (np.asarray(x, np.float64).reshape(-1) for x in
+                              (jax.vmap(worst)(params) if grid else worst(params)))
+    budget = float(np.finfo(np.float32).max) / (max(config.max_users, 1) * (config.num_slots + config.drain_slots))
+    for name, seconds in (("server", np.maximum(server, prm)), ("edge", local)):
+        bad = ~(np.isfinite(seconds) & (seconds <= budget))
+        if bad.any():
+            g = int(np.argmax(bad))
+            if config.latency_model == "flops":
+                leaf = "flops_llm" if name == "server" else "flops_slm"
+                value = f"{leaf}={np.asarray(getattr(params, leaf)).reshape(-1)[g]:g}"
+            else:
+                value = f"{name}_* hardware leaves (peak_flops, memory_bandwidth, efficiencies) at grid point {g}"
+            return (f"SimParams.{value} makes one {'LLM' if name == 'server' else 'SLM'} step take up to "
+                    f"{seconds[g]:.3g} s, which float32 (the simulator's dtype) cannot add up over "
+                    f"{config.max_users} users x {config.num_slots + config.drain_slots} slots (limit {budget:.3g} s "
+                    "a step); use a faster device")
+    return None

@@ -168,6 +168,11 @@ def _check(packed, table, params, config) -> SimConfig:
     validate_params(params, config)  # before resolve_config: an absurd arrival rate is named, not sent to scipy
     config = resolve_config(params, config)
     check_table(table, packed.slm_step_tokens.shape[0], packed.slm_step_tokens.shape[1], packed.step_mask)
+    from prada_jax.sim.resources import step_time_problem
+
+    problem = step_time_problem(packed, params, config)
+    if problem:
+        raise SimParamsError(problem)
     return config
 
 
