@@ -228,3 +228,23 @@ def test_random_api_inputs_give_one_named_error_or_consistent_results(bandwidth,
     np.testing.assert_array_equal(np.asarray(m.arrived), np.asarray(m.completed) + np.asarray(m.unfinished)
                                   + np.asarray(m.dropped))
     assert math.isfinite(bandwidth) and capacity >= 1 and rate > 0 and episodes >= 1 and 0 <= seed < 2**32
+
+
+@pytest.mark.parametrize("rate", [1e9, 1e12, 1e30])
+def test_the_sweep_refuses_absurd_arrival_rates_as_a_flag_error(traces_dir, rate):
+    from prada_jax import sweep
+
+    with pytest.raises(sweep.SweepConfigError, match=r"^--arrival_rate: arrival_rate=.* is absurd: its Poisson cap"):
+        spec_for(traces_dir, params={"arrival_rate": rate})
+    with pytest.raises(sweep.SweepConfigError, match=r"^--sweep_values: arrival_rate=.* is absurd"):
+        spec_for(traces_dir, sweep_param="arrival_rate", sweep_values=[0.5, rate])
+
+
+def test_the_sweep_refuses_a_billion_episodes_before_run_json(traces_dir, tmp_path):
+    from prada_jax import sweep
+
+    out = tmp_path / "out"
+    with pytest.raises(sweep.SweepConfigError, match=r"^--episodes: one point \(--episodes=1000000000 x 3 grid "
+                                                     r"values\) needs about .* TB"):
+        sweep.run_sweep(spec_for(traces_dir, policies=["all_slm"], episodes=10**9), str(out))
+    assert not out.exists()
