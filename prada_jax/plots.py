@@ -11,6 +11,7 @@ import os
 from typing import Any, Iterable, Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -124,7 +125,13 @@ def _axis(ax, param: str, metric_label: str) -> None:
     ax.set_xlabel(PARAM_LABELS.get(param, param))
     ax.set_ylabel(metric_label)
     if param in LOG_PARAMS:
-        ax.set_xscale("log")
+        xs = [x for line in ax.get_lines() for x in np.asarray(line.get_xdata(), float).reshape(-1)
+              if line.get_transform() is not None and math.isfinite(x)]
+        positive = [x for x in xs if x > 0]
+        if positive and min(xs) <= 0:  # e.g. beta = 0 (accuracy only): symlog keeps the point on the axis
+            ax.set_xscale("symlog", linthresh=min(positive))
+        else:
+            ax.set_xscale("log")
     if param == "server_capacity":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)

@@ -138,15 +138,22 @@ def test_simulate_needs_scalar_params_and_simulate_grid_a_grid():
         sim.simulate(PACKED, TABLE, GRID, CONFIG, jax.random.PRNGKey(0))
 
 
-def test_registry_and_validate_params_share_one_rule_for_beta_and_arrival_rate():
-    # One source: the registry's check (> 0 for both), whichever door the value comes through.
-    for name in ("beta", "arrival_rate"):
-        assert registry.get_param(name).check(0.0) is not None
-        with pytest.raises(SimParamsError, match=rf"SimParams\.{name} must be > 0"):
-            sim.make_params(**{name: 0.0})
-        bad = dataclasses.replace(sim.make_params(), **{name: np.float32(0.0)})  # built around make_params
-        with pytest.raises(SimParamsError, match=rf"SimParams\.{name} must be > 0"):
-            sim.validate_params(bad, CONFIG)
+@pytest.mark.parametrize("name,bad,rule", [("beta", -1.0, ">= 0"), ("arrival_rate", 0.0, "> 0")])
+def test_registry_and_validate_params_share_one_rule_for_beta_and_arrival_rate(traces_dir, name, bad, rule):
+    """One source, the registry's check, whichever door the value comes through: beta >= 0 (0 = accuracy only,
+    which Stage 2 handles) and arrival_rate > 0 (no arrivals: nothing to measure)."""
+    from prada_jax import sweep
+
+    assert registry.get_param(name).check(bad) == f"must be {rule}"
+    with pytest.raises(sweep.SweepConfigError, match=rf"--{name}: {name} must be {rule}"):
+        spec_for(traces_dir, params={name: bad})
+    with pytest.raises(SimParamsError, match=rf"SimParams\.{name} must be {rule}"):
+        sim.make_params(**{name: bad})
+    built = dataclasses.replace(sim.make_params(), **{name: np.float32(bad)})  # around make_params
+    with pytest.raises(SimParamsError, match=rf"SimParams\.{name} must be {rule}"):
+        sim.validate_params(built, CONFIG)
+    if name == "beta":
+        assert float(sim.make_params(beta=0.0).beta) == 0.0 and spec_for(traces_dir, params={"beta": 0.0})
 
 
 # ---- every per-value check of the CLI, run through the API ----
@@ -227,7 +234,8 @@ def test_random_api_inputs_give_one_named_error_or_consistent_results(bandwidth,
         assert np.all(np.isfinite(np.asarray(getattr(m, name), np.float64))), name
     np.testing.assert_array_equal(np.asarray(m.arrived), np.asarray(m.completed) + np.asarray(m.unfinished)
                                   + np.asarray(m.dropped))
-    assert math.isfinite(bandwidth) and capacity >= 1 and rate > 0 and episodes >= 1 and 0 <= seed < 2**32
+    assert math.isfinite(bandwidth) and capacity >= 1 and rate > 0 and beta >= 0 and episodes >= 1
+    assert 0 <= seed < 2**32
 
 
 @pytest.mark.parametrize("rate", [1e9, 1e12, 1e30])

@@ -300,7 +300,8 @@ def test_dataset_path_that_reaches_an_existing_trace_is_refused(traces_dir):
         (dict(sweep_param="arrival_rate", sweep_values=[1.0, 1.0 + 1e-9]), "sweep_values", "same number in float32"),
         (dict(sweep_values=[1e6, 1e39]), "sweep_values", "overflows float32"),
         (dict(sweep_param="none", sweep_values=[], params={"flops_llm": 1e39}), "flops_llm", "overflows float32"),
-        (dict(sweep_param="none", sweep_values=[], params={"beta": 1e-50}), "beta", "0.0 in float32.*must be > 0"),
+        (dict(sweep_param="none", sweep_values=[], params={"flops_llm": 1e-50}), "flops_llm",
+         "0.0 in float32.*must be > 0"),
     ],
 )
 def test_values_the_simulator_cannot_tell_apart_or_hold_are_refused(traces_dir, override, flag, match):

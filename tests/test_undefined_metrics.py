@@ -90,3 +90,12 @@ def test_figures_mark_undefined_points_and_say_so_for_empty_panels(tmp_path, mon
     assert sum("n/a for every policy" in t for t in _texts(figs[-1])) == 4  # accuracy + three delay panels
     for fig in figs:
         plt.close(fig)
+
+
+def test_beta_zero_stays_on_a_log_beta_axis(tmp_path, monkeypatch):
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, bottom=0.0: figs.append(fig) or path)
+    plots.plot_performance(_rows(param="beta", values=(0.0, 1.0, 10.0)), "gsm8k", str(tmp_path / "a.png"))
+    ax = figs[0].axes[0]
+    assert ax.get_xscale() == "symlog"  # a log axis would drop beta = 0 without a word
+    plt.close(figs[0])
