@@ -257,3 +257,18 @@ def test_the_sweep_refuses_a_billion_episodes_before_run_json(traces_dir, tmp_pa
                                                      r"values\) needs about .* TB"):
         sweep.run_sweep(spec_for(traces_dir, policies=["all_slm"], episodes=10**9), str(out))
     assert not out.exists()
+
+
+@pytest.mark.parametrize("build,match", [
+    (lambda: policies.router_table(TRACE, 1.5), r"router_table: llm_fraction must lie in \[0, 1\], got 1\.5"),
+    (lambda: policies.prm_threshold_table(TRACE, float("nan")), "prm_threshold_table: threshold must lie in"),
+    (lambda: policies.random_table(TRACE, -0.1), r"random_table: prob must lie in \[0, 1\]"),
+    (lambda: policies.router_table(TRACE, "half"), "llm_fraction must be a number"),
+])
+def test_table_builders_check_their_fraction_as_the_cli_does(traces_dir, build, match):
+    from prada_jax import sweep
+
+    with pytest.raises(sweep.SweepConfigError, match="--router_llm_fraction: must lie in"):
+        spec_for(traces_dir, router_llm_fraction=1.5)
+    with pytest.raises(SimParamsError, match=match):
+        build()
