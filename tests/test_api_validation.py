@@ -272,3 +272,13 @@ def test_table_builders_check_their_fraction_as_the_cli_does(traces_dir, build, 
         spec_for(traces_dir, router_llm_fraction=1.5)
     with pytest.raises(SimParamsError, match=match):
         build()
+
+
+def test_check_inputs_is_the_entry_points_check():
+    """The one check other entry points (an environment API) call: the same errors as simulate_grid's."""
+    config = sim.check_inputs(PACKED, TABLE, GRID, CONFIG)
+    assert config.max_arrivals_per_slot is not None
+    with pytest.raises(SimParamsError, match=r"PolicyTable\.advantage has \d+ non-finite"):
+        sim.check_inputs(PACKED, _nan_field("advantage"), GRID, CONFIG)
+    with pytest.raises(SimParamsError, match="episodes must be >= 1"):
+        sim.check_episodes_and_seed(0, 0)

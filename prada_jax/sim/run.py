@@ -163,6 +163,14 @@ def _simulate_grid(packed, table, params_grid, config, keys):
     return finalize_b(state, t_end, params_grid)
 
 
+def check_inputs(packed, table, params, config) -> SimConfig:
+    """Every check an entry point runs before any work (params against the registry's rules and `config`, the
+    table, step times float32 can add up); SimParamsError naming the parameter otherwise. Returns the config with
+    max_arrivals_per_slot resolved (see resolve_config). Other entry points into the slot step (an environment
+    API) call this too, so that every door is as strict as the CLI."""
+    return _check(packed, table, params, config)
+
+
 def _check(packed, table, params, config) -> SimConfig:
     """Validate everything; return the config with max_arrivals_per_slot resolved (see resolve_config)."""
     validate_params(params, config)  # before resolve_config: an absurd arrival rate is named, not sent to scipy
