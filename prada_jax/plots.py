@@ -180,11 +180,29 @@ def _require_sweep(rows: list[dict]) -> str:
     return params[0]
 
 
+class FigureWriteError(RuntimeError):
+    """A figure could not be written (a full disk, an unwritable folder); the message names the file."""
+
+
 def _save(fig, path: str, bottom: float = 0.0) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    """Draw `fig` into `path` (through path.tmp, renamed when complete: a full disk leaves no half-written PNG);
+    FigureWriteError naming the file when it cannot be written."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
+        tmp = path + ".tmp"
+        try:
+            fig.savefig(tmp, dpi=130, format=os.path.splitext(path)[1][1:] or "png")
+            os.replace(tmp, path)
+        except OSError:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+    except OSError as err:
+        raise FigureWriteError(f"{path}: cannot write the figure ({err.strerror or err}); free space and rerun (the "
+                               "results are kept; --plots draws them again)") from None
+    finally:
+        plt.close(fig)
     return path
 
 

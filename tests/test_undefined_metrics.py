@@ -99,3 +99,21 @@ def test_beta_zero_stays_on_a_log_beta_axis(tmp_path, monkeypatch):
     ax = figs[0].axes[0]
     assert ax.get_xscale() == "symlog"  # a log axis would drop beta = 0 without a word
     plt.close(figs[0])
+
+
+def test_a_full_disk_while_drawing_is_one_line_and_leaves_no_half_written_figure(tmp_path, monkeypatch):
+    import errno
+
+    from matplotlib.figure import Figure
+
+    def full(self, path, **kwargs):
+        open(path, "wb").write(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    target = tmp_path / "a.png"
+    with pytest.raises(plots.FigureWriteError, match=rf"^{target}: cannot write the figure \(No space left"):
+        plots.plot_performance(_rows(), "gsm8k", str(target))
+    assert os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    assert plots.plot_performance(_rows(), "gsm8k", str(target)) == str(target) and target.stat().st_size > 1000

@@ -308,6 +308,8 @@ def main(argv):
                     title = title.format(**title_fields(config)) if title else None
                     made.append(plot(rows, "gsm8k", os.path.join(fig, filename), title=title, **options))
                     provenance[filename] = prov
+    except plots.FigureWriteError as err:  # a full disk: one line; provenance records what was drawn
+        raise app.UsageError(str(err)) from None
     finally:
         if made:  # only what was drawn is recorded; nothing drawn, nothing written
             with open(prov_path + ".tmp", "w", encoding="utf-8") as handle:
