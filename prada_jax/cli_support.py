@@ -94,12 +94,62 @@ def undecodable_flagfile(argv, _seen=None) -> str | None:
     return None
 
 
+def _flag_name(arg: str, known) -> str | None:
+    """The flag an argument `--name=value` / `--name` / `--noname` sets (None for anything else)."""
+    if not arg.startswith("-") or arg in ("-", "--"):
+        return None
+    name = arg.lstrip("-").split("=", 1)[0].strip()
+    if name not in known and name.startswith("no") and name[2:] in known:
+        name = name[2:]
+    return name or None
+
+
+def repeated_flagfile_flag(argv, flag_values=None, _seen=None) -> str | None:
+    """'--flagfile=PATH sets --name twice (line i: ...; line j: ...)' for the first flagfile in argv (or nested in
+    one) that sets a flag twice, or None. absl would take the last value silently; a flagfile is a list of
+    settings, so a repeat is a mistake (a command-line flag after --flagfile still overrides the file's value,
+    as absl documents). Repeatable flags (multi flags such as --grid) may repeat."""
+    fv = flags.FLAGS if flag_values is None else flag_values
+    seen = set() if _seen is None else _seen
+    for path in _flagfile_args(list(argv)):
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue  # reported by absl / undecodable_flagfile
+        first: dict[str, tuple[int, str]] = {}
+        for number, raw in enumerate(lines, start=1):
+            line = raw.strip()
+            if not line or line.startswith("#") or line.startswith("//"):
+                continue
+            name = _flag_name(line, fv)
+            if name is None or name == "flagfile":
+                continue
+            if name in fv and isinstance(fv[name], flags.MultiFlag):
+                continue
+            if name in first:
+                was_line, was = first[name]
+                return (f"--flagfile={path} sets --{name} twice (line {was_line}: {was}; line {number}: {line}); "
+                        "set each flag once in a flagfile (a flag on the command line after --flagfile overrides it)")
+            first[name] = (number, line)
+        nested = repeated_flagfile_flag([line.strip() for line in lines], fv, seen)
+        if nested:
+            return nested
+    return None
+
+
 def parse_flags_one_line(argv):
     """absl's flag parsing (app.run's flags_parser) with every error as ONE line on stderr and exit status 1:
     absl's own parse errors (unknown flag, ill-typed value, unreadable flagfile) without its second 'Pass
     --helpshort' line, and a flagfile that is not UTF-8 text named instead of a UnicodeDecodeError traceback."""
     import sys
 
+    repeated = repeated_flagfile_flag(argv)
+    if repeated:
+        sys.exit(f"FATAL Flags parsing error: {repeated}")
     try:
         return flags.FLAGS(argv)
     except flags.Error as err:

@@ -11,6 +11,7 @@ import os
 from typing import Any, Iterable, Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -111,7 +112,7 @@ def _series(rows: list[dict], metric: str) -> tuple[list[float], list[float], li
     s = _scale(metric)
     return (
         [r["sweep_value"] for r in rows],
-        [r[f"{metric}_mean"] * s for r in rows],
+        [math.nan if _missing(r[f"{metric}_mean"]) else r[f"{metric}_mean"] * s for r in rows],
         [_nan0(r[f"{metric}_ci95"]) * s for r in rows],
     )
 
@@ -124,7 +125,13 @@ def _axis(ax, param: str, metric_label: str) -> None:
     ax.set_xlabel(PARAM_LABELS.get(param, param))
     ax.set_ylabel(metric_label)
     if param in LOG_PARAMS:
-        ax.set_xscale("log")
+        xs = [x for line in ax.get_lines() for x in np.asarray(line.get_xdata(), float).reshape(-1)
+              if line.get_transform() is not None and math.isfinite(x)]
+        positive = [x for x in xs if x > 0]
+        if positive and min(xs) <= 0:  # e.g. beta = 0 (accuracy only): symlog keeps the point on the axis
+            ax.set_xscale("symlog", linthresh=min(positive))
+        else:
+            ax.set_xscale("log")
     if param == "server_capacity":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
@@ -173,30 +180,77 @@ def _require_sweep(rows: list[dict]) -> str:
     return params[0]
 
 
+class FigureWriteError(RuntimeError):
+    """A figure could not be written (a full disk, an unwritable folder); the message names the file."""
+
+
 def _save(fig, path: str, bottom: float = 0.0) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    """Draw `fig` into `path` (through path.tmp, renamed when complete: a full disk leaves no half-written PNG);
+    FigureWriteError naming the file when it cannot be written."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
+        tmp = path + ".tmp"
+        try:
+            fig.savefig(tmp, dpi=130, format=os.path.splitext(path)[1][1:] or "png")
+            os.replace(tmp, path)
+        except OSError:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+    except OSError as err:
+        raise FigureWriteError(f"{path}: cannot write the figure ({err.strerror or err}); free space and rerun (the "
+                               "results are kept; --plots draws them again)") from None
+    finally:
+        plt.close(fig)
     return path
+
+
+NA_NOTE = "n/a: undefined (no task entered the system)"
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def _mark_na(ax, xs: Sequence[float], color: str = "black") -> None:
+    """An 'n/a' mark at the bottom of the axis at each swept value whose metric is undefined (never a silent gap)."""
+    for x in xs:
+        ax.plot([x], [0.0], transform=ax.get_xaxis_transform(), marker="x", ms=6, color=color, clip_on=False,
+                linestyle="none", zorder=6)
+        ax.annotate("n/a", (x, 0.0), xycoords=ax.get_xaxis_transform(), xytext=(0, 4), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=6, color=color)
+
+
+def _na_panel(ax, what: str = "at every point") -> None:
+    """Say so on a panel whose metric is undefined everywhere (instead of an empty panel)."""
+    ax.text(0.5, 0.5, f"n/a {what}:\nno task entered the system", transform=ax.transAxes, ha="center",
+            va="center", fontsize=9, color="0.3")
 
 
 def _policy_lines(axes, rows: Sequence[dict], metrics: Sequence[str]) -> bool:
     """One error-bar line per policy on each axis (metric i vs the swept value on axes[i]), in the policy's fixed
-    style; overloaded points get a hollow marker. Returns whether any point was overloaded."""
+    style; overloaded points get a hollow marker, undefined points an 'n/a' mark at the bottom, and a panel with no
+    defined point says so. Returns whether any point was overloaded."""
     any_over = False
+    drawn = [False] * len(axes)
     for policy in _unique(rows, "policy"):
         sub = sorted(_select(rows, policy=policy), key=lambda r: r["sweep_value"])
         style = policy_style(policy)
         over = [_overloaded(r) for r in sub]
         any_over |= any(over)
-        for ax, metric in zip(axes, metrics):
+        for i, (ax, metric) in enumerate(zip(axes, metrics)):
             x, y, e = _series(sub, metric)
+            _mark_na(ax, [xi for xi, yi in zip(x, y) if _missing(yi)], style["color"])
+            drawn[i] |= any(not _missing(yi) for yi in y)
             ax.errorbar(x, y, yerr=e, ms=4, capsize=2, label=label(policy), **style)
             hollow = [(xi, yi) for xi, yi, o in zip(x, y, over) if o]
             if hollow:
                 ax.plot(*zip(*hollow), linestyle="none", marker=style["marker"], ms=8, mfc="white",
                         mec=style["color"], mew=1.2, zorder=5)
+    for ax, ok in zip(axes, drawn):
+        if not ok:
+            _na_panel(ax)
     return any_over
 
 
@@ -309,7 +363,8 @@ def plot_delay_decomposition(rows: Sequence[dict], dataset: str, path: str, titl
 
 def _constant(rows: Sequence[dict], metrics: Sequence[str]) -> bool:
     """Whether every row has the same mean of each metric (a policy the swept parameter does not act on)."""
-    return len(rows) > 1 and all(math.isclose(r[f"{m}_mean"], rows[0][f"{m}_mean"], rel_tol=1e-9, abs_tol=1e-12)
+    return len(rows) > 1 and all(not _missing(r[f"{m}_mean"]) and not _missing(rows[0][f"{m}_mean"]) and
+                                 math.isclose(r[f"{m}_mean"], rows[0][f"{m}_mean"], rel_tol=1e-9, abs_tol=1e-12)
                                  for r in rows for m in metrics)
 
 
@@ -321,8 +376,14 @@ def plot_frontier(rows: Sequence[dict], dataset: str, path: str, title: str | No
     fig, ax = plt.subplots(figsize=(6.4, 5.2))
     symbol = {"beta": "β"}.get(param, param)
     curves = 0
+    undefined = []
     for policy in _unique(rows, "policy"):
         sub = sorted(_select(rows, policy=policy), key=lambda r: r["sweep_value"])
+        undefined += [f"{label(policy)} at {symbol} = {value_label(r['sweep_value'])}" for r in sub
+                      if _missing(r["accuracy_mean"]) or _missing(r["end_to_end_ms_mean"])]
+        sub = [r for r in sub if not (_missing(r["accuracy_mean"]) or _missing(r["end_to_end_ms_mean"]))]
+        if not sub:
+            continue
         style = policy_style(policy)
         if _constant(sub, ("accuracy", "end_to_end_ms")):
             r = sub[0]
@@ -343,6 +404,12 @@ def plot_frontier(rows: Sequence[dict], dataset: str, path: str, title: str | No
                             xytext=(dx, dy), textcoords="offset points", fontsize=7, color=style["color"],
                             arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
         curves += 1
+    if undefined:  # points with no defined accuracy or delay cannot be placed: listed, never silently missing
+        shown = "; ".join(undefined[:6]) + (f"; +{len(undefined) - 6} more" if len(undefined) > 6 else "")
+        ax.text(0.01, 0.01, f"n/a (no task entered): {shown}", transform=ax.transAxes, fontsize=6, color="0.3",
+                va="bottom", wrap=True)
+        if not curves and not ax.lines:
+            _na_panel(ax)
     ax.set_xlabel("End-to-end delay (ms/task; processing + communication + queuing)", fontsize=9)
     ax.set_ylabel("Accuracy (%)")
     ax.grid(True, alpha=0.3)
@@ -378,7 +445,8 @@ def plot_bars(rows: Sequence[dict], path: str, title: str | None = None, delay_s
                 match = _select(rows, dataset=d, policy=policy)
                 if len(match) != 1:
                     raise ValueError(f"bar plot needs exactly one row per (dataset, policy), got {len(match)} for {d}/{policy}")
-                ys.append(match[0][f"{metric}_mean"] * _scale(metric))
+                mean = match[0][f"{metric}_mean"]
+                ys.append(math.nan if _missing(mean) else mean * _scale(metric))
                 es.append(_nan0(match[0][f"{metric}_ci95"]) * _scale(metric))
             xs = [j + (i - (len(policies) - 1) / 2) * width for j in range(len(datasets))]
             values[metric] += [(xb, yb, yb + eb) for xb, yb, eb in zip(xs, ys, es)]
@@ -393,6 +461,12 @@ def plot_bars(rows: Sequence[dict], path: str, title: str | None = None, delay_s
         ax.set_xticklabels(datasets, fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
         ax.set_ylabel(name)
+        missing = [xb for xb, yb, _ in values[metric] if _missing(yb)]
+        _mark_na(ax, missing)
+        values[metric] = [v for v in values[metric] if not _missing(v[1])]
+        if not values[metric]:
+            _na_panel(ax, "for every policy")
+            continue
         if metric == "accuracy" or delay_scale == "linear":
             continue
         positive = [y for _, y, _ in values[metric] if y > 0]

@@ -145,7 +145,7 @@ def _nan_trace_dir(tmp_path):
     return out
 
 
-@pytest.mark.parametrize("case", ["provenance", "results_json", "nan_trace"])
+@pytest.mark.parametrize("case", ["provenance", "results_json", "nan_trace", "results_dir_file"])
 def test_make_figures_bad_input_is_one_line_and_writes_nothing(tmp_path, case):
     figures = tmp_path / "figures"
     args = ["--only=capacity", f"--results_dir={tmp_path / 'results'}", f"--figures_dir={figures}"]
@@ -159,6 +159,9 @@ def test_make_figures_bad_input_is_one_line_and_writes_nothing(tmp_path, case):
         (tmp_path / "results" / "capacity" / "results.json").write_text("{bad")
         args.append("--plot_only")
         needle = f"{tmp_path / 'results' / 'capacity' / 'results.json'}: unreadable sweep results"
+    elif case == "results_dir_file":  # blamed --out_dir, a flag make_figures does not have
+        (tmp_path / "results").write_text("a file")
+        needle = f"FATAL --results_dir={tmp_path / 'results'}: "
     else:  # a TraceError was a traceback
         args += [f"--traces_dir={_nan_trace_dir(tmp_path)}", "--episodes=2", "--horizon_ms=50", "--warmup_ms=10"]
         needle = "gsm8k.npz: field 'slm_step_success': contains NaN"
@@ -173,3 +176,4 @@ def test_make_figures_bad_input_is_one_line_and_writes_nothing(tmp_path, case):
         assert not figures.exists()
     if case == "nan_trace":
         assert not (tmp_path / "results").exists()
+    assert "--out_dir" not in proc.stderr

@@ -93,7 +93,8 @@ def test_results_json_is_rebuilt_when_nothing_is_left_to_do(traces_dir, tmp_path
     assert runner.calls == [] and (out / sweep.RESULTS_JSON).exists()
 
 
-@pytest.mark.parametrize("garbage,match", [("gsm8k,all_slm,bandwidth_bps,x,4", "not a number"),
+@pytest.mark.parametrize("garbage,match", [("gsm8k,all_slm,bandwidth_bps,x,4", r"row 1 \(gsm8k/all_slm\): column "
+                                                                             r"'sweep_value' is 'x', the sweep wrote"),
                                            (b"\xff\xfe\x00binary", "not a text CSV")])
 def test_corrupt_results_csv_is_named(traces_dir, tmp_path, garbage, match):
     out = tmp_path / "out"

@@ -132,3 +132,28 @@ def test_output_folder_problem_and_latest_meta(tmp_path):
     path, meta = ck.latest_meta(d)
     assert path.endswith("ppo/2") and meta["config"] == {"num_iterations": 4}
     assert ck.meta_diff({"seed": 2, "config": {"num_iterations": 4}}, meta) == ["seed: checkpoint has 1, expected 2"]
+
+
+def test_reports_of_reads_abandoned_by_a_damaged_step_are_dropped_others_kept(monkeypatch):
+    """A damaged newest step makes orbax abandon read coroutines; their garbage-collected failures used to print
+    about 100 'Exception ignored in: <coroutine ...>' / 'Event loop is closed' tracebacks after a fallback that
+    worked. The hook drops exactly those; any other unraisable exception still reaches Python's hook."""
+    import sys
+    import types
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_value))
+    ck._quiet_abandoned_reads()
+    namespace = {}
+    exec(compile("async def _read():\n    pass\n", "/site-packages/orbax/checkpoint/serialization.py", "exec"),
+         namespace)
+    orbax_read = namespace["_read"]()
+    report = lambda obj, exc: types.SimpleNamespace(object=obj, exc_value=exc, exc_type=type(exc),  # noqa: E731
+                                                    exc_traceback=None, err_msg=None)
+    sys.unraisablehook(report(orbax_read, Exception("Encountered error while reading array index")))
+    sys.unraisablehook(report(None, RuntimeError("Event loop is closed")))
+    other = ValueError("someone else's")
+    sys.unraisablehook(report(object(), other))
+    orbax_read.close()
+    assert seen == [other]
+    assert ck._short(ValueError("first line\n{ 'spec': ... }")) == "ValueError: first line"

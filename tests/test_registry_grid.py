@@ -124,7 +124,7 @@ def test_parse_grid_and_the_cartesian_product(traces_dir):
         (["beta="], {}, "--grid: beta: no values"),
         (["beta=1,x"], {}, "--grid: 'x' is not a number"),
         (["server_capacity=1,2.5", "beta=1,2"], {}, "--grid: server_capacity must be an integer"),
-        (["beta=-1,2", "snr_db=1,2"], {}, "--grid: beta must be > 0"),
+        (["beta=-1,2", "snr_db=1,2"], {}, "--grid: beta must be >= 0"),
         (["beta=1,1", "snr_db=1,2"], {}, "--grid: beta: duplicate values"),
         (["server_capacity=1,30", "beta=1,2"], {}, "--grid: server capacity M = 30 exceeds --max_users"),
         (["beta=1,2", "snr_db=1,2"], dict(sweep_param="bandwidth_bps"), "--grid: cannot be combined"),

@@ -45,8 +45,14 @@ def test_every_accepted_seed_has_its_own_episode_keys(traces_dir):
     assert spec_for(traces_dir, seed=C.SEED_LIMIT - 1).seed == 2**32 - 1
     keys = [np.asarray(episode_keys(2, s)) for s in (0, 1, 2**31, C.SEED_LIMIT - 1)]
     assert len({k.tobytes() for k in keys}) == len(keys)
-    # Just past the limit the keys repeat seed 0's: why the limit is there.
-    assert np.array_equal(np.asarray(episode_keys(2, C.SEED_LIMIT)), keys[0])
+    # Just past the limit the raw keys repeat seed 0's: why the limit is there, and why episode_keys refuses it.
+    import jax
+
+    from prada_jax.sim import SimParamsError
+
+    assert np.array_equal(np.asarray(jax.random.split(jax.random.PRNGKey(C.SEED_LIMIT), 2)), keys[0])
+    with pytest.raises(SimParamsError, match=r"seed: .*2\*\*32"):
+        episode_keys(2, C.SEED_LIMIT)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -157,6 +163,8 @@ def test_run_main_errors_are_one_fatal_line(tmp_path):
     script.write_text(_TINY_CLI)
     binary = tmp_path / "binary.cfg"
     binary.write_bytes(b"--episodes=2\n\xff\xfe\n")
+    twice = tmp_path / "twice.cfg"
+    twice.write_text("--cpu_devices=1\n# a comment\n--cpu_devices=2\n")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
 
@@ -170,6 +178,8 @@ def test_run_main_errors_are_one_fatal_line(tmp_path):
         ("--no_such_flag=1",): "FATAL Flags parsing error: Unknown command line flag 'no_such_flag'",
         ("--cpu_devices=two",): "FATAL Flags parsing error: flag --cpu_devices=two",
         (f"--flagfile={binary}",): f"FATAL Flags parsing error: --flagfile={binary}: not UTF-8 text",
+        (f"--flagfile={twice}",): f"FATAL Flags parsing error: --flagfile={twice} sets --cpu_devices twice (line 1: "
+                                  "--cpu_devices=1; line 3: --cpu_devices=2)",
     }
     for args, start in expected.items():
         proc = run(*args)
@@ -187,6 +197,27 @@ def test_run_main_errors_are_one_fatal_line(tmp_path):
     assert proc.returncode == 0 and "ran main" in proc.stdout
     warnings = [line for line in proc.stderr.splitlines() if "--cpu_devices" in line]
     assert len(warnings) == 1 and f"exceeds the {cores} cores" in warnings[0]
+
+
+def test_a_flag_set_twice_in_one_flagfile_names_both_lines(tmp_path):
+    from absl import flags
+
+    fv = flags.FlagValues()
+    flags.DEFINE_integer("episodes", 2, "", flag_values=fv)
+    flags.DEFINE_bool("plots", True, "", flag_values=fv)
+    flags.DEFINE_multi_string("grid", [], "", flag_values=fv)
+    inner = tmp_path / "inner.cfg"
+    inner.write_text("--plots\n--grid=beta=1,2\n--grid=snr_db=1,2\n// c\n--noplots\n")
+    outer = tmp_path / "outer.cfg"
+    outer.write_text(f"--episodes=3\n--flagfile={inner}\n")
+    assert cli_support.repeated_flagfile_flag([f"--flagfile={outer}"], fv) == (
+        f"--flagfile={inner} sets --plots twice (line 1: --plots; line 5: --noplots); set each flag once in a "
+        "flagfile (a flag on the command line after --flagfile overrides it)")
+    inner.write_text("--grid=beta=1,2\n--grid=snr_db=1,2\n")  # a repeatable flag may repeat
+    assert cli_support.repeated_flagfile_flag([f"--flagfile={outer}", "--episodes=5"], fv) is None
+    outer.write_text("--episodes=3\n\n --episodes=4\n")
+    assert "sets --episodes twice (line 1: --episodes=3; line 3: --episodes=4)" in \
+        cli_support.repeated_flagfile_flag(["prog", "--flagfile", str(outer)], fv)
 
 
 def test_sweep_flagfile_line_without_dashes_is_one_line_and_writes_nothing(tmp_path):
@@ -269,7 +300,8 @@ def test_dataset_path_that_reaches_an_existing_trace_is_refused(traces_dir):
         (dict(sweep_param="arrival_rate", sweep_values=[1.0, 1.0 + 1e-9]), "sweep_values", "same number in float32"),
         (dict(sweep_values=[1e6, 1e39]), "sweep_values", "overflows float32"),
         (dict(sweep_param="none", sweep_values=[], params={"flops_llm": 1e39}), "flops_llm", "overflows float32"),
-        (dict(sweep_param="none", sweep_values=[], params={"beta": 1e-50}), "beta", "0.0 in float32.*must be > 0"),
+        (dict(sweep_param="none", sweep_values=[], params={"flops_llm": 1e-50}), "flops_llm",
+         "0.0 in float32.*must be > 0"),
     ],
 )
 def test_values_the_simulator_cannot_tell_apart_or_hold_are_refused(traces_dir, override, flag, match):

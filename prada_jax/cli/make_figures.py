@@ -248,6 +248,9 @@ def main(argv):
     problem = data_paths.output_folder_problem(fig)
     if problem:
         raise app.UsageError(f"--figures_dir={fig}: {problem}")
+    problem = data_paths.output_folder_problem(FLAGS.results_dir, writable=False)
+    if problem:  # named here: each sweep's out_dir <results_dir>/<name> is no flag of this command
+        raise app.UsageError(f"--results_dir={FLAGS.results_dir}: {problem}")
     prov_path = os.path.join(fig, "provenance.json")
     provenance = read_provenance(prov_path)
     gathered = gather(names)  # every input read (and every sweep run) before anything is drawn
@@ -305,6 +308,8 @@ def main(argv):
                     title = title.format(**title_fields(config)) if title else None
                     made.append(plot(rows, "gsm8k", os.path.join(fig, filename), title=title, **options))
                     provenance[filename] = prov
+    except plots.FigureWriteError as err:  # a full disk: one line; provenance records what was drawn
+        raise app.UsageError(str(err)) from None
     finally:
         if made:  # only what was drawn is recorded; nothing drawn, nothing written
             with open(prov_path + ".tmp", "w", encoding="utf-8") as handle:

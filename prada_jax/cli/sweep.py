@@ -43,8 +43,11 @@ def main(argv):
     logging.info("Results: %s (%d rows)", store.csv_path, len(store.rows))
     print(sweep.summary_table(store.rows), end="", flush=True)
     if FLAGS.plots:
-        for path in plots.sweep_figures(store.rows, FLAGS.out_dir):
-            logging.info("Figure: %s", path)
+        try:
+            for path in plots.sweep_figures(store.rows, FLAGS.out_dir):
+                logging.info("Figure: %s", path)
+        except plots.FigureWriteError as err:
+            sys.exit(f"FATAL {err}")
 
 
 def run():

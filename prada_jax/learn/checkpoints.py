@@ -11,7 +11,10 @@ same orbax checkpoints); `data_paths.output_folder_problem` says why a path cann
 
 from __future__ import annotations
 
+import gc
+import inspect
 import os
+import sys
 from typing import Any
 
 import jax
@@ -115,6 +118,7 @@ def latest_meta(directory: str) -> tuple[str, dict] | None:
                 meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
             except Exception as exc:  # noqa: BLE001 - a damaged step: restore falls back to an older one too
                 problems.append(f"{step}: {type(exc).__name__}")
+                _quiet_abandoned_reads()
                 continue
             return os.path.join(path, str(step)), dict(meta)
     if steps:
@@ -136,6 +140,40 @@ def meta_diff(expected: dict, found: dict, prefix: str = "") -> list[str]:
 
 class _Damaged(Exception):
     """A step whose files cannot be read back (deleted or truncated data): try an older one."""
+
+
+def _short(exc: BaseException, limit: int = 240) -> str:
+    """`Type: first line` of an exception (orbax / TensorStore errors carry a whole JSON spec on later lines)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}"
+
+
+def _abandoned_read(unraisable) -> bool:
+    """Whether an unraisable exception is the report of a read orbax abandoned when a damaged step failed: its
+    pending read coroutines are garbage-collected later ('Exception ignored in: <coroutine ...>', or 'RuntimeError:
+    Event loop is closed' once orbax's loop is gone), each with a traceback, though the fallback worked."""
+    obj, exc = unraisable.object, unraisable.exc_value
+    if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+        return True
+    code = getattr(obj, "cr_code", None) if inspect.iscoroutine(obj) else None
+    filename = getattr(code, "co_filename", "") or ""
+    return "orbax" in filename or "tensorstore" in filename
+
+
+def _quiet_abandoned_reads() -> None:
+    """From the first damaged step on, drop the reports `_abandoned_read` recognises (the warning that names the
+    damaged step has said what happened); every other unraisable exception still goes to Python's hook."""
+    if getattr(sys.unraisablehook, "_prada_quiet", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not _abandoned_read(unraisable):
+            previous(unraisable)
+
+    hook._prada_quiet = True
+    sys.unraisablehook = hook
 
 
 def restore(directory: str, like: Any, expected_meta: dict | None = None, step: int | None = None):
@@ -166,6 +204,8 @@ def restore(directory: str, like: Any, expected_meta: dict | None = None, step: 
                 result = _restore_step(mngr, path, candidate, like, expected_meta)
             except _Damaged as exc:
                 problems.append(str(exc))
+                _quiet_abandoned_reads()
+                gc.collect()  # the failed step's abandoned reads are reported (and dropped) now, not mid-training
                 logging.warning("%s; falling back to an older checkpoint step", exc)
                 continue
             return result
@@ -177,7 +217,7 @@ def _restore_step(mngr, path: str, step: int, like: Any, expected_meta: dict | N
     try:
         meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as exc:  # noqa: BLE001 - unreadable metadata: a damaged step
-        raise _Damaged(f"{step_path}: metadata unreadable ({type(exc).__name__}: {exc})") from exc
+        raise _Damaged(f"{step_path}: metadata unreadable ({_short(exc)})") from exc
     if expected_meta is not None:
         diffs = meta_diff(expected_meta, {k: meta.get(k, "<missing>") for k in expected_meta})
         if diffs:
@@ -186,7 +226,7 @@ def _restore_step(mngr, path: str, step: int, like: Any, expected_meta: dict | N
     try:
         stored = mngr.item_metadata(step)["state"]
     except Exception as exc:  # noqa: BLE001
-        raise _Damaged(f"{step_path}: state metadata unreadable ({type(exc).__name__}: {exc})") from exc
+        raise _Damaged(f"{step_path}: state metadata unreadable ({_short(exc)})") from exc
     diffs = _structure_diff(abstract, dict(stored) if stored is not None else {})
     if diffs:
         shown = "; ".join(diffs[:5]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 5 else "")
@@ -196,5 +236,5 @@ def _restore_step(mngr, path: str, step: int, like: Any, expected_meta: dict | N
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{step_path}: stored state does not match the expected structure ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - missing or truncated data files
-        raise _Damaged(f"{step_path}: state data unreadable ({type(exc).__name__}: {exc})") from exc
+        raise _Damaged(f"{step_path}: state data unreadable ({_short(exc)})") from exc
     return state, meta

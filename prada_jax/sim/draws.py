@@ -30,6 +30,39 @@ class SlotDraws:
 ARRIVAL_TAIL_TOLERANCE = 1e-9
 
 
+# The largest A_max a simulation may draw per slot and episode. Each slot draws A_max arrival records per episode
+# (and the inverse CDF over A_max + 1 counts), so A_max sets memory and time; a rate that needs more is absurd for
+# this simulator (every slot admits at most max_users arrivals; nearly every task would be dropped).
+MAX_ARRIVALS_LIMIT = 4096
+
+
+def arrival_rate_problem(rate, max_users: int | None = None) -> str | None:
+    """Why arrival rate(s) `rate` (Poisson tasks per slot) cannot be simulated (one line, with the value), or None:
+    not finite, negative, or so large that its Poisson cap A_max would exceed MAX_ARRIVALS_LIMIT draws per slot."""
+    rate = np.asarray(rate, np.float64).reshape(-1)
+    if rate.size == 0:
+        return None
+    if not np.all(np.isfinite(rate)) or np.any(rate < 0):
+        return f"must be finite and >= 0, got {rate[~np.isfinite(rate) | (rate < 0)][0]:g}"
+    top = float(rate.max())
+    # A_max >= rate; the check below runs scipy only for rates that can still fit (1e30 breaks its search).
+    if top > MAX_ARRIVALS_LIMIT or required_max_arrivals(top) > MAX_ARRIVALS_LIMIT:
+        users = f"; at most max_users={max_users} user slots take arrivals, so" if max_users else "; "
+        return (f"{top:g} tasks per slot is absurd: its Poisson cap A_max (P(more arrivals in a slot) <= "
+                f"{ARRIVAL_TAIL_TOLERANCE:g}) exceeds {MAX_ARRIVALS_LIMIT} draws per slot and episode{users} nearly "
+                "every task would be dropped; use a rate below the service capacity")
+    return None
+
+
+def check_arrival_rate(rate, max_users: int | None = None) -> None:
+    """SimParamsError naming SimParams.arrival_rate when `arrival_rate_problem` finds one."""
+    problem = arrival_rate_problem(rate, max_users)
+    if problem:
+        from prada_jax.sim.params import SimParamsError
+
+        raise SimParamsError(f"SimParams.arrival_rate {problem}")
+
+
 def required_max_arrivals(rate, tolerance: float = ARRIVAL_TAIL_TOLERANCE) -> int:
     """Smallest A_max with P(Poisson(rate) > A_max) <= tolerance (float64, scipy), for the largest rate given."""
     from scipy.stats import poisson
@@ -37,6 +70,9 @@ def required_max_arrivals(rate, tolerance: float = ARRIVAL_TAIL_TOLERANCE) -> in
     rate = float(np.max(np.asarray(rate, np.float64)))
     if not np.isfinite(rate) or rate < 0:
         raise ValueError(f"arrival rate must be finite and >= 0, got {rate}")
+    if rate > 16 * MAX_ARRIVALS_LIMIT:
+        raise ValueError(f"arrival rate {rate:g} per slot is beyond any A_max this simulator draws "
+                         f"(limit {MAX_ARRIVALS_LIMIT}; see arrival_rate_problem)")
     a = max(int(rate), 1)
     while poisson.sf(a, rate) > tolerance:
         a += 1

@@ -10,6 +10,7 @@ import dataclasses
 import itertools
 from typing import Mapping, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
@@ -114,12 +115,81 @@ def make_params(
     edge_overhead_s=_DEFAULT_HW["edge_overhead_s"],
     edge_bytes_per_param=_DEFAULT_HW["edge_bytes_per_param"],
 ) -> SimParams:
-    """Build `SimParams` with the right dtypes (defaults from constants.py). Leaves may be scalars or [G]."""
+    """Build `SimParams` with the right dtypes (defaults from constants.py). Leaves may be scalars or [G].
+
+    Concrete values are checked first (`check_leaf`: the registry's rule per parameter, the same the CLI applies):
+    a value that is not a number, a non-integer server_capacity (never truncated), a non-finite or out-of-range
+    value, or one float32 cannot hold raises SimParamsError naming the parameter. Traced values (inside jit) are
+    taken as they are."""
     values = dict(locals())
+    for name in PARAM_FIELDS:
+        if not isinstance(values[name], jax.core.Tracer):
+            values[name] = check_leaf(name, values[name])
     out = {name: jnp.asarray(values[name], jnp.float32) for name in _FLOAT_FIELDS}
-    out["server_capacity"] = jnp.asarray(server_capacity, jnp.int32)
-    out["prefix_cache"] = jnp.asarray(prefix_cache, bool)
+    out["server_capacity"] = jnp.asarray(values["server_capacity"], jnp.int32)
+    out["prefix_cache"] = jnp.asarray(values["prefix_cache"], bool)
     return SimParams(**out)
+
+
+def _shown(value, limit: int = 60) -> str:
+    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_leaf(name: str, value) -> np.ndarray:
+    """The value(s) of SimParams leaf `name` (a scalar or a 1-D grid [G]) as a checked NumPy array, or
+    SimParamsError naming the parameter and the value.
+
+    One rule per parameter, the registry's (prada_jax.sim.registry: the check the CLI's flag of the same name
+    runs): numbers only (no strings, no bools for numbers), integers that are integers (server_capacity=2.7 is
+    refused, not truncated), finite, the registered range; and the value as the simulator holds it (float32,
+    int32) must still pass (1e-50 is 0.0 in float32, 1e39 is inf)."""
+    from prada_jax.sim import registry
+
+    where = f"SimParams.{name}"
+    try:
+        arr = np.asarray(value)
+    except Exception as err:  # noqa: BLE001 - ragged lists, objects numpy cannot hold
+        raise SimParamsError(f"{where} must be a number or a 1-D list of numbers, got {_shown(value)} ({err})") from None
+    if arr.ndim > 1:
+        raise SimParamsError(f"{where} must be a scalar or a 1-D grid [G], got shape {arr.shape}")
+    if arr.size == 0:
+        raise SimParamsError(f"{where} is empty: give at least one value")
+    if name == "prefix_cache":
+        if arr.dtype == bool:
+            return arr
+        if np.issubdtype(arr.dtype, np.number) and np.all((arr == 0) | (arr == 1)):
+            return arr.astype(bool)
+        raise SimParamsError(f"{where} must be True or False, got {_shown(value)}")
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise SimParamsError(f"{where} must be a number (or a 1-D list of numbers), got {_shown(value)}")
+    param = registry.PARAMS.get(name)
+    if param is None:
+        return arr
+    if param.kind is int:
+        with np.errstate(invalid="ignore"):
+            integral = np.isfinite(arr) & (arr == np.round(arr)) if np.issubdtype(arr.dtype, np.floating) else True
+        if not np.all(integral):
+            bad = arr.reshape(-1)[np.argmin(np.reshape(integral, -1))]
+            raise SimParamsError(f"{where} must be an integer, got {_shown(bad.item())} (never truncated)")
+        if np.any((arr < -2**31) | (arr >= 2**31)):
+            raise SimParamsError(f"{where} overflows int32, the simulator's dtype; got {_shown(value)}")
+        held = arr.astype(np.int64)
+    else:
+        with np.errstate(over="ignore", under="ignore"):
+            held = arr.astype(np.float32)
+        for raw, small in zip(np.reshape(arr, -1), np.reshape(held, -1)):
+            if np.isfinite(raw) and not np.isfinite(small):
+                raise SimParamsError(f"{where}={raw.item()!r} overflows float32, the simulator's dtype")
+    for v in np.unique(held.reshape(-1)):
+        try:
+            param.validate(v.item())
+        except (TypeError, ValueError) as err:
+            problem = str(err)
+            problem = problem[len(name) + 1:] if problem.startswith(name + " ") else problem
+            raise SimParamsError(f"{where} {problem}" + ("" if np.isin(v, arr) else
+                                 f" (in float32, the simulator's dtype; given {_shown(value)})")) from None
+    return arr
 
 
 def param_grid(base: SimParams | None = None, **axes: Sequence) -> SimParams:
@@ -129,11 +199,20 @@ def param_grid(base: SimParams | None = None, **axes: Sequence) -> SimParams:
     from `base` (defaults if None).
     """
     base = make_params() if base is None else base
+    if not isinstance(base, SimParams):
+        raise SimParamsError(f"param_grid: base must be SimParams (make_params(...)), got {type(base).__name__}")
+    if np.ndim(base.bandwidth_bps) != 0:
+        raise SimParamsError("param_grid: base must hold scalar leaves (one point), not a grid")
     unknown = set(axes) - set(PARAM_FIELDS)
     if unknown:
         raise SimParamsError(f"unknown SimParams fields {sorted(unknown)}; known: {PARAM_FIELDS}")
     names = list(axes)
-    combos = list(itertools.product(*[list(np.asarray(axes[n]).reshape(-1)) for n in names])) or [()]
+    checked = {}
+    for n in names:
+        if isinstance(axes[n], (str, bytes)) or np.ndim(axes[n]) != 1:
+            raise SimParamsError(f"param_grid: {n} must be a 1-D list of values, got {_shown(axes[n])}")
+        checked[n] = check_leaf(n, axes[n])
+    combos = list(itertools.product(*[list(checked[n].reshape(-1)) for n in names])) or [()]
     columns = {}
     for name in PARAM_FIELDS:
         if name in axes:
@@ -184,7 +263,7 @@ class SimConfig:
         ints += tuple(name for name in ("max_arrivals_per_slot", "max_candidates") if getattr(self, name) is not None)
         for name in ints:
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise SimParamsError(f"SimConfig.{name} must be a positive integer, got {value!r}")
         if not isinstance(self.warmup_slots, (int, np.integer)) or not 0 <= self.warmup_slots < self.num_slots:
             raise SimParamsError(
@@ -198,8 +277,9 @@ class SimConfig:
             raise SimParamsError(f"SimConfig.scheduler {self.scheduler!r} is not one of {sorted(SCHEDULERS)}")
         if not isinstance(self.price_segment_halvings, (int, np.integer)) or self.price_segment_halvings < 0:
             raise SimParamsError(f"SimConfig.price_segment_halvings must be an integer >= 0, got {self.price_segment_halvings!r}")
-        if not self.slot_seconds > 0:
-            raise SimParamsError(f"SimConfig.slot_seconds must be > 0, got {self.slot_seconds}")
+        if (isinstance(self.slot_seconds, bool) or not isinstance(self.slot_seconds, (int, float, np.integer, np.floating))
+                or not (np.isfinite(self.slot_seconds) and self.slot_seconds > 0)):
+            raise SimParamsError(f"SimConfig.slot_seconds must be a finite number > 0 (seconds), got {self.slot_seconds!r}")
         from prada_jax.sim.latency_models import LATENCY_MODELS  # the registry
 
         if self.latency_model not in LATENCY_MODELS:
@@ -209,42 +289,32 @@ class SimConfig:
 
 
 def validate_params(params: SimParams, config: SimConfig) -> SimParams:
-    """Check concrete parameter values (scalar or grid); raise SimParamsError with a clear message."""
+    """Check concrete parameter values (scalar or grid) against the registry's rules (`check_leaf`, the CLI's
+    checks) and `config`; raise SimParamsError naming the parameter and the value."""
+    if not isinstance(params, SimParams):
+        raise SimParamsError(f"params must be SimParams (make_params / param_grid), got {type(params).__name__}")
+    if not isinstance(config, SimConfig):
+        raise SimParamsError(f"config must be a SimConfig, got {type(config).__name__}")
+
     def arr(name):
         return np.asarray(getattr(params, name))
 
-    checks = [
-        ("bandwidth_bps", lambda v: np.all(v > 0) & np.all(np.isfinite(v)), "must be finite and > 0 bit/s"),
-        ("arrival_rate", lambda v: np.all(v >= 0) & np.all(np.isfinite(v)), "must be finite and >= 0 per slot"),
-        ("beta", lambda v: np.all(v >= 0) & np.all(np.isfinite(v)), "must be finite and >= 0"),
-        ("flops_slm", lambda v: np.all(v > 0), "must be > 0 FLOP/s"),
-        ("flops_llm", lambda v: np.all(v > 0), "must be > 0 FLOP/s"),
-        ("snr_db", lambda v: np.all(np.isfinite(v)), "must be finite"),
-        ("snr_threshold_db", lambda v: np.all(np.isfinite(v)), "must be finite"),
-        ("path_loss_exponent", lambda v: np.all(v >= 0) & np.all(np.isfinite(v)), "must be finite and >= 0"),
-    ]
-    positive = lambda v: np.all(v > 0) & np.all(np.isfinite(v))
-    for side in ("server", "edge"):
-        checks += [(f"{side}_{name}", positive, "must be finite and > 0") for name in HARDWARE_FIELDS if name != "overhead_s"]
-        checks.append((f"{side}_overhead_s", lambda v: np.all(v >= 0) & np.all(np.isfinite(v)),
-                       "must be finite and >= 0 s"))
-    for name, ok, what in checks:
-        value = arr(name)
-        if not ok(value):
-            raise SimParamsError(f"SimParams.{name} {what}; got {value}")
+    for name in PARAM_FIELDS:
+        if isinstance(getattr(params, name), jax.core.Tracer):
+            raise SimParamsError(f"SimParams.{name} is traced: validate_params needs concrete values")
+        check_leaf(name, arr(name))
+    shapes = {np.shape(arr(n)) for n in PARAM_FIELDS}
+    if len(shapes) != 1 or len(next(iter(shapes))) > 1:
+        raise SimParamsError(f"SimParams leaves must all be scalars or all [G]; got shapes {shapes}")
     m = arr("server_capacity")
-    if np.any(m < 1):
-        raise SimParamsError(f"SimParams.server_capacity (M) must be >= 1; got {m}")
     if np.any(m > config.max_servers):
         raise SimParamsError(
             f"SimParams.server_capacity (M) = {m} exceeds SimConfig.max_servers = {config.max_servers}; "
             "raise max_servers"
         )
-    shapes = {np.shape(arr(n)) for n in PARAM_FIELDS}
-    if len(shapes) != 1 or len(next(iter(shapes))) > 1:
-        raise SimParamsError(f"SimParams leaves must all be scalars or all [G]; got shapes {shapes}")
-    from prada_jax.sim.draws import ARRIVAL_TAIL_TOLERANCE, arrival_tail_mass, required_max_arrivals
+    from prada_jax.sim.draws import ARRIVAL_TAIL_TOLERANCE, arrival_tail_mass, check_arrival_rate, required_max_arrivals
 
+    check_arrival_rate(arr("arrival_rate"), config.max_users)
     if config.max_arrivals_per_slot is not None:
         tail = arrival_tail_mass(arr("arrival_rate"), config.max_arrivals_per_slot)
         if tail > ARRIVAL_TAIL_TOLERANCE:

@@ -29,6 +29,22 @@ class PolicyTable:
         return costs.value_gap(self.advantage, self.nominate_prob)
 
 
+def _fraction(name: str, value) -> float:
+    """`value` as a float in [0, 1], or SimParamsError naming the argument (the CLI's --router_llm_fraction /
+    --rsd_threshold rule)."""
+    import math
+
+    from prada_jax.sim.params import SimParamsError
+
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SimParamsError(f"{name} must be a number in [0, 1], got {value!r}") from None
+    if isinstance(value, bool) or not (math.isfinite(number) and 0.0 <= number <= 1.0):
+        raise SimParamsError(f"{name} must lie in [0, 1], got {value!r}")
+    return number
+
+
 def _mask(trace):
     k = jnp.asarray(trace.slm_step_tokens).shape[1]
     return jnp.arange(k)[None, :] < jnp.asarray(trace.num_steps)[:, None]
@@ -80,6 +96,7 @@ def random_table(trace, prob=0.5, base: PolicyTable | None = None, flops_llm=C.F
 
     The Stage 2 value gap is kept from `base` (e.g. the learned table), or the PRM gain if None.
     """
+    prob = _fraction("random_table: prob", prob)
     gap = prm_gain(trace) if base is None else base.value_gap()
     secs = reference_server_seconds(trace, flops_llm) if base is None else base.server_seconds
     return table_from_value_gap(jnp.where(_mask(trace), prob, 0.0), gap, secs)
@@ -90,6 +107,7 @@ def prm_threshold_table(trace, threshold, flops_llm=C.FLOPS_LLM) -> PolicyTable:
 
     nominate_prob is 1 - eps where the PRM rejects, eps elsewhere (>= 0.5 means 'reject' for scheduler rsd).
     """
+    threshold = _fraction("prm_threshold_table: threshold", threshold)
     mask = _mask(trace)
     reject = mask & (jnp.asarray(trace.prm_after_slm) < threshold)
     nom = jnp.where(reject, 1.0 - DETERMINISTIC_EPS, jnp.where(mask, DETERMINISTIC_EPS, 0.0))
@@ -99,6 +117,7 @@ def prm_threshold_table(trace, threshold, flops_llm=C.FLOPS_LLM) -> PolicyTable:
 def router_table(trace, llm_fraction=0.5, flops_llm=C.FLOPS_LLM) -> PolicyTable:
     """Task-level router (RouteLLM-style): the `llm_fraction` of problems with the largest mean PRM gain of
     the LLM over the SLM run every step on the LLM, the rest every step on the SLM."""
+    llm_fraction = _fraction("router_table: llm_fraction", llm_fraction)
     mask = _mask(trace)
     gain = prm_gain(trace)
     score = jnp.sum(gain, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1)
@@ -116,12 +135,39 @@ def nominated(table: PolicyTable, problem, step, uniform, sampling: bool):
     return (uniform < prob) if sampling else (prob > 0.5)
 
 
-def check_table(table: PolicyTable, num_problems: int, max_steps: int) -> None:
-    """Raise ValueError unless every field is [N, K] and nominate_prob lies in [0, 1]."""
+def check_table(table: PolicyTable, num_problems: int, max_steps: int, step_mask=None) -> None:
+    """SimParamsError (a ValueError) naming the field unless the table is what a policy-table file must hold
+    (prada_jax.learn.tables.load_table): every field [N, K] of real floats, finite in float32, nominate_prob in
+    [0, 1]; with `step_mask` [N, K] also server_seconds > 0 on every real step and every field 0 on padding."""
+    import numpy as np
+
+    from prada_jax.sim.params import SimParamsError
+
+    if not isinstance(table, PolicyTable):
+        raise SimParamsError(f"table must be a PolicyTable, got {type(table).__name__}")
+    arrays = {}
     for name in ("nominate_prob", "advantage", "server_seconds"):
-        shape = tuple(getattr(table, name).shape)
-        if shape != (num_problems, max_steps):
-            raise ValueError(f"PolicyTable.{name} has shape {shape}, expected {(num_problems, max_steps)}")
-    p = jax.device_get(table.nominate_prob)
-    if not ((p >= 0) & (p <= 1)).all():
-        raise ValueError("PolicyTable.nominate_prob must lie in [0, 1]")
+        a = np.asarray(jax.device_get(getattr(table, name)))
+        if tuple(a.shape) != (num_problems, max_steps):
+            raise SimParamsError(f"PolicyTable.{name} has shape {tuple(a.shape)}, expected {(num_problems, max_steps)}")
+        if not np.issubdtype(a.dtype, np.floating):
+            raise SimParamsError(f"PolicyTable.{name} must hold real floating-point values, got dtype {a.dtype}")
+        with np.errstate(over="ignore"):
+            held = a.astype(np.float32)
+        bad = ~np.isfinite(held)
+        if bad.any():
+            raise SimParamsError(f"PolicyTable.{name} has {int(bad.sum())} non-finite values (in float32) of "
+                                 f"{a.size}; first at (problem, step) {tuple(int(i) for i in np.argwhere(bad)[0])}")
+        arrays[name] = held
+    p = arrays["nominate_prob"]
+    if np.any((p < 0) | (p > 1)):
+        raise SimParamsError(f"PolicyTable.nominate_prob must lie in [0, 1], got range [{p.min():g}, {p.max():g}]")
+    if step_mask is not None:
+        mask = np.asarray(jax.device_get(step_mask), bool)
+        secs = arrays["server_seconds"]
+        if np.any(secs[mask] <= 0):
+            raise SimParamsError(f"PolicyTable.server_seconds must be > 0 on every real step "
+                                 f"({int(np.sum(secs[mask] <= 0))} are not)")
+        for name, a in arrays.items():
+            if np.any(a[~mask] != 0):
+                raise SimParamsError(f"PolicyTable.{name} must be 0 on padding steps (beyond the trace's num_steps)")

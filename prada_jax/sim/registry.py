@@ -260,9 +260,9 @@ register_param("server_capacity", int, C.DEFAULT_SERVER_CAPACITY, "Server parall
                unit="requests", check=at_least_one, label="Server parallel capacity M")
 register_param("arrival_rate", float, C.DEFAULT_ARRIVAL_RATE,
                "Poisson arrivals per ms (lambda; the sweep passes lambda x --slot_ms per slot to SimParams).",
-               unit="tasks/ms", check=positive, label=r"Arrival rate $\lambda$ (tasks per ms)")
+               unit="tasks/ms", check=non_negative, label=r"Arrival rate $\lambda$ (tasks per ms)")
 register_param("beta", float, C.DEFAULT_BETA, "Trade-off weight beta (PRM units per second).", unit="1/s",
-               check=positive, label=r"Stage-2 trade-off weight $\beta$ (1/s)", log_scale=True)
+               check=non_negative, label=r"Stage-2 trade-off weight $\beta$ (1/s)", log_scale=True)
 register_param("snr_db", float, C.DEFAULT_SNR_DB, "Mean SNR (dB) at the median user distance.", unit="dB",
                label="Mean SNR (dB)")
 register_param("snr_threshold_db", float, C.DEFAULT_SNR_THRESHOLD_DB, "gamma_th (dB): no upload below it.",

@@ -16,7 +16,7 @@ from flax import struct
 from prada_jax.sim.draws import slot_draws
 from prada_jax.sim.schedulers import get as get_scheduler
 from prada_jax.sim.metrics import EpisodeMetrics, finalize
-from prada_jax.sim.params import SimConfig, SimParams, resolve_config, validate_params
+from prada_jax.sim.params import SimConfig, SimParams, SimParamsError, resolve_config, validate_params
 from prada_jax.sim.policies import PolicyTable, check_table
 from prada_jax.sim.state import FREE, LOCAL, QUEUED, SERVE, UPLOAD, SimState, Totals, init_state
 from prada_jax.sim.step import step_slot
@@ -195,11 +195,24 @@ def _simulate_pairs(packed, table, params, config, keys, stop_on_overflow=False)
     return _batched_rollout(packed, table, params, config, keys, False, stop_on_overflow)
 
 
+def check_inputs(packed, table, params, config) -> SimConfig:
+    """Every check an entry point runs before any work (params against the registry's rules and `config`, the
+    table, step times float32 can add up); SimParamsError naming the parameter otherwise. Returns the config with
+    max_arrivals_per_slot resolved (see resolve_config). Other entry points into the slot step (an environment
+    API) call this too, so that every door is as strict as the CLI."""
+    return _check(packed, table, params, config)
+
+
 def _check(packed, table, params, config) -> SimConfig:
     """Validate everything; return the config with max_arrivals_per_slot resolved (see resolve_config)."""
+    validate_params(params, config)  # before resolve_config: an absurd arrival rate is named, not sent to scipy
     config = resolve_config(params, config)
-    validate_params(params, config)
-    check_table(table, packed.slm_step_tokens.shape[0], packed.slm_step_tokens.shape[1])
+    check_table(table, packed.slm_step_tokens.shape[0], packed.slm_step_tokens.shape[1], packed.step_mask)
+    from prada_jax.sim.resources import step_time_problem
+
+    problem = step_time_problem(packed, params, config)
+    if problem:
+        raise SimParamsError(problem)
     return config
 
 
@@ -271,14 +284,39 @@ def exact_cap(run_first, run_pairs, config: SimConfig):
     return metrics
 
 
+def check_episodes_and_seed(episodes, seed) -> tuple[int, int]:
+    """(episodes, seed) as ints, or SimParamsError naming the argument: episodes an integer >= 1, seed an integer
+    in [0, 2**32) (jax.random.PRNGKey keeps 32 bits: 2**32 would give the episodes of seed 0); never truncated."""
+    from prada_jax import constants as C
+
+    def as_int(name, value):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise SimParamsError(f"{name} must be an integer, got {value!r}")
+        return int(value)
+
+    episodes, seed = as_int("episodes", episodes), as_int("seed", seed)
+    if episodes < 1:
+        raise SimParamsError(f"episodes must be >= 1, got {episodes}")
+    if C.seed_problem(seed):
+        raise SimParamsError(f"seed: {C.seed_problem(seed)}")
+    return episodes, seed
+
+
+def _check_single(params: SimParams) -> None:
+    if not isinstance(params, SimParams) or jnp.ndim(params.bandwidth_bps) != 0:
+        raise SimParamsError("simulate needs scalar params (one point, make_params); use simulate_grid for a grid")
+
+
 def simulate(packed, table: PolicyTable, params: SimParams, config: SimConfig, key) -> EpisodeMetrics:
     """One episode with scalar params; `key` is the episode key (draws of slot t use fold_in(key, t))."""
+    _check_single(params)
     config = _check(packed, table, params, config)
     return _one_episode(lambda cfg, stop: _simulate(packed, table, params, cfg, key, stop), config)
 
 
 def simulate_recorded(packed, table: PolicyTable, params: SimParams, config: SimConfig, key):
     """One episode plus a SlotRecord per slot (leaves [T]); for invariant tests and debugging."""
+    _check_single(params)
     config = _check(packed, table, params, config)
     for cap in candidate_ladder(config):
         out = _simulate_recorded(packed, table, params, with_cap(config, cap), key)
@@ -299,6 +337,7 @@ def _one_episode(run, config: SimConfig) -> EpisodeMetrics:
 
 def episode_keys(episodes: int, seed: int):
     """Episode keys of simulate_grid: the same E keys at every grid point (common random numbers)."""
+    episodes, seed = check_episodes_and_seed(episodes, seed)
     return jax.random.split(jax.random.PRNGKey(seed), episodes)
 
 
@@ -311,9 +350,16 @@ def simulate_grid(packed, table: PolicyTable, params_grid: SimParams, config: Si
     (prada_jax.sharding; the same numbers, since each episode runs on one device with its own key).
     With SimConfig.max_candidates=None (the default) the cap is exact: `exact_cap` runs every episode at a small
     cap and re-runs only those that overflowed it at the next size."""
+    episodes, seed = check_episodes_and_seed(episodes, seed)
+    if not isinstance(params_grid, SimParams) or jnp.ndim(params_grid.bandwidth_bps) != 1:
+        raise SimParamsError("simulate_grid needs params with a leading grid axis [G]; use param_grid/stack_params")
     config = _check(packed, table, params_grid, config)
-    if jnp.ndim(params_grid.bandwidth_bps) != 1:
-        raise ValueError("simulate_grid needs params with a leading grid axis [G]; use param_grid/stack_params")
+    from prada_jax.sim.resources import memory_problem
+
+    problem = memory_problem(config.max_users, packed.slm_step_tokens.shape[1], config.max_arrivals_per_slot,
+                             params_grid.bandwidth_bps.shape[0], episodes)
+    if problem:
+        raise SimParamsError(f"simulate_grid: episodes={episodes} {problem}; use fewer episodes or grid points")
     from prada_jax import sharding  # sharding builds on this module
 
     keys = episode_keys(episodes, seed)

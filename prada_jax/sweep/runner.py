@@ -286,11 +286,54 @@ def validate_inputs(spec: SweepSpec) -> None:
     learned = any(registry.get_policy(p).learned for p in spec.policies)
     for dataset in spec.datasets:
         trace = traces.load_trace(spec.trace_path(dataset))
+        check_point_memory(spec, trace.max_steps)
+        check_step_times(spec, trace)
         if trace.dataset != dataset:  # allowed (a renamed or custom trace), but never silent
             logging.warning("%s: its metadata names dataset %r, not %r; results are labelled %r",
                             spec.trace_path(dataset), trace.dataset, dataset, dataset)
         if learned and os.path.exists(learned_table_paths(spec.ckpt_dir, dataset, spec.latency_model)[0]):
             learned_table(spec, dataset, trace)
+
+
+def _flag_of(spec: SweepSpec, name: str) -> str:
+    """The flag that sets system parameter `name` in this sweep: its own, or the one that sweeps it."""
+    if name not in spec.swept_params:
+        return name
+    return "grid" if spec.sweep_param == GRID else "sweep_values"
+
+
+def check_step_times(spec: SweepSpec, trace) -> None:
+    """SweepConfigError naming the flag (--flops_llm, ...) when a step of `trace` would take longer than float32
+    can add up over an episode (prada_jax.sim.resources.step_time_problem); run before anything is written."""
+    from prada_jax import traces
+    from prada_jax.sim.resources import step_time_problem
+    from prada_jax.sweep.spec import SweepConfigError
+
+    problem = step_time_problem(traces.pack_traces(trace), params_grid(spec), sim_config(spec, "prada"))
+    if problem:
+        names = [n for n in registry.PARAMS if f"SimParams.{n}=" in problem]
+        flag = _flag_of(spec, names[0]) if names else "latency_model"
+        raise SweepConfigError(flag, problem)
+
+
+def check_point_memory(spec: SweepSpec, max_steps: int) -> None:
+    """SweepConfigError naming --episodes (or the arrival-rate flag, when the Poisson cap dominates) when one point
+    of the sweep (all grid points x --episodes in one simulate_grid call) cannot fit into the available memory
+    (prada_jax.sim.resources); run before anything is written."""
+    from prada_jax.sim import resources
+    from prada_jax.sim.draws import required_max_arrivals
+    from prada_jax.sweep.spec import SweepConfigError
+
+    rates = [spec.arrival_rate_per_slot(g["arrival_rate"]) for g in spec.grid()]
+    a_max = required_max_arrivals(max(rates))
+    problem = resources.memory_problem(spec.max_users, max_steps, a_max, spec.grid_size, spec.episodes)
+    if problem:
+        state = resources.state_bytes(spec.max_users, max_steps) * (1.0 + resources.TEMP_FACTOR)
+        flag = "episodes"
+        if resources.ARRIVAL_BYTES * (a_max + 1) > state:
+            flag = _flag_of(spec, "arrival_rate")
+        raise SweepConfigError(flag, f"one point (--episodes={spec.episodes} x {spec.grid_size} grid values) {problem}; "
+                                     "use fewer --episodes, a smaller grid or fewer --max_users")
 
 
 def train_missing_tables(spec: SweepSpec) -> None:

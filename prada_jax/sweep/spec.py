@@ -411,6 +411,15 @@ def make_spec(
             check_simulator_values(name, axis_values, "grid", slot_ms)
     elif sweep_param != NO_SWEEP:
         check_simulator_values(sweep_param, values, value_flag, slot_ms)
+    rate_flag, rates = "arrival_rate", [full["arrival_rate"]]
+    if full["arrival_rate"] is None:
+        rate_flag = "grid" if grid_axes else value_flag
+        rates = list(dict(grid_axes)["arrival_rate"]) if grid_axes else list(values)
+    from prada_jax.sim.draws import arrival_rate_problem
+
+    problem = arrival_rate_problem(max(rates) * slot_ms, max_users if max_users >= 1 else None)
+    if problem:
+        raise SweepConfigError(rate_flag, f"arrival_rate={max(rates):g} per ms = {problem}")
     if table_beta is None:
         # Learned tables follow --beta; a beta sweep keeps one Stage-1 table (trained at the Table-3 default).
         table_beta = full["beta"] if full["beta"] is not None else C.DEFAULT_BETA

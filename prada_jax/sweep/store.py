@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -45,6 +46,9 @@ TAIL_COLUMNS = ("point_seconds",)
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
 RUN_JSON = "run.json"
+# SHA-256 of each line of results.csv (header first), one hex digest a line, appended after the rows it covers:
+# a results.csv edited by hand (a changed, NaN or renamed cell) is refused on resume, naming the row and column.
+RESULTS_SUMS = "results.csv.sha256"
 FIGURE_PREFIX = "fig_"
 
 class SweepStateError(RuntimeError):
@@ -57,21 +61,45 @@ def _fsync_write(path: str, data: str, mode: str) -> None:
         os.fsync(handle.fileno())
 
 
+def _write_failed(path: str, err: OSError, what: str = "") -> "SweepStateError":
+    """The one-line error of a failed write (a full disk, a read-only folder): names the file and the cause."""
+    return SweepStateError(f"{path}: cannot write ({err.strerror or err}){what}; free space (or fix the folder) and "
+                           "rerun the same command to resume")
+
+
 def _atomic_write(path: str, data: str) -> None:
+    """Write `data` to path.tmp, fsync, rename over path; on failure remove path.tmp (path keeps its old content)
+    and raise SweepStateError naming path."""
     tmp = path + ".tmp"
-    _fsync_write(tmp, data, "w")
-    os.replace(tmp, path)
+    try:
+        _fsync_write(tmp, data, "w")
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise _write_failed(path, err, f"; {os.path.basename(path)} keeps its previous content") from None
+
+
+def line_sha256(line: str) -> str:
+    return hashlib.sha256(line.encode("utf-8")).hexdigest()
 
 
 def format_value(value: Any) -> str:
-    """CSV cell: ints as ints, floats round-trip exact (repr), strings as they are."""
+    """CSV cell: ints as ints, floats round-trip exact (repr), NaN (undefined) as "n/a", strings as they are."""
     if isinstance(value, bool):
         return str(int(value))
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return repr(value)
+        return NOT_AVAILABLE if math.isnan(value) else repr(value)
     return str(value)
+
+
+# The CSV cell of a metric that is undefined at a point (no task entered, nothing executed): NaN in Python, null in
+# results.json. Read back as NaN (as is the "nan" of results written before).
+NOT_AVAILABLE = "n/a"
 
 
 def parse_cell(column: str, text: str) -> Any:
@@ -83,6 +111,8 @@ def parse_cell(column: str, text: str) -> Any:
             return int(text)
         if text == "":
             return None
+        if text == NOT_AVAILABLE:
+            return math.nan
         return float(text)
     except ValueError:
         raise ValueError(f"column {column!r}: {text[:40]!r} is not a number") from None
@@ -250,6 +280,10 @@ def _parse_results_csv(csv_path: str, spec: SweepSpec, state: OutDirState) -> No
         text = text[:cut]
         keep_bytes = len(text.encode("utf-8"))
     lines = text.splitlines(keepends=True)
+    keep = _verify_checksums(csv_path, lines, spec, state)
+    if keep < len(lines):
+        lines = lines[:keep]
+        keep_bytes = sum(len(line.encode("utf-8")) for line in lines)
     if not lines:
         state.keep_bytes = 0 if raw else None
         return
@@ -306,6 +340,91 @@ def _parse_results_csv(csv_path: str, spec: SweepSpec, state: OutDirState) -> No
         state.keep_bytes = keep_bytes
 
 
+def _read_sums(sums_path: str) -> list[str]:
+    try:
+        with open(sums_path, "rb") as handle:
+            text = handle.read().decode("ascii")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SweepStateError(f"{sums_path}: unreadable ({getattr(err, 'strerror', None) or err}); restore it or use "
+                              "--overwrite to recompute the results") from None
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # a kill while appending checksums: their rows are dropped, recomputed
+    sums = text.splitlines()
+    for i, digest in enumerate(sums):
+        if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
+            raise SweepStateError(f"{sums_path}: line {i + 1} is not a SHA-256 digest; restore it or use --overwrite")
+    return sums
+
+
+def _verify_checksums(csv_path: str, lines: list[str], spec: SweepSpec, state: OutDirState) -> int:
+    """How many leading lines of results.csv to keep, each verified against RESULTS_SUMS; SweepStateError naming
+    the row and column of a line that differs from what the sweep wrote. Lines after the last checksum (a kill
+    between writing a point's rows and their checksums: at most one point) are dropped and recomputed. A folder
+    whose run.json predates checksums is read as it is (its checksums are written when it is opened)."""
+    folder = os.path.dirname(csv_path)
+    sums_path = os.path.join(folder, RESULTS_SUMS)
+    recorded = isinstance(state.existing, dict) and state.existing.get("checksums") == RESULTS_SUMS
+    if not os.path.exists(sums_path):
+        if recorded and lines:
+            raise SweepStateError(f"{sums_path} is missing, so {csv_path} cannot be checked against what the sweep "
+                                  "wrote; restore it, or use --overwrite to recompute the results")
+        return len(lines)
+    sums = _read_sums(sums_path)
+    for i in range(min(len(lines), len(sums))):
+        if line_sha256(lines[i]) != sums[i]:
+            raise SweepStateError(_describe_change(csv_path, lines, i) + "; restore the file or use --overwrite to "
+                                                                         "recompute the results")
+    if len(lines) > len(sums):
+        extra = len(lines) - len(sums)
+        if extra > spec.grid_size + (0 if sums else 1):
+            raise SweepStateError(f"{csv_path}: rows {len(sums)}-{len(lines) - 1} have no checksum in {RESULTS_SUMS} "
+                                  "(not written by the sweep); remove them or use --overwrite")
+        state.repairs.append(f"dropping {extra} lines whose checksums an interrupted run did not write")
+        return len(sums)
+    if len(lines) < len(sums):
+        state.repairs.append(f"{len(sums) - len(lines)} lines at the end are missing; their points are recomputed")
+    return len(lines)
+
+
+def _describe_change(csv_path: str, lines: list[str], i: int) -> str:
+    """One line saying which row (0 = the header) and, where results.json still tells, which column of results.csv
+    differs from what the sweep wrote."""
+    payload = None
+    try:
+        with open(os.path.join(os.path.dirname(csv_path), RESULTS_JSON), encoding="utf-8") as handle:
+            payload = json.load(handle)
+    except (OSError, ValueError):
+        pass
+    columns = payload.get("columns") if isinstance(payload, dict) else None
+    try:
+        header = next(csv.reader([lines[0]]))
+        cells = next(csv.reader([lines[i]]))
+    except (csv.Error, StopIteration):
+        header = cells = []
+    if i == 0:
+        if isinstance(columns, list) and len(columns) == len(header):
+            changed = [f"{a!r} -> {b!r}" for a, b in zip(columns, header) if a != b]
+            if changed:
+                return f"{csv_path}: the header differs from what the sweep wrote (column {', '.join(changed)})"
+        return f"{csv_path}: the header differs from what the sweep wrote (a column was renamed, added or removed)"
+    where = f"{csv_path}: row {i}"
+    if len(cells) == len(header) and len(cells) >= 2:
+        where += f" ({cells[0]}/{cells[1]})"
+    rows = payload.get("rows") if isinstance(payload, dict) else None
+    if isinstance(rows, list) and i - 1 < len(rows) and isinstance(rows[i - 1], dict) and len(cells) == len(header):
+        written = rows[i - 1]
+        for column, cell in zip(header, cells):
+            try:
+                now = parse_cell(column, cell)
+            except ValueError:
+                now = cell
+            was = written.get(column, _ABSENT)
+            same = (now == was or (was is None and (now is None or (isinstance(now, float) and math.isnan(now)))))
+            if not same:
+                return f"{where}: column {column!r} is {cell!r}, the sweep wrote {was!r}"
+    return f"{where} differs from what the sweep wrote (its checksum does not match)"
+
+
 class ResultStore:
     """results.csv (append + fsync, the source of truth), results.json (atomic rewrite) and run.json in out_dir."""
 
@@ -320,6 +439,7 @@ class ResultStore:
         self.csv_path = os.path.join(out_dir, RESULTS_CSV)
         self.json_path = os.path.join(out_dir, RESULTS_JSON)
         self.run_path = os.path.join(out_dir, RUN_JSON)
+        self.sums_path = os.path.join(out_dir, RESULTS_SUMS)
         self.lock = lock if lock is not None else acquire_lock(out_dir)
         try:
             self._open(state if state is not None else
@@ -332,15 +452,23 @@ class ResultStore:
     def _open(self, state: OutDirState, argv: Sequence[str] | None) -> None:
         if state.discard:
             self._discard(state.discard)
-        run = state.existing or {"config": state.config, "sessions": []}
-        self.run = dict(run, sessions=[*run["sessions"], session_metadata(argv)])
-        _atomic_write(self.run_path, json.dumps(self.run, indent=2, sort_keys=True) + "\n")
         self.columns: list[str] | None = state.columns
         self.rows: list[dict[str, Any]] = list(state.rows)
         for repair in state.repairs:
             logging.warning("%s: %s", self.csv_path, repair)
         if state.keep_bytes is not None:
             self._truncate(state.keep_bytes)
+        self._rewrite_sums()  # the checksums of the (verified) lines kept; before run.json says there are some
+        run = state.existing or {"config": state.config, "sessions": []}
+        self.run = dict(run, sessions=[*run["sessions"], session_metadata(argv)], checksums=RESULTS_SUMS)
+        _atomic_write(self.run_path, json.dumps(self.run, indent=2, sort_keys=True) + "\n")
+
+    def _rewrite_sums(self) -> None:
+        lines = []
+        if os.path.exists(self.csv_path):
+            with open(self.csv_path, "rb") as handle:
+                lines = handle.read().decode("utf-8").splitlines(keepends=True)
+        _atomic_write(self.sums_path, "".join(line_sha256(line) + "\n" for line in lines))
 
     # -- reading ------------------------------------------------------------------------------------------------
 
@@ -351,7 +479,7 @@ class ResultStore:
     def _discard(self, why: str) -> None:
         removed = []
         for name in sorted(os.listdir(self.out_dir)):
-            if name in (RESULTS_CSV, RESULTS_JSON, RUN_JSON) or (name.startswith(FIGURE_PREFIX) and name.endswith(".png")):
+            if name in (RESULTS_CSV, RESULTS_JSON, RUN_JSON, RESULTS_SUMS) or (name.startswith(FIGURE_PREFIX) and name.endswith(".png")):
                 os.remove(os.path.join(self.out_dir, name))
                 removed.append(name)
         logging.warning("Discarded %s from %s (%s)", removed, self.out_dir, why)
@@ -396,9 +524,34 @@ class ResultStore:
                     f"missing {sorted(set(self.columns) - set(r))}, extra {sorted(set(r) - set(self.columns))}"
                 )
         block = header + "".join(_csv_line([format_value(r[c]) if r[c] is not None else "" for c in self.columns]) for r in rows)
-        _fsync_write(self.csv_path, block, "a")
+        sizes = {path: (os.path.getsize(path) if os.path.exists(path) else None)
+                 for path in (self.csv_path, self.sums_path)}
+        for path, data in ((self.csv_path, block),
+                           (self.sums_path, "".join(line_sha256(line) + "\n" for line in block.splitlines(keepends=True)))):
+            try:
+                _fsync_write(path, data, "a")
+            except OSError as err:
+                self._undo_append(sizes)
+                if header:
+                    self.columns = None
+                raise _write_failed(path, err, f"; nothing of point {key} was kept") from None
         self.rows.extend(rows)
         self.write_json()
+
+    @staticmethod
+    def _undo_append(sizes: dict) -> None:
+        """Best effort after a failed append: each file back to its size before it (removed if it was new), so a
+        full disk leaves no partial point, empty results.csv or checksums of rows that are not there."""
+        for path, size in sizes.items():
+            try:
+                if size is None:
+                    if os.path.exists(path):
+                        os.remove(path)
+                else:
+                    with open(path, "r+b") as handle:
+                        handle.truncate(size)
+            except OSError:
+                pass
 
     def write_json(self) -> None:
         """Rewrite results.json atomically (strict JSON: NaN, e.g. a latency with no completed task, -> null)."""
