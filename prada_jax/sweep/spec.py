@@ -154,7 +154,11 @@ class SweepSpec:
 def table_ckpt_dir(ckpt_dir: str, latency_model: str = C.DEFAULT_LATENCY_MODEL) -> str:
     """The folder of the learned tables trained under `latency_model`: <ckpt_dir> for the default "flops",
     <ckpt_dir>/<latency_model> otherwise (tables of different latency models never share a file)."""
-    return ckpt_dir if latency_model == C.DEFAULT_LATENCY_MODEL else os.path.join(ckpt_dir, latency_model)
+    if latency_model == C.DEFAULT_LATENCY_MODEL:
+        return ckpt_dir
+    from prada_jax.sim.latency_models import storage_name  # "profile:<csv>" -> profile-<stem>-<content hash>
+
+    return os.path.join(ckpt_dir, storage_name(latency_model))
 
 
 def learned_table_paths(ckpt_dir: str, dataset: str,
