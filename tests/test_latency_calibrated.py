@@ -261,3 +261,22 @@ def test_measure_latency_writes_a_profile_the_model_reads(tmp_path):
     np.testing.assert_allclose(roles["server"].prefill_seconds, [2 * (0.01 + 0.0016), 2 * (0.01 + 0.0256)], rtol=1e-5)
     np.testing.assert_allclose(roles["edge"].decode_seconds[1, 1], 3 * (0.005 + 4e-3 + 256e-6), rtol=1e-5)
     assert path.read_text().count("# server:") == 1
+
+
+def test_hardware_map_stage1_is_the_per_step_optimum():
+    from experiments.hardware_map import stage1
+    from sim_helpers import tiny
+
+    from prada_jax.traces import pack_traces
+
+    trace = tiny(seed=1)
+    packed = pack_traces(trace)
+    params = sim.make_params(**hardware_leaves("server", "l4"), **hardware_leaves("edge", "jetson-agx-orin-64gb"))
+    out, ts, tl, gap, opt = stage1(packed, params, 0.2, LM.CALIBRATED)
+    mask = np.asarray(packed.step_mask, bool)
+    g_llm = np.asarray(trace.prm_after_llm) - np.asarray(trace.prm_context)
+    g_slm = np.asarray(trace.prm_after_slm) - np.asarray(trace.prm_context)
+    np.testing.assert_allclose(gap[mask], ((g_llm - 0.2 * tl) - (g_slm - 0.2 * ts))[mask], rtol=1e-6, atol=1e-9)
+    assert np.array_equal(opt, mask & (gap > 0))
+    assert out["offload_fraction"] == pytest.approx(opt[mask].mean())
+    assert out["all_llm"]["compute_s_per_task"] == pytest.approx(tl[mask].sum() / mask.shape[0], rel=1e-6)

@@ -86,7 +86,8 @@ def _fit_errors(models, mdp_all, packed, gap_targets, heldout):
     mask = np.asarray(mdp_all.step_mask) & heldout[:, None]
     pred = np.asarray(aux.predict_advantage(cfg, models.advantage, mdp_all.obs))[mask]
     true = np.asarray(gap_targets)[mask]
-    secs = np.asarray(aux.predict_server_seconds(cfg, models.delay, M.reference_context(packed)))[mask]
+    secs = np.asarray(aux.predict_server_seconds(cfg, models.delay, M.reference_context(packed),
+                                                 packed.slm_step_tokens))[mask]
     truth = np.asarray(aux.server_seconds_truth(packed, latency_model=FLAGS.latency_model))[mask]
     return {
         "value_gap_rmse": float(np.sqrt(np.mean((pred - true) ** 2))),
