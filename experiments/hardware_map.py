@@ -202,6 +202,30 @@ def draw(record: dict, path: str) -> None:
     plt.close(fig)
 
 
+def markdown(record: dict) -> str:
+    """One row per pairing: step times, the Stage-1 optimum's offload share, and per bandwidth PRADA's utility
+    against All-SLM / All-LLM (mean ± 95 % CI) with PRADA's offload share."""
+    bws = record["bandwidths"]
+    head = ("| edge + server | TS (s) | TL (s) | Stage-1 offload | "
+            + " | ".join(f"B = {b:.0e}: PRADA / All-SLM / All-LLM utility (PRADA offload)" for b in bws) + " |")
+    lines = [head, "|" + "---|" * (4 + len(bws))]
+    for p in record["pairs"]:
+        st = p["stage1"]
+        cells = [f"{SHORT.get(p['edge'], p['edge'])} + {SHORT.get(p['server'], p['server'])}",
+                 f"{st['ts_mean_s']:.2f}", f"{st['tl_mean_s']:.2f}", f"{100 * st['offload_fraction']:.1f} %"]
+        for k in range(len(bws)):
+            if "sim" not in p:
+                cells.append("–")
+                continue
+            sim_ = p["sim"]
+            u = {n: sim_[n][k] for n in ("prada", "all_slm", "all_llm")}
+            cells.append(f"{u['prada']['utility_mean']:+.2f} ± {u['prada']['utility_ci95']:.2f} / "
+                         f"{u['all_slm']['utility_mean']:+.2f} / {u['all_llm']['utility_mean']:+.2f} "
+                         f"({100 * u['prada']['offload_fraction_mean']:.0f} %)")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv):
     del argv
     out = os.path.join(FLAGS.out_dir, "map.json")
@@ -216,6 +240,7 @@ def main(argv):
         print(f"wrote {out}")
     draw(record, FLAGS.figure)
     print(f"wrote {FLAGS.figure}")
+    print(markdown(record))
 
 
 if __name__ == "__main__":
