@@ -107,6 +107,17 @@ def get(name: str) -> LatencyModel:
     return LATENCY_MODELS.lookup(name)
 
 
+def name_problem(name) -> str | None:
+    """Why `name` is not a usable latency model (one line: an unknown name, or a missing or malformed profile file),
+    or None."""
+    try:
+        if name in LATENCY_MODELS:
+            return None
+    except ValueError as e:
+        return str(e)
+    return f"{name!r} is not one of {sorted(LATENCY_MODELS)} or {PROFILE_PREFIX}<csv>"
+
+
 def storage_name(name: str) -> str:
     """A folder name for the tables trained under latency model `name`: the name itself, or for a profile
     "profile-<file stem>-<8 hex digits of its content hash>" (tables of different profiles never share a folder)."""
@@ -262,10 +273,7 @@ def _profile_model(name: str) -> LatencyModel:
     from prada_jax.calibration import profile as prof
 
     path = name[len(PROFILE_PREFIX):]
-    try:
-        roles = prof.load_profile(path)
-    except prof.ProfileError as e:
-        raise prof.ProfileError(f"--latency_model={name}: {e}") from None
+    roles = prof.load_profile(path)  # a missing or malformed file: one line naming it (ProfileError)
     server, edge = roles["server"], roles["edge"]
     prm = roles.get("prm")
 

@@ -197,10 +197,11 @@ class SimConfig:
             raise SimParamsError(f"SimConfig.price_segment_halvings must be an integer >= 0, got {self.price_segment_halvings!r}")
         if not self.slot_seconds > 0:
             raise SimParamsError(f"SimConfig.slot_seconds must be > 0, got {self.slot_seconds}")
-        from prada_jax.sim.latency_models import LATENCY_MODELS  # the registry
+        from prada_jax.sim.latency_models import name_problem  # the registry (and profile:<csv> names)
 
-        if self.latency_model not in LATENCY_MODELS:
-            raise SimParamsError(f"SimConfig.latency_model {self.latency_model!r} is not one of {sorted(LATENCY_MODELS)}")
+        problem = name_problem(self.latency_model)
+        if problem:
+            raise SimParamsError(f"SimConfig.latency_model: {problem}")
         if self.max_candidates > self.max_users:
             object.__setattr__(self, "max_candidates", int(self.max_users))
 

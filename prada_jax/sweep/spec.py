@@ -423,10 +423,11 @@ def make_spec(
     for flag, value in (("router_llm_fraction", router_llm_fraction), ("rsd_threshold", rsd_threshold)):
         if not (math.isfinite(value) and 0.0 <= value <= 1.0):
             raise SweepConfigError(flag, f"must lie in [0, 1], got {value!r}")
-    from prada_jax.sim.latency_models import LATENCY_MODELS
+    from prada_jax.sim.latency_models import name_problem
 
-    if latency_model not in LATENCY_MODELS:
-        raise SweepConfigError("latency_model", f"{latency_model!r} is not one of {sorted(LATENCY_MODELS)}")
+    problem = name_problem(latency_model)
+    if problem:
+        raise SweepConfigError("latency_model", problem)
     for p in policies:
         if p not in supported_policies:
             raise SweepConfigError(
