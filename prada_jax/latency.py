@@ -1,4 +1,4 @@
-"""Roofline latency of LLM prefill and batched decode (issue 14; docs/latency.md).
+"""Roofline latency of LLM prefill and batched decode (docs/latency.md).
 
 time of a forward pass = overhead + max(FLOPs / (peak FLOP/s x compute efficiency),
                                         bytes moved / (bandwidth x bandwidth efficiency))
