@@ -1,4 +1,4 @@
-"""Fit the roofline's effective rates to a table written by experiments/measure_latency.py (issue 14).
+"""Fit the roofline's effective rates to a table written by experiments/measure_latency.py.
 
     python -m experiments.fit_latency --table=prada_jax/calibration/latency_cpu_tiny.json
     python -m experiments.fit_latency --table=... --hardware=h100-sxm --output=fit.json

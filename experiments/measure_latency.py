@@ -1,8 +1,14 @@
-"""Measure prefill and batched-decode latency of a randomly initialised Qwen2 model (issue 14, item 2).
+"""Measure prefill and batched-decode latency of a randomly initialised Qwen2 model.
 
-    python -m experiments.measure_latency --preset=tiny --output=/tmp/latency_tiny.json
-    python -m experiments.measure_latency --preset=qwen2.5-math-7b --dtype=bfloat16 \
-        --output=prada_jax/calibration/latency_h100_qwen2.5-math-7b.json          # on a GPU machine
+    python experiments/measure_latency.py --preset=tiny     # writes results/latency/tiny_bfloat16_<device>.json
+    python experiments/measure_latency.py --preset=qwen2.5-math-7b --dtype=bfloat16 \
+        --profile=results/latency/profile.csv --role=server                  # on the server GPU
+    python experiments/measure_latency.py --preset=qwen2.5-math-1.5b --dtype=float16 \
+        --profile=results/latency/profile.csv --role=edge                    # on the edge device
+
+`--profile` also writes (or updates, role by role) the measured-profile CSV that `--latency_model=profile:<csv>`
+interpolates (prada_jax/calibration/profile.py): prefill rows at batch 1 over --prefill_contexts and decode rows
+over the full --decode_batches x --decode_contexts grid.
 
 Latency does not depend on weight values, so the model is built from its architecture config with
 random weights (`Qwen2Config(...)` + `AutoModelForCausalLM.from_config`; nothing is downloaded).
@@ -52,7 +58,11 @@ def define_flags():
     flags.DEFINE_integer("repeats", 5, "Timed runs per point; the median is reported.")
     flags.DEFINE_integer("threads", 0, "torch CPU threads (0: torch's default); 1 avoids spin contention on a shared CPU.")
     flags.DEFINE_integer("seed", 0, "Seed of the random weights and token ids.")
-    flags.DEFINE_string("output", "", "JSON table to write (required).")
+    flags.DEFINE_string("output", "", "JSON table to write (default: results/latency/<preset>_<dtype>_<device>.json).")
+    flags.DEFINE_string("profile", "", "Also write this role's rows into this measured-profile CSV (other roles' rows "
+                        "in an existing file are kept).")
+    flags.DEFINE_enum("role", None, ["server", "edge", "prm"], "Role of the measured model in --profile (default: "
+                      "edge for qwen2.5-math-1.5b, server otherwise).")
 
 
 def build_model(config_kwargs: dict, dtype: str, device: str, seed: int):
@@ -188,21 +198,74 @@ def run_measurement(preset: str, dtype: str, device: str, prefill_contexts, deco
     }
 
 
+def profile_rows(table: dict, role: str) -> list[tuple]:
+    """(role, kind, batch, context, seconds) rows of a measured table, in the profile CSV's columns."""
+    rows = [(role, "prefill", 1, p["context"], p["seconds_median"]) for p in table["prefill"]]
+    rows += [(role, "decode", p["batch"], p["context"], p["seconds_median"]) for p in table["decode"]]
+    return rows
+
+
+def write_profile(path: str, table: dict, role: str) -> int:
+    """Write `role`'s rows of `table` into the profile CSV at `path`, keeping other roles' rows (and their comment
+    lines) of an existing file; returns the number of rows written for `role`."""
+    import csv
+
+    from prada_jax.calibration.profile import PROFILE_COLUMNS
+
+    kept, comments = [], []
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            for line in f:
+                if line.startswith("#"):
+                    if not line.startswith(f"# {role}:"):
+                        comments.append(line.rstrip("\n"))
+                elif line.strip() and not line.startswith("role,"):
+                    cells = next(csv.reader([line]))
+                    if cells[0] != role:
+                        kept.append(cells)
+    prov = table["provenance"]
+    comments.append(f"# {role}: {table['preset']} {prov['dtype']} on {prov['device_name']} ({prov['device']}), "
+                    f"torch {prov['torch']}, transformers {prov['transformers']}, {prov['date_utc']}, median of "
+                    f"{prov['repeats']} runs")
+    new = profile_rows(table, role)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        for c in comments:
+            f.write(c + "\n")
+        w = csv.writer(f)
+        w.writerow(PROFILE_COLUMNS)
+        w.writerows(kept)
+        w.writerows([(r, k, b, m, f"{s:.6g}") for r, k, b, m, s in new])
+    return len(new)
+
+
+def default_output(preset: str, dtype: str, device: str) -> str:
+    return os.path.join("results", "latency", f"{preset}_{dtype}_{device}.json")
+
+
 def main(argv):
     del argv
-    if not FLAGS.output:
-        sys.exit("measure_latency: --output is required (path of the JSON table to write)")
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        sys.exit(f"measure_latency: needs torch and transformers ({exc}); pip install torch transformers")
     try:
         ints = {name: [int(v) for v in getattr(FLAGS, name)] for name in ("prefill_contexts", "decode_contexts", "decode_batches")}
     except ValueError as exc:
         sys.exit(f"measure_latency: --prefill_contexts/--decode_contexts/--decode_batches must be integers: {exc}")
     table = run_measurement(FLAGS.preset, FLAGS.dtype, FLAGS.device, ints["prefill_contexts"], ints["decode_contexts"],
                             ints["decode_batches"], FLAGS.warmup, FLAGS.repeats, FLAGS.seed, FLAGS.num_layers, FLAGS.threads)
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "w") as f:
+    output = FLAGS.output or default_output(FLAGS.preset, FLAGS.dtype, table["provenance"]["device"])
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w") as f:
         json.dump(table, f, indent=1)
-    print(f"wrote {FLAGS.output}: {len(table['prefill'])} prefill and {len(table['decode'])} decode points "
+    print(f"wrote {output}: {len(table['prefill'])} prefill and {len(table['decode'])} decode points "
           f"on {table['provenance']['device_name']} ({table['provenance']['dtype']})")
+    if FLAGS.profile:
+        role = FLAGS.role or ("edge" if FLAGS.preset == "qwen2.5-math-1.5b" else "server")
+        n = write_profile(FLAGS.profile, table, role)
+        print(f"wrote {n} {role} rows into {FLAGS.profile} (--latency_model=profile:{FLAGS.profile})")
 
 
 if __name__ == "__main__":

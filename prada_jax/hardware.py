@@ -57,10 +57,16 @@ HARDWARE_PRESETS: dict[str, Hardware] = {
     # for the Adreno 750 and could not be confirmed from a vendor sheet. Decode (what an SLM mostly does)
     # is bandwidth-bound on this class, so the bandwidth figure dominates.
     "phone-snapdragon-8gen3": Hardware(peak_flops=5.6e12, memory_bandwidth=76.8e9, name="phone-snapdragon-8gen3"),
+    # NVIDIA Jetson Orin Nano Super Developer Kit (JetPack 6.2 "Super" mode, 8GB module): LPDDR5 102 GB/s;
+    # GPU 1024 CUDA cores / 32 tensor cores, 67 sparse INT8 TOPS -> 33.5 dense INT8 -> 16.75 dense FP16 TFLOPS
+    # (derived as for the AGX Orin). The 102 GB/s and 67 TOPS were read on third-party pages quoting NVIDIA's
+    # announcement, not on the vendor sheet itself.
+    "jetson-orin-nano-super-8gb": Hardware(peak_flops=16.75e12, memory_bandwidth=102e9,
+                                           name="jetson-orin-nano-super-8gb"),
 }
 
 SERVER_PRESETS = ("h100-sxm", "a100-80gb-sxm", "l4")
-EDGE_PRESETS = ("jetson-agx-orin-64gb", "phone-snapdragon-8gen3")
+EDGE_PRESETS = ("jetson-agx-orin-64gb", "jetson-orin-nano-super-8gb", "phone-snapdragon-8gen3")
 
 
 def hardware_preset(name: str) -> Hardware:

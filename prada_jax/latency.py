@@ -1,4 +1,4 @@
-"""Roofline latency of LLM prefill and batched decode (issue 14; docs/latency.md).
+"""Roofline latency of LLM prefill and batched decode (docs/latency.md).
 
 time of a forward pass = overhead + max(FLOPs / (peak FLOP/s x compute efficiency),
                                         bytes moved / (bandwidth x bandwidth efficiency))
@@ -61,7 +61,26 @@ QWEN25_MATH_7B = TransformerArch(
     name=C.QWEN25_MATH_7B.name, hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944,
     vocab=152064, tie_embeddings=False,
 )
-ARCH_PRESETS: dict[str, TransformerArch] = {"qwen2.5-math-1.5b": QWEN25_MATH_1_5B, "qwen2.5-math-7b": QWEN25_MATH_7B}
+# Shapes of the models in the published measurements (prada_jax/calibration/published_latency.csv), from the
+# config.json of their Hugging Face releases. Llama and Mistral have no q/k/v biases; parameter_count adds them
+# (q_dim + 2 kv_dim per layer, under 0.01 % of the weights), which the fit neglects.
+_PUBLISHED_SHAPES = {
+    # name: (hidden, layers, heads, kv_heads, intermediate, vocab, tied embeddings)
+    "qwen2.5-1.5b": (1536, 28, 12, 2, 8960, 151936, True),  # Qwen/Qwen2.5-1.5B-Instruct
+    "qwen2.5-3b": (2048, 36, 16, 2, 11008, 151936, True),  # Qwen/Qwen2.5-3B-Instruct
+    "qwen2.5-7b": (3584, 28, 28, 4, 18944, 152064, False),  # Qwen/Qwen2.5-7B-Instruct
+    "llama-2-7b": (4096, 32, 32, 32, 11008, 32000, False),  # meta-llama/Llama-2-7b-hf ("LLaMA 7B" of TensorRT-LLM)
+    "llama-3-8b": (4096, 32, 32, 8, 14336, 128256, False),  # meta-llama/Meta-Llama-3-8B-Instruct
+    "llama-3.2-1b": (2048, 16, 32, 8, 8192, 128256, True),  # meta-llama/Llama-3.2-1B-Instruct
+    "llama-3.2-3b": (3072, 28, 24, 8, 8192, 128256, True),  # meta-llama/Llama-3.2-3B-Instruct
+    "mistral-7b-v0.3": (4096, 32, 32, 8, 14336, 32768, False),  # mistralai/Mistral-7B-Instruct-v0.3
+}
+ARCH_PRESETS: dict[str, TransformerArch] = {
+    "qwen2.5-math-1.5b": QWEN25_MATH_1_5B, "qwen2.5-math-7b": QWEN25_MATH_7B,
+    **{name: TransformerArch(name=name, hidden=h, layers=v, heads=a, kv_heads=k, intermediate=i, vocab=w,
+                             tie_embeddings=t)
+       for name, (h, v, a, k, i, w, t) in _PUBLISHED_SHAPES.items()},
+}
 
 
 def arch_from_hf_config(config: dict, name: str = "from-config", bytes_per_param: int = 2) -> TransformerArch:

@@ -108,6 +108,52 @@ def roofline_prm(ctx, tokens, p, others, others_ctx):
     return prefill_pass_seconds(ctx + tokens, 0, QWEN25_MATH_1_5B, hw_of(p, "server"), float(p["server_bytes_per_param"]))
 
 
+def calibrated_hw(p, side, phase):
+    """hw_of(p, side) with the published fit (prada_jax/calibration/published_fit.json) of the preset whose peaks
+    the leaves hold, else the side's fallback: efficiencies multiplied, the phase's overhead added."""
+    from prada_jax.calibration.published import load_fit
+    from prada_jax.hardware import HARDWARE_PRESETS
+
+    fit = load_fit()
+    peak, bw, ce, be, overhead = hw_of(p, side)
+    cal = fit["fallback"][side]
+    for name, f in fit["devices"].items():
+        hw = HARDWARE_PRESETS[name]
+        if abs(bw / hw.memory_bandwidth - 1) < 1e-4 and abs(peak / hw.peak_flops - 1) < 1e-4:
+            cal = f
+            break
+    return (peak, bw, ce * cal["compute_efficiency"], be * cal["bandwidth_efficiency"],
+            overhead + cal["prefill_overhead_s" if phase == "prefill" else "decode_overhead_s"])
+
+
+def calibrated_step_seconds(m, cached, n, arch, p, side, bpp, others=0, others_ctx=0):
+    """roofline_step_seconds with the prefill on the prefill calibration and each decode pass on the decode one."""
+    read, mm, lm, attn, kvb = arch_work(arch)
+    hw_d = calibrated_hw(p, side, "decode")
+    m, c, n = float(m), float(min(cached, m - 1)), max(int(n), 1)
+    t = prefill_pass_seconds(int(m), int(c), arch, calibrated_hw(p, side, "prefill"), bpp)
+    for i in range(n - 1):
+        keys = m + 1 + i
+        flops = (mm + lm) * (1 + others) + attn * (keys + others_ctx)
+        t += pass_seconds(flops, read * bpp + kvb * (keys + others_ctx), hw_d)
+    return t
+
+
+def calibrated_local(ctx, cached, tokens, p):
+    return calibrated_step_seconds(ctx, cached, tokens, QWEN25_MATH_1_5B, p, "edge", float(p["edge_bytes_per_param"]))
+
+
+def calibrated_server(ctx, cached, tokens, p, others, others_ctx):
+    cached = cached if p["prefix_cache"] else 0
+    return calibrated_step_seconds(ctx, cached, tokens, QWEN25_MATH_7B, p, "server", float(p["server_bytes_per_param"]),
+                                   others, others_ctx)
+
+
+def calibrated_prm(ctx, tokens, p, others, others_ctx):
+    return prefill_pass_seconds(ctx + tokens, 0, QWEN25_MATH_1_5B, calibrated_hw(p, "server", "prefill"),
+                                float(p["server_bytes_per_param"]))
+
+
 # The oracle twin of every registered latency model (prada_jax.sim.latency_models.LATENCY_MODELS):
 # name -> (local(ctx, slm_cached, tokens, p), server(ctx, server_cached, tokens, p, others, others_ctx),
 #          prm(ctx, draft_tokens, p, others, others_ctx)).
@@ -116,6 +162,7 @@ ORACLE_LATENCY_MODELS = {
               lambda ctx, cached, tok, p, o, oc: server_seconds(ctx, cached, tok, p["flops_llm"], p["prefix_cache"]),
               lambda ctx, tok, p, o, oc: prm_seconds(ctx, tok, p["flops_llm"])),
     "roofline": (roofline_local, roofline_server, roofline_prm),
+    "calibrated": (calibrated_local, calibrated_server, calibrated_prm),
 }
 
 

@@ -96,3 +96,23 @@ def test_advantage_fit_heldout_r2_above_0_8(toy):
     t = np.asarray(target)[held]
     r2 = 1 - np.mean((pred[held] - t) ** 2) / np.var(t)
     assert r2 > 0.8, r2
+
+
+def test_delay_sees_the_step_length_under_latency_models_other_than_flops(toy):
+    trace, packed, train = toy
+    ctx = M.reference_context(packed)
+    flops = aux.fit_delay(packed, train, jax.random.PRNGKey(0), CFG)
+    assert aux.delay_input_width(flops) == 1  # the paper's D_psi: context only
+    roof = aux.fit_delay(packed, train, jax.random.PRNGKey(0), CFG, latency_model="roofline")
+    assert aux.delay_input_width(roof) == 2
+    with pytest.raises(ValueError, match="step_tokens"):
+        aux.predict_server_seconds(CFG, roof, ctx)
+    two = np.asarray(aux.predict_server_seconds(CFG, roof, ctx, packed.slm_step_tokens))
+    truth = np.asarray(aux.server_seconds_truth(packed, latency_model="roofline"))
+    held = trace.step_mask & ~train[:, None]
+    # the inputs by hand: context / 1000 and SLM step tokens / 100
+    x = np.asarray(aux.delay_inputs(ctx, CFG, packed.slm_step_tokens))
+    np.testing.assert_allclose(x[..., 0], np.asarray(ctx) / 1000.0, rtol=1e-6)
+    np.testing.assert_allclose(x[..., 1], np.asarray(packed.slm_step_tokens) / 100.0, rtol=1e-6)
+    assert np.all(np.isfinite(two[held])) and np.all(two[held] > 0)
+    assert np.isfinite(truth[held]).all()

@@ -8,7 +8,8 @@
 (`python experiments/make_figures.py ...` in a source checkout is the same command.)
 
 Sweeps come from the shipped prada_jax/configs/{table2,capacity,bandwidth}.cfg (plus arrival, beta, and the
-roofline-latency study roofline_{table2,capacity,bandwidth} of docs/latency.md with --only) and write into
+roofline-latency study roofline_{table2,capacity,bandwidth} and its rerun on the calibrated latency model
+calibrated_{table2,capacity} of docs/latency.md with --only) and write into
 <results_dir>/<name>/ (resumable, see docs/experiments.md). Figure 4 is the single-user
 evaluation that prada-train stores in <ckpt_dir>/<dataset>/eval.json (trained on first use).
 
@@ -31,7 +32,8 @@ from prada_jax import constants as C
 from prada_jax.traces import TraceError
 
 ALL = ("table2", "fig4", "capacity", "bandwidth", "arrival", "beta",
-       "roofline_table2", "roofline_capacity", "roofline_bandwidth")  # roofline_*: docs/latency.md, section 6
+       "roofline_table2", "roofline_capacity", "roofline_bandwidth",  # roofline_*, calibrated_*: docs/latency.md
+       "calibrated_table2", "calibrated_capacity")
 DEFAULT = ("table2", "fig4", "capacity", "bandwidth")
 FIG4_DATASETS = ("gsm8k", "math500", "gaokao2023en", "mmlu_stem")
 
@@ -123,6 +125,14 @@ SWEEP_FIGURES = {
         (plots.plot_performance, "latency_bandwidth_performance.png",
          "Roofline latency: performance vs total bandwidth B (gsm8k, M=9, {slot_ms:g} ms slots, "
          "{tasks_per_s:g} tasks/s)", _ROOFLINE),
+    ),
+    "calibrated_capacity": (
+        (plots.plot_performance, "calibrated_capacity_performance.png",
+         "Calibrated latency: performance vs server capacity M (gsm8k, {slot_ms:g} ms slots, {tasks_per_s:g} tasks/s)",
+         _ROOFLINE),
+        (plots.plot_delay_decomposition, "calibrated_capacity_delays.png",
+         "Calibrated latency: delay decomposition vs M (gsm8k, {slot_ms:g} ms slots, {tasks_per_s:g} tasks/s)",
+         _ROOFLINE),
     ),
     "arrival": (
         (plots.plot_performance, "arrival_performance.png", None, {}),
@@ -283,26 +293,30 @@ def main(argv):
                 made.append(path)
                 made.append(plots.plot_bars(rows, os.path.join(fig, "table2_bars.png"), title="Table 2 policies"))
                 provenance["table2.md"] = provenance["table2_bars.png"] = prov
-            elif name == "roofline_table2":
-                path = os.path.join(fig, "latency_table2.md")
+            elif name in ("roofline_table2", "calibrated_table2"):
+                model = config.get("latency_model", "roofline")
+                path = os.path.join(fig, "latency_table2.md" if name == "roofline_table2" else f"{model}_table2.md")
                 commits = sorted({str(g["commit"])[:10] for g in prov["git"]})
                 slot = config.get("slot_ms", 1.0)
                 header = (
-                    "# Table 2 under the roofline latency model (docs/latency.md, section 6)\n\n"
+                    f"# Table 2 under the {model} latency model (docs/latency.md)\n\n"
                     f"Generated {datetime.date.today().isoformat()} by `python experiments/make_figures.py "
-                    f"--only=roofline_table2` from `{out_dir}` (commit {', '.join(commits)}): H100 server, Jetson AGX "
+                    f"--only={name}` from `{out_dir}` (commit {', '.join(commits)}): H100 server, Jetson AGX "
                     f"Orin edge, {slot:g} ms slots, {1e3 * config['params']['arrival_rate']:g} tasks/s, "
                     f"M = {config['params']['server_capacity']}, B = {config['params']['bandwidth_bps']:g} bit/s, "
                     f"beta = {config['params']['beta']:g}/s, {config['episodes']} episodes of "
                     f"{config['horizon_ms'] / 1e3:g} s (warm-up {config['warmup_ms'] / 1e3:g} s). Mean ± 95 % CI "
-                    "(Student t) over episodes; delays in ms per task. Roofline times, not GPU measurements. The "
-                    "paper's columns are left out: its numbers come from the FLOPs latency model.\n\n"
+                    "(Student t) over episodes; delays in ms per task. "
+                    + ("Roofline times, not GPU measurements. " if model == "roofline" else
+                       "Roofline times with per-device efficiencies and overheads fitted to published measurements "
+                       "(prada_jax/calibration/published_latency.csv). ")
+                    + "The paper's columns are left out: its numbers come from the FLOPs latency model.\n\n"
                 )
                 policies = [p for p in ("all_slm", "pi_only", "prada", "random_scheduler") if p in config["policies"]]
                 with open(path, "w", encoding="utf-8") as handle:
                     handle.write(header + plots.table2_markdown(rows, policies, with_paper=False))
                 made.append(path)
-                provenance["latency_table2.md"] = prov
+                provenance[os.path.basename(path)] = prov
             elif name in SWEEP_FIGURES:
                 for plot, filename, title, options in SWEEP_FIGURES[name]:
                     title = title.format(**title_fields(config)) if title else None

@@ -62,9 +62,10 @@ flags.DEFINE_bool("if_missing", False,
                   "run is training into --ckpt_dir (it holds <ckpt_dir>/<dataset>/.train.lock) is a one-line error "
                   "at once; with it, this run waits for that one and then skips the dataset if its table is there.")
 flags.DEFINE_string("latency_model", C.DEFAULT_LATENCY_MODEL,
-                    "Step costs D(x, a) of the reward (eq. 21) and D_psi's training truth: 'flops' (eqs. 14-18) or "
-                    "'roofline' (batch-1 roofline times: Jetson AGX Orin edge for TS, H100 server for TL; "
-                    "docs/latency.md). Roofline steps are ~100x longer, so rescale --beta (docs/latency.md, section 6).")
+                    "Step costs D(x, a) of the reward (eq. 21) and D_psi's training truth: 'flops' (eqs. 14-18), "
+                    "'roofline', 'calibrated' or 'profile:<csv>' (batch-1 times: Jetson AGX Orin edge for TS, H100 "
+                    "server for TL; docs/latency.md). Their steps are ~100x longer, so rescale --beta "
+                    "(docs/latency.md, section 7.2).")
 
 
 def _progress(dataset: str, start: float):
@@ -86,7 +87,8 @@ def _fit_errors(models, mdp_all, packed, gap_targets, heldout):
     mask = np.asarray(mdp_all.step_mask) & heldout[:, None]
     pred = np.asarray(aux.predict_advantage(cfg, models.advantage, mdp_all.obs))[mask]
     true = np.asarray(gap_targets)[mask]
-    secs = np.asarray(aux.predict_server_seconds(cfg, models.delay, M.reference_context(packed)))[mask]
+    secs = np.asarray(aux.predict_server_seconds(cfg, models.delay, M.reference_context(packed),
+                                                 packed.slm_step_tokens))[mask]
     truth = np.asarray(aux.server_seconds_truth(packed, latency_model=FLAGS.latency_model))[mask]
     return {
         "value_gap_rmse": float(np.sqrt(np.mean((pred - true) ** 2))),
@@ -234,10 +236,11 @@ def validate_flags() -> dict[str, tuple[TraceData, str]]:
         raise app.UsageError(f"--frontier_betas: {exc}") from exc
     if any(not (math.isfinite(b) and b >= 0) for b in betas):
         raise app.UsageError(f"--frontier_betas must be finite and >= 0, got {betas}")
-    from prada_jax.sim.latency_models import LATENCY_MODELS
+    from prada_jax.sim.latency_models import name_problem
 
-    if FLAGS.latency_model not in LATENCY_MODELS:
-        raise app.UsageError(f"--latency_model: {FLAGS.latency_model!r} is not one of {sorted(LATENCY_MODELS)}")
+    problem = name_problem(FLAGS.latency_model)
+    if problem:
+        raise app.UsageError(f"--latency_model: {problem}")
     if not FLAGS.datasets:
         raise app.UsageError("--datasets: no dataset given")
     repeated = sorted({d for d in FLAGS.datasets if FLAGS.datasets.count(d) > 1})

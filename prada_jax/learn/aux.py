@@ -7,7 +7,11 @@ so A(x, 1) = Q(x, 1) - sum_a pi(a|x) Q(x, a) = pi(0|x) (Q(x, 1) - Q(x, 0)), cons
 construction (using V_phi(x_k) itself in place of the policy average would add the critic's error at x_k).
 
 D_psi target. The server compute time of a step, costs.server_step_seconds with a full prefill of the reference
-context and the LLM's step tokens, times mean-one log-normal measurement noise; input: context length / scale.
+context and the LLM's step tokens, times mean-one log-normal measurement noise. Input: context length / scale
+under the "flops" latency model (whose server time depends on the context only, as in the paper); under any other
+latency model (roofline, calibrated, a measured profile), whose server time is mostly the decode of the step's
+tokens, also the step's expected length: the SLM's length of the same step / STEP_SCALE (known on the edge device;
+the LLM's own length is not known before it runs).
 Both are fitted by minibatch Adam with MSE on standardised targets in one lax.scan.
 """
 
@@ -170,9 +174,26 @@ def predict(net: AuxRegressor, model: AuxModel, x):
     return net.apply(model.variables, x, train=False) * model.target_std + model.target_mean
 
 
-def delay_inputs(context_tokens, config: AuxConfig):
-    """D_psi input [..., 1]: context length / context_scale."""
-    return (jnp.asarray(context_tokens, jnp.float32) / config.context_scale)[..., None]
+STEP_SCALE = 100.0  # tokens; D_psi's step-length input = SLM step tokens / STEP_SCALE
+
+
+def delay_uses_step_length(latency_model: str) -> bool:
+    """Whether D_psi sees the step length under `latency_model` (every model but the paper's "flops")."""
+    return latency_model != C.DEFAULT_LATENCY_MODEL
+
+
+def delay_inputs(context_tokens, config: AuxConfig, step_tokens=None):
+    """D_psi input [..., 1]: context length / context_scale; with `step_tokens`, [..., 2]: also the step's expected
+    length / STEP_SCALE."""
+    ctx = jnp.asarray(context_tokens, jnp.float32) / config.context_scale
+    if step_tokens is None:
+        return ctx[..., None]
+    return jnp.stack([ctx, jnp.broadcast_to(jnp.asarray(step_tokens, jnp.float32) / STEP_SCALE, ctx.shape)], -1)
+
+
+def delay_input_width(model: AuxModel) -> int:
+    """1 (context) or 2 (context, step length): the width of a fitted D_psi's input layer."""
+    return int(model.variables["params"]["Dense_0"]["kernel"].shape[0])
 
 
 @functools.partial(jax.jit, static_argnames="config")
@@ -195,17 +216,21 @@ def noisy_server_seconds(packed: PackedTraces, key, config: AuxConfig, flops_llm
     return server_seconds_truth(packed, flops_llm, latency_model) * jnp.exp(s * eps - 0.5 * s * s)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "latency_model"))
+@functools.partial(jax.jit, static_argnames=("config", "latency_model", "use_step_length"))
 def fit_delay(packed: PackedTraces, train_problems, key, config: AuxConfig, flops_llm=C.FLOPS_LLM,
-              latency_model: str = C.DEFAULT_LATENCY_MODEL) -> AuxModel:
-    """Fit D_psi: context length -> server compute milliseconds (noisy measurements of `latency_model`'s server
-    step) on training problems."""
+              latency_model: str = C.DEFAULT_LATENCY_MODEL, use_step_length: bool | None = None) -> AuxModel:
+    """Fit D_psi: context length (and, by default under every latency model but "flops", the step length) ->
+    server compute milliseconds (noisy measurements of `latency_model`'s server step) on training problems."""
     k_noise, k_val, k_fit = jax.random.split(key, 3)
     ms = 1e3 * noisy_server_seconds(packed, k_noise, config, flops_llm, latency_model)
     fit, val = _split_validation(train_problems, k_val, config.val_fraction)
     weight = (packed.step_mask & fit[:, None]).reshape(-1)
     val_weight = (packed.step_mask & val[:, None]).reshape(-1)
-    x = delay_inputs(M.reference_context(packed), config).reshape(-1, 1)
+    if use_step_length is None:
+        use_step_length = delay_uses_step_length(latency_model)
+    step = packed.slm_step_tokens if use_step_length else None
+    x = delay_inputs(M.reference_context(packed), config, step)
+    x = x.reshape(-1, x.shape[-1])
     return fit_regressor(delay_net(config), x, ms.reshape(-1), weight, k_fit, config, val_weight)
 
 
@@ -213,6 +238,11 @@ def predict_advantage(config: AuxConfig, model: AuxModel, obs):
     return predict(advantage_net(config), model, obs)
 
 
-def predict_server_seconds(config: AuxConfig, model: AuxModel, context_tokens):
-    """D_psi prediction in seconds for context lengths [...]."""
+def predict_server_seconds(config: AuxConfig, model: AuxModel, context_tokens, step_tokens=None):
+    """D_psi prediction in seconds for context lengths [...] (and, for a D_psi fitted with the step length, the
+    steps' expected lengths [...]: required then, ignored otherwise)."""
+    if delay_input_width(model) == 2:
+        if step_tokens is None:
+            raise ValueError("this D_psi was fitted on (context, step length): pass step_tokens")
+        return 1e-3 * predict(delay_net(config), model, delay_inputs(context_tokens, config, step_tokens))
     return 1e-3 * predict(delay_net(config), model, delay_inputs(context_tokens, config))

@@ -63,13 +63,14 @@ def reference_context(packed: PackedTraces) -> jax.Array:
 
 
 def reference_step_seconds(packed: PackedTraces, flops_slm=C.FLOPS_SLM, flops_llm=C.FLOPS_LLM,
-                           latency_model: str = C.DEFAULT_LATENCY_MODEL):
+                           latency_model: str = C.DEFAULT_LATENCY_MODEL, params=None):
     """(TS, TL) [N, K] seconds on the reference context; TS includes the query prefill at k = 0.
 
     latency_model "flops": eqs. 14-18 with flops_slm / flops_llm. Another registered model
     (prada_jax/sim/latency_models.py, e.g. "roofline"): its local_step / server_step at batch 1 (the server step
     alone on the server, full prefill) on the default hardware (make_params(): C.DEFAULT_EDGE_HARDWARE for TS,
-    C.DEFAULT_SERVER_HARDWARE for TL); flops_slm / flops_llm are then unused."""
+    C.DEFAULT_SERVER_HARDWARE for TL), or on the hardware leaves of `params` (a SimParams; its prefix cache is
+    turned off); flops_slm / flops_llm are then unused."""
     ctx = reference_context(packed)
     k = jnp.arange(packed.max_steps)[None, :]
     slm_cached = jnp.where(k == 0, 0, ctx)
@@ -81,7 +82,7 @@ def reference_step_seconds(packed: PackedTraces, flops_slm=C.FLOPS_SLM, flops_ll
         from prada_jax.sim.params import make_params
 
         model = latency_models.get(latency_model)
-        params = make_params(prefix_cache=False)
+        params = make_params(prefix_cache=False) if params is None else params.replace(prefix_cache=jnp.bool_(False))
         alone = latency_models.ServerLoad(other_requests=jnp.zeros(ctx.shape, jnp.float32),
                                           other_context_tokens=jnp.zeros(ctx.shape, jnp.float32))
         ts = model.local_step(ctx, slm_cached, packed.slm_step_tokens, params)

@@ -59,7 +59,8 @@ def _policy_table(packed, models: LearnedModels, flops_llm) -> PolicyTable:
     prob = jnp.clip(ppo.server_prob(models.ppo_config, models.policy, mdp.obs),
                     POLICY_PROB_EPS, 1.0 - POLICY_PROB_EPS)
     adv = (1.0 - prob) * aux.predict_advantage(models.aux_config, models.advantage, mdp.obs)
-    secs = aux.predict_server_seconds(models.aux_config, models.delay, M.reference_context(packed))
+    secs = aux.predict_server_seconds(models.aux_config, models.delay, M.reference_context(packed),
+                                      packed.slm_step_tokens)
     z = lambda x: jnp.where(mask, x, 0.0).astype(jnp.float32)  # noqa: E731
     return PolicyTable(nominate_prob=z(prob), advantage=z(adv), server_seconds=z(secs))
 

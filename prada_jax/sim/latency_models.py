@@ -10,6 +10,14 @@
   the new tokens in batched decode iterations shared with the other requests in service (docs/latency.md,
   "Wiring into the simulator").
 
+* "calibrated": the roofline formulas with, per device, the efficiencies and the per-pass overheads (decode and
+  prefill apart) fitted to published measurements (prada_jax/calibration/published_latency.csv, fitted by
+  `python -m prada_jax.calibration.fit_published` into published_fit.json). The device is the preset whose peaks
+  the `server_*` / `edge_*` leaves hold; other peaks get the fitted fallback of their side. The leaves' own
+  efficiencies multiply the fitted ones and their overheads add to them (defaults 1 and 0: the fit alone).
+* "profile:<csv>": a measured profile (prada_jax/calibration/profile.py; experiments/measure_latency.py --profile
+  writes one), interpolated. Resolved on first use, one model per file; the hardware leaves are ignored.
+
 A model is registered once (`register`); adding a third one is one `LatencyModel` and one `register` call (plus its
 float64 twin in tests/reference_sim.py: ORACLE_LATENCY_MODELS, checked name by name).
 """
@@ -17,6 +25,7 @@ float64 twin in tests/reference_sim.py: ORACLE_LATENCY_MODELS, checked name by n
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable
 
 import jax.numpy as jnp
@@ -27,7 +36,8 @@ from prada_jax.latency import QWEN25_MATH_1_5B, QWEN25_MATH_7B, TransformerArch
 from prada_jax.sim.named import Registry
 from prada_jax.sim.params import params_hardware
 
-FLOPS, ROOFLINE = "flops", "roofline"
+FLOPS, ROOFLINE, CALIBRATED = "flops", "roofline", "calibrated"
+PROFILE_PREFIX = "profile:"
 
 # Roofline architectures. The online PRM of RSD (Skywork-o1-Open-PRM-Qwen-2.5-1.5B) is a Qwen2.5-1.5B with a value
 # head: the 1.5B shape is used (its LM head on the last token is a negligible over-count of a scalar head).
@@ -62,7 +72,31 @@ class LatencyModel:
     description: str
 
 
-LATENCY_MODELS: Registry[LatencyModel] = Registry("latency model")
+class _LatencyRegistry(Registry):
+    """The registry of latency models, which also resolves "profile:<csv>" names on first use (kept apart from
+    the registered entries, so iterating it lists only the registered models)."""
+
+    def __init__(self):
+        super().__init__("latency model")
+        self.profiles: dict[str, LatencyModel] = {}
+
+    def __contains__(self, name) -> bool:
+        if isinstance(name, str) and name.startswith(PROFILE_PREFIX):
+            return self._profile(name) is not None  # a missing or malformed file raises its one-line error
+        return dict.__contains__(self, name)
+
+    def lookup(self, name: str) -> LatencyModel:
+        if isinstance(name, str) and name.startswith(PROFILE_PREFIX):
+            return self._profile(name)
+        return super().lookup(name)
+
+    def _profile(self, name: str) -> LatencyModel:
+        if name not in self.profiles:
+            self.profiles[name] = _profile_model(name)
+        return self.profiles[name]
+
+
+LATENCY_MODELS: _LatencyRegistry = _LatencyRegistry()
 
 
 def register(model: LatencyModel) -> LatencyModel:
@@ -71,6 +105,30 @@ def register(model: LatencyModel) -> LatencyModel:
 
 def get(name: str) -> LatencyModel:
     return LATENCY_MODELS.lookup(name)
+
+
+def name_problem(name) -> str | None:
+    """Why `name` is not a usable latency model (one line: an unknown name, or a missing or malformed profile file),
+    or None."""
+    try:
+        if name in LATENCY_MODELS:
+            return None
+    except ValueError as e:
+        return str(e)
+    return f"{name!r} is not one of {sorted(LATENCY_MODELS)} or {PROFILE_PREFIX}<csv>"
+
+
+def storage_name(name: str) -> str:
+    """A folder name for the tables trained under latency model `name`: the name itself, or for a profile
+    "profile-<file stem>-<8 hex digits of its content hash>" (tables of different profiles never share a folder)."""
+    if name.startswith(PROFILE_PREFIX):
+        from prada_jax.calibration.profile import profile_fingerprint
+
+        path = name[len(PROFILE_PREFIX):]
+        get(name)  # validates the file
+        stem = os.path.splitext(os.path.basename(path))[0]
+        return f"profile-{stem}-{profile_fingerprint(path)}"
+    return name
 
 
 def server_load(in_service, context) -> ServerLoad:
@@ -127,6 +185,112 @@ register(LatencyModel(FLOPS, _flops_local, _flops_server, _flops_prm,
                       "paper eqs. 14-18: FLOPs / flops_slm or flops_llm, each server slot at the full flops_llm"))
 register(LatencyModel(ROOFLINE, _roofline_local, _roofline_server, _roofline_prm,
                       "roofline (prada_jax/latency.py) on the server_*/edge_* hardware leaves; batched server decode"))
+
+
+# ---- "calibrated": the roofline with efficiencies and overheads fitted to published measurements ----
+
+_CALIBRATION = None  # (device peaks [K, 2], fitted [K, 4], fallback {side: [4]}) from published_fit.json
+
+
+def _calibration():
+    global _CALIBRATION
+    if _CALIBRATION is None:
+        import numpy as np
+
+        from prada_jax.calibration.published import load_fit
+        from prada_jax.hardware import HARDWARE_PRESETS
+
+        fit = load_fit()
+        keys = ("bandwidth_efficiency", "compute_efficiency", "decode_overhead_s", "prefill_overhead_s")
+        names = [n for n in HARDWARE_PRESETS if n in fit["devices"]]
+        peaks = np.array([[HARDWARE_PRESETS[n].memory_bandwidth, HARDWARE_PRESETS[n].peak_flops] for n in names])
+        fitted = np.array([[fit["devices"][n][k] for k in keys] for n in names])
+        fallback = {side: np.array([fit["fallback"][side][k] for k in keys]) for side in ("server", "edge")}
+        _CALIBRATION = (names, peaks, fitted, fallback)
+    return _CALIBRATION
+
+
+def calibrated_values(params, side: str):
+    """(bandwidth efficiency, compute efficiency, decode overhead s, prefill overhead s) fitted for the device whose
+    peaks the `side` leaves of `params` hold (relative tolerance 1e-4), else the side's fallback; traced."""
+    names, peaks, fitted, fallback = _calibration()
+    bw = jnp.asarray(getattr(params, f"{side}_memory_bandwidth"), jnp.float32)
+    pf = jnp.asarray(getattr(params, f"{side}_peak_flops"), jnp.float32)
+    values = [jnp.full(jnp.shape(bw), float(v), jnp.float32) for v in fallback[side]]
+    for k in reversed(range(len(names))):
+        match = (jnp.abs(bw / float(peaks[k, 0]) - 1.0) < 1e-4) & (jnp.abs(pf / float(peaks[k, 1]) - 1.0) < 1e-4)
+        values = [jnp.where(match, float(fitted[k, j]), values[j]) for j in range(4)]
+    return tuple(values)
+
+
+def calibrated_hardware(params, side: str, phase: str):
+    """The traced Hardware of `side` under the calibration, for `phase` "decode" or "prefill" (its overhead)."""
+    eff_b, eff_c, ovh_d, ovh_p = calibrated_values(params, side)
+    hw = params_hardware(params, side)
+    return hw.replace(compute_efficiency=hw.compute_efficiency * eff_c,
+                      bandwidth_efficiency=hw.bandwidth_efficiency * eff_b,
+                      overhead_seconds=hw.overhead_seconds + (ovh_p if phase == "prefill" else ovh_d))
+
+
+def _calibrated_step(context, cached, new_tokens, arch, params, side, bytes_per_param, other_requests=0,
+                     other_context_tokens=0):
+    """latency.step_seconds with the prefill pass on the prefill calibration and the decode passes on the
+    decode one."""
+    m = jnp.asarray(context, jnp.float32)
+    c = jnp.minimum(jnp.asarray(cached, jnp.float32), m - 1.0)
+    n = jnp.maximum(jnp.asarray(new_tokens, jnp.float32), 1.0)
+    prefill = latency.prefill_seconds(m, c, arch, calibrated_hardware(params, side, "prefill"), bytes_per_param)
+    decode = latency.decode_tokens_seconds(m + 1.0, n - 1.0, arch, calibrated_hardware(params, side, "decode"),
+                                           other_requests, other_context_tokens, bytes_per_param)
+    return prefill + decode
+
+
+def _calibrated_local(context, slm_cached, new_tokens, params):
+    return _calibrated_step(context, slm_cached, new_tokens, SLM_ARCH, params, "edge", params.edge_bytes_per_param)
+
+
+def _calibrated_server(context, server_cached, new_tokens, params, load):
+    cached = jnp.where(params.prefix_cache, server_cached, 0)
+    return _calibrated_step(context, cached, new_tokens, LLM_ARCH, params, "server", params.server_bytes_per_param,
+                            load.other_requests, load.other_context_tokens)
+
+
+def _calibrated_prm(context, draft_tokens, params, load):
+    del load
+    total = jnp.asarray(context) + jnp.asarray(draft_tokens)
+    return latency.prefill_seconds(total, 0, PRM_ARCH, calibrated_hardware(params, "server", "prefill"),
+                                   bytes_per_param=params.server_bytes_per_param)
+
+
+register(LatencyModel(CALIBRATED, _calibrated_local, _calibrated_server, _calibrated_prm,
+                      "roofline with per-device efficiencies and decode/prefill overheads fitted to published "
+                      "measurements (prada_jax/calibration/published_fit.json)"))
+
+
+# ---- "profile:<csv>": a measured latency profile, interpolated ----
+
+def _profile_model(name: str) -> LatencyModel:
+    from prada_jax.calibration import profile as prof
+
+    path = name[len(PROFILE_PREFIX):]
+    roles = prof.load_profile(path)  # a missing or malformed file: one line naming it (ProfileError)
+    server, edge = roles["server"], roles["edge"]
+    prm = roles.get("prm")
+
+    def local(context, slm_cached, new_tokens, params):
+        del params
+        return prof.step_seconds(edge, context, slm_cached, new_tokens)
+
+    def server_step(context, server_cached, new_tokens, params, load):
+        cached = jnp.where(params.prefix_cache, server_cached, 0)
+        return prof.step_seconds(server, context, cached, new_tokens, load.other_requests, load.other_context_tokens)
+
+    def prm_check(context, draft_tokens, params, load):
+        del params, load
+        total = jnp.asarray(context, jnp.float32) + jnp.asarray(draft_tokens, jnp.float32)
+        return prof.prefill_seconds(prm if prm is not None else server, total)
+
+    return LatencyModel(name, local, server_step, prm_check, f"measured profile {path}, interpolated")
 
 
 # ---- D_psi (PolicyTable.server_seconds) under a latency model ----

@@ -280,10 +280,11 @@ class SimConfig:
         if (isinstance(self.slot_seconds, bool) or not isinstance(self.slot_seconds, (int, float, np.integer, np.floating))
                 or not (np.isfinite(self.slot_seconds) and self.slot_seconds > 0)):
             raise SimParamsError(f"SimConfig.slot_seconds must be a finite number > 0 (seconds), got {self.slot_seconds!r}")
-        from prada_jax.sim.latency_models import LATENCY_MODELS  # the registry
+        from prada_jax.sim.latency_models import name_problem  # the registry (and profile:<csv> names)
 
-        if self.latency_model not in LATENCY_MODELS:
-            raise SimParamsError(f"SimConfig.latency_model {self.latency_model!r} is not one of {sorted(LATENCY_MODELS)}")
+        problem = name_problem(self.latency_model)
+        if problem:
+            raise SimParamsError(f"SimConfig.latency_model: {problem}")
         if self.max_candidates is not None and self.max_candidates > self.max_users:
             object.__setattr__(self, "max_candidates", int(self.max_users))
 

@@ -83,8 +83,9 @@ def define_flags(flag_values) -> None:
         "rsd_threshold", DEFAULT_RSD_THRESHOLD, "rsd policy: PRM score below which the LLM regenerates a step.", flag_values=fv
     )
     flags.DEFINE_string(
-        "latency_model", C.DEFAULT_LATENCY_MODEL, "Simulator latency model: 'flops' (the paper's eqs. 14-18) or "
-        "'roofline' (H100 server, Jetson AGX Orin edge; docs/latency.md). Roofline steps take 0.1-1 s: use e.g. "
+        "latency_model", C.DEFAULT_LATENCY_MODEL, "Simulator latency model: 'flops' (the paper's eqs. 14-18), "
+        "'roofline' (H100 server, Jetson AGX Orin edge), 'calibrated' (the roofline fitted to published measurements) "
+        "or 'profile:<csv>' (a measured profile); docs/latency.md. Their steps take 0.1-5 s: use e.g. "
         "--slot_ms=20 and horizons of tens of seconds.", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "Discard results in --out_dir from a sweep with different flags.", flag_values=fv)
     flags.DEFINE_bool("plots", True, "Draw PNG figures into --out_dir after the sweep.", flag_values=fv)

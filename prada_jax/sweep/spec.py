@@ -154,7 +154,11 @@ class SweepSpec:
 def table_ckpt_dir(ckpt_dir: str, latency_model: str = C.DEFAULT_LATENCY_MODEL) -> str:
     """The folder of the learned tables trained under `latency_model`: <ckpt_dir> for the default "flops",
     <ckpt_dir>/<latency_model> otherwise (tables of different latency models never share a file)."""
-    return ckpt_dir if latency_model == C.DEFAULT_LATENCY_MODEL else os.path.join(ckpt_dir, latency_model)
+    if latency_model == C.DEFAULT_LATENCY_MODEL:
+        return ckpt_dir
+    from prada_jax.sim.latency_models import storage_name  # "profile:<csv>" -> profile-<stem>-<content hash>
+
+    return os.path.join(ckpt_dir, storage_name(latency_model))
 
 
 def learned_table_paths(ckpt_dir: str, dataset: str,
@@ -428,10 +432,11 @@ def make_spec(
     for flag, value in (("router_llm_fraction", router_llm_fraction), ("rsd_threshold", rsd_threshold)):
         if not (math.isfinite(value) and 0.0 <= value <= 1.0):
             raise SweepConfigError(flag, f"must lie in [0, 1], got {value!r}")
-    from prada_jax.sim.latency_models import LATENCY_MODELS
+    from prada_jax.sim.latency_models import name_problem
 
-    if latency_model not in LATENCY_MODELS:
-        raise SweepConfigError("latency_model", f"{latency_model!r} is not one of {sorted(LATENCY_MODELS)}")
+    problem = name_problem(latency_model)
+    if problem:
+        raise SweepConfigError("latency_model", problem)
     for p in policies:
         if p not in supported_policies:
             raise SweepConfigError(
