@@ -22,7 +22,8 @@ import sys
 
 from absl import app, flags
 
-from prada_jax.plots import PAPER_TABLE2
+from prada_jax import paper
+from prada_jax.paper import PAPER_TABLE2
 from prada_jax.sweep.store import read_results
 
 FLAGS = flags.FLAGS
@@ -230,17 +231,11 @@ def read_evals(ckpt_dir: str) -> dict:
 
 
 def table2_comparison(rows) -> list[dict]:
-    """The paper's 24 Table-2 numbers next to ours; within = 2 accuracy points, +-35 % or +-0.3 ms of a delay."""
+    """The paper's 24 Table-2 numbers next to ours (prada_jax.paper.tolerance decides `within`)."""
     out = []
-    for metric, by_dataset in PAPER_TABLE2.items():
-        for d in DATASETS:
-            for p, paper in by_dataset[d].items():
-                if paper is None:
-                    continue
-                ours = _val(rows, d, p, metric)
-                tol = 2.0 if metric == "accuracy" else max(0.35 * paper, 0.3)
-                out.append(dict(dataset=d, policy=p, metric=metric, paper=paper, ours=round(ours, 2),
-                                residual=round((ours - paper) / tol, 2), within=abs(ours - paper) <= tol))
+    for x in paper.comparison(rows):
+        tol = paper.tolerance(x["metric"], x["paper"])
+        out.append(dict(x, ours=round(x["ours"], 2), residual=round((x["ours"] - x["paper"]) / tol, 2)))
     return out
 
 

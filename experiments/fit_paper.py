@@ -46,7 +46,7 @@ from absl import flags, logging
 from prada_jax import cli_support
 from prada_jax import constants as C
 from prada_jax import sim, traces
-from prada_jax.plots import PAPER_TABLE2
+from prada_jax.paper import PAPER_TABLE2, ours_value, tolerance
 from prada_jax.sim import metrics as sim_metrics
 from prada_jax.sweep import runner
 from prada_jax.sweep.flags import CONFIG_DIR
@@ -97,15 +97,6 @@ def targets() -> list[dict]:
                                 role="fit" if fit else "heldout"))
     assert len(out) == 24, len(out)
     return out
-
-
-def tolerance(metric: str, paper: float) -> float:
-    """Acceptance half-width: 2 accuracy points; +-35 % of a delay, at least 0.3 ms."""
-    return 2.0 if metric == "accuracy" else max(0.35 * paper, 0.3)
-
-
-def ours_value(metric: str, row: dict) -> float:
-    return 100.0 * row["accuracy"] if metric == "accuracy" else row[metric]
 
 
 def residual(t: dict, row: dict) -> float:

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from prada_jax.paper import PAPER_TABLE2  # noqa: E402  (re-exported: the Table 2 markdown's paper columns)
 from prada_jax.sim import registry  # noqa: E402
 from prada_jax.sweep.report import value_label  # noqa: E402
 
@@ -31,30 +32,6 @@ PARAM_LABELS = registry.MappingView(registry.PARAMS, lambda p: p.label)
 LOG_PARAMS = registry.NamesView(registry.PARAMS, lambda p: p.log_scale)
 DELAYS = (("processing_ms", "Processing"), ("communication_ms", "Communication"), ("queuing_ms", "Queuing"))
 
-# Paper Table 2 (reference values printed in the paper, section 5.2), for side-by-side comparison only.
-# metric -> dataset -> policy -> value; None where the paper prints "-".
-PAPER_TABLE2: dict[str, dict[str, dict[str, float | None]]] = {
-    "accuracy": {
-        "gsm8k": {"all_slm": 85.2, "pi_only": 93.9, "prada": 90.3},
-        "gaokao2023en": {"all_slm": 66.2, "pi_only": 68.1, "prada": 67.3},
-        "mmlu_stem": {"all_slm": 59.3, "pi_only": 70.4, "prada": 65.2},
-    },
-    "processing_ms": {
-        "gsm8k": {"all_slm": 3.1, "pi_only": 9.9, "prada": 6.0},
-        "gaokao2023en": {"all_slm": 5.8, "pi_only": 22.5, "prada": 11.7},
-        "mmlu_stem": {"all_slm": 5.6, "pi_only": 15.3, "prada": 8.9},
-    },
-    "communication_ms": {
-        "gsm8k": {"all_slm": None, "pi_only": None, "prada": 0.4},
-        "gaokao2023en": {"all_slm": None, "pi_only": None, "prada": 0.6},
-        "mmlu_stem": {"all_slm": None, "pi_only": None, "prada": 0.7},
-    },
-    "queuing_ms": {
-        "gsm8k": {"all_slm": None, "pi_only": None, "prada": 2.5},
-        "gaokao2023en": {"all_slm": None, "pi_only": None, "prada": 3.2},
-        "mmlu_stem": {"all_slm": None, "pi_only": None, "prada": 3.8},
-    },
-}
 TABLE2_METRICS = (
     ("accuracy", "Accuracy (%)"),
     ("processing_ms", "Avg. processing delay (ms/task)"),

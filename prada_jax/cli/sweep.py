@@ -19,7 +19,7 @@ import sys
 
 from absl import app, flags, logging
 
-from prada_jax import cli_support, plots, sweep
+from prada_jax import cli_support, paper, plots, sweep
 from prada_jax.learn.tables import TableError
 from prada_jax.sim.params import SimParamsError
 from prada_jax.traces import TraceError
@@ -42,6 +42,7 @@ def main(argv):
         sys.exit(f"FATAL {err}")
     logging.info("Results: %s (%d rows)", store.csv_path, len(store.rows))
     print(sweep.summary_table(store.rows), end="", flush=True)
+    print(paper.comparison_text(spec, store.rows), end="", flush=True)  # Table-2 runs only: ours beside the paper's
     if FLAGS.plots:
         for path in plots.sweep_figures(store.rows, FLAGS.out_dir):
             logging.info("Figure: %s", path)
