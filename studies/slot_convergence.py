@@ -1,8 +1,8 @@
 """How the delay columns depend on the slot length: the same system (arrivals per second, horizon in seconds)
 simulated with shrinking slots. Quantifies the slot rounding that docs/simulator.md "Time" describes.
 
-    python experiments/slot_convergence.py                         # gsm8k, PRADA, 1 / 0.5 / 0.25 / 0.1 ms
-    python experiments/slot_convergence.py --slot_ms=1,0.1 --episodes=8 --policy=all_llm --arrival_rate=0.4
+    python -m studies slot_convergence                         # gsm8k, PRADA, 1 / 0.5 / 0.25 / 0.1 ms
+    python -m studies slot_convergence --slot_ms=1,0.1 --episodes=8 --policy=all_llm --arrival_rate=0.4
 
 Prints one row per slot length (mean ± Student-t 95 % CI over episodes) and writes a JSON file.
 """
@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-from prada_jax import cli_support  # noqa: E402
+from absl import app, flags
+from prada_jax import cli_support
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "gsm8k", "Trace under --traces_dir.")
