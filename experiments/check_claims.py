@@ -1,13 +1,13 @@
 """Check the paper's section-5 claims (Table 2 and the bullets under Figs 4-8) against sweep results.
 
-    PYTHONPATH=. python experiments/check_claims.py --table2=results/paper_table2 \
+    python -m experiments.check_claims --table2=results/paper_table2 \
         --capacity=results/paper_capacity --bandwidth=results/paper_bandwidth \
         --fig4=results/fit/ckpt_beta5 [--out=results/claims.json]
 
 --fig4 is a Stage-1 checkpoint folder: the single-user evaluation that training stores in
 <dir>/<dataset>/eval.json (held-out problems: All-SLM, All-LLM, pi_theta, the RSD threshold sweep).
 
-Each argument is the --out_dir of a finished `experiments/sweep.py` run (paper_table2.cfg, paper_capacity.cfg,
+Each argument is the --out_dir of a finished `prada-sweep` run (paper_table2.cfg, paper_capacity.cfg,
 paper_bandwidth.cfg; any may be omitted). Prints a markdown table (claim, the paper's number or shape, ours,
 verdict) and writes it as JSON. The verdict rules are the `claim_*` functions below (tested in
 tests/test_check_claims.py); "reproduced" means the stated rule holds, "missed" that it does not.

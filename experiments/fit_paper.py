@@ -1,6 +1,6 @@
-"""Fit the paper's unstated parameters to its Table 2 with the vectorised simulator (issue #11 items 2-4).
+"""Fit the paper's unstated parameters to its Table 2 with the vectorised simulator (stages 1-3 of docs/reproduction.md).
 
-    PYTHONPATH=. python experiments/fit_paper.py            # ~15-25 min on 2 CPU cores (tables cached)
+    python -m experiments.fit_paper            # ~15-25 min on 2 CPU cores (tables cached)
 
 Stated settings (Table 3) are kept: M=9, B=4e7 bit/s, lambda=3/slot, FlopsLLM=8e13. Stage 0, before this script
 (experiments/calibrate_flops.py): FlopsSLM=1.51e13 is fitted to the gsm8k All-SLM row, and a per-dataset prompt
@@ -282,7 +282,7 @@ def main(argv):
                                               "coarse_horizon_ms", "fine_episodes", "fine_horizon_ms", "warmup_ms",
                                               "seed")}
     summary = dict(
-        command="PYTHONPATH=. python experiments/fit_paper.py",
+        command="python -m experiments.fit_paper",
         stated=dict(server_capacity=C.DEFAULT_SERVER_CAPACITY, bandwidth_bps=C.DEFAULT_BANDWIDTH_BPS,
                     arrival_rate=C.DEFAULT_ARRIVAL_RATE, flops_llm=C.FLOPS_LLM, flops_slm=C.FLOPS_SLM),
         fitted=fitted, fit_loss=round(best["loss"], 3), settings=settings,

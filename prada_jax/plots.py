@@ -396,7 +396,7 @@ def plot_bars(rows: Sequence[dict], path: str, title: str | None = None, delay_s
 
 
 def sweep_figures(rows: Sequence[dict], out_dir: str, prefix: str = "fig_") -> list[str]:
-    """The figures experiments/sweep.py draws after a sweep: per dataset, performance + delay decomposition
+    """The figures prada-sweep draws after a sweep: per dataset, performance + delay decomposition
     (line plots) for a swept parameter, plus the frontier for beta; bars when nothing is swept."""
     rows = list(rows)
     if not rows:

@@ -53,7 +53,7 @@ def test_stable_run_drains_completely_and_counts_nothing_after_the_horizon():
 
 
 def test_no_feasible_upload_makes_prada_exactly_all_slm():
-    """gamma_th far above any SNR: nominees cannot upload and must not wait for ever (issue 10's stuck queue)."""
+    """gamma_th far above any SNR: nominees cannot upload and must not wait for ever (a stuck queue)."""
     config = dataclasses.replace(CONFIG, scheduler="prada")
     params = sim.make_params(arrival_rate=0.5, server_capacity=3, snr_threshold_db=200.0)
     key = jax.random.PRNGKey(5)
@@ -68,7 +68,7 @@ def test_no_feasible_upload_makes_prada_exactly_all_slm():
 
 
 def test_fifo_orders_by_the_current_request_entry_jax_and_oracle():
-    """A fresh nominee whose *task* arrived long ago must not overtake a request already waiting (issue 10)."""
+    """A fresh nominee whose *task* arrived long ago must not overtake a request already waiting."""
     t = 40
     users = init_state(3, TRACE.max_steps).users
     users = users.replace(

@@ -264,7 +264,7 @@ def test_cli_grid_end_to_end_prints_the_table_quietly(tmp_path):
     """Real simulator through the CLI: a 2 x 2 grid, then a restart that computes nothing; no TPU probe or
     orbax INFO in the output; --grid with --sweep_param is one FATAL line."""
     out = tmp_path / "grid"
-    args = [sys.executable, "experiments/sweep.py", "--flagfile=smoke.cfg", f"--out_dir={out}", "--policies=all_slm",
+    args = [sys.executable, "-m", "prada_jax.cli.sweep", "--flagfile=smoke.cfg", f"--out_dir={out}", "--policies=all_slm",
             "--sweep_param=none", "--sweep_values=", "--grid=server_capacity=1,3", "--grid=bandwidth_bps=1e6,4e7",
             "--noplots", "--horizon_ms=40", "--warmup_ms=5"]
     proc = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

@@ -1,7 +1,7 @@
 """Fit the statistics behind the synthetic traces from the real benchmark data in `../shared/data`.
 
 Only fitted numbers leave this module (written to `fitted_stats.json`); the data files themselves are
-never copied. `python experiments/refit_stats.py` regenerates the committed JSON byte for byte when the
+never copied. `python -m experiments.refit_stats` regenerates the committed JSON byte for byte when the
 data is present. Everything here is plain NumPy on a few thousand records (runs in about a second).
 
 What is fitted (docs/traces.md explains every choice):

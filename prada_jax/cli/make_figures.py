@@ -5,7 +5,7 @@
     prada-figures --episodes=4 --horizon_ms=500 --results_dir=results/quick \
         --figures_dir=figures/quick    # a quick, low-precision pass
 
-(`python experiments/make_figures.py ...` in a source checkout is the same command.)
+(`python -m prada_jax.cli.make_figures ...` is the same command.)
 
 Sweeps come from the shipped prada_jax/configs/{table2,capacity,bandwidth}.cfg (plus arrival, beta, and the
 roofline-latency study roofline_{table2,capacity,bandwidth} of docs/latency.md with --only) and write into
@@ -266,7 +266,7 @@ def main(argv):
                 commits = sorted({str(g["commit"])[:10] for g in prov["git"]})
                 header = (
                     "# Table 2: PRADA across three benchmarks (ours vs the paper)\n\n"
-                    f"Generated {datetime.date.today().isoformat()} by `python experiments/make_figures.py` from "
+                    f"Generated {datetime.date.today().isoformat()} by `prada-figures` from "
                     f"`{out_dir}` ({config['episodes']} episodes of {config['horizon_ms']} ms, warm-up "
                     f"{config['warmup_ms']} ms, Table-3 system parameters; commit {', '.join(commits)}). "
                     f"Ours: mean ± 95 % CI (Student t) over {config['episodes']} episodes; delays in ms per task "
@@ -286,7 +286,7 @@ def main(argv):
                 slot = config.get("slot_ms", 1.0)
                 header = (
                     "# Table 2 under the roofline latency model (docs/latency.md, section 6)\n\n"
-                    f"Generated {datetime.date.today().isoformat()} by `python experiments/make_figures.py "
+                    f"Generated {datetime.date.today().isoformat()} by `prada-figures "
                     f"--only=roofline_table2` from `{out_dir}` (commit {', '.join(commits)}): H100 server, Jetson AGX "
                     f"Orin edge, {slot:g} ms slots, {1e3 * config['params']['arrival_rate']:g} tasks/s, "
                     f"M = {config['params']['server_capacity']}, B = {config['params']['bandwidth_bps']:g} bit/s, "
@@ -315,7 +315,7 @@ def main(argv):
 
 
 def run():
-    """Console script prada-figures (and experiments/make_figures.py)."""
+    """Console script prada-figures (also python -m prada_jax.cli.make_figures)."""
     cli_support.run_main(main, __doc__, key_flag_modules=(sys.modules[__name__],))
 
 

@@ -5,7 +5,7 @@
     prada-sweep --datasets=gsm8k --policies=all_slm,prada --sweep_param=beta --sweep_values=1,10,100
     prada-sweep --datasets=gsm8k --policies=all_slm,prada --grid=server_capacity=1,3,9 --grid=bandwidth_bps=1e6,4e7
 
-(The last one sweeps the M x B Cartesian product; `python experiments/sweep.py ...` in a source checkout is the
+(The last one sweeps the M x B Cartesian product; `python -m prada_jax.cli.sweep ...` is the
 same command.)
 
 Writes results.csv, results.json, run.json and fig_*.png into --out_dir and prints a summary table; a killed run

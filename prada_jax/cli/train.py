@@ -4,7 +4,7 @@
   prada-train ... --resume        # continue an interrupted run from its last checkpoint
   prada-train ... --if_missing    # first use: train only datasets without a table (what prada-sweep runs)
 
-(`python experiments/train.py ...` in a source checkout is the same command.)
+(`python -m prada_jax.cli.train ...` is the same command.)
 
 Writes, per dataset, under <ckpt_dir>/<dataset>/: ppo/ (orbax checkpoints of the vmapped beta runs),
 models/ (final networks), policy_table.npz (for the simulator), eval.json; and <ckpt_dir>/summary.json.
@@ -390,7 +390,7 @@ def main(argv):
 
 
 def run():
-    """Console script prada-train (and experiments/train.py)."""
+    """Console script prada-train (also python -m prada_jax.cli.train)."""
     cli_support.run_main(main, __doc__, key_flag_modules=(sys.modules[__name__],))
 
 

@@ -165,7 +165,7 @@ register_policy("prada", table="learned", scheduler="prada", label="PRADA", styl
                 description="learned Stage 1 + Theorem-2 scheduler")
 register_policy("prada_exact", table="learned", scheduler="prada_exact", label="PRADA, exact Stage 2",
                 style=("#17becf", "*"),
-                description="learned Stage 1 + exact per-slot solver of problem (28) (beyond the paper, issue 15)")
+                description="learned Stage 1 + exact per-slot solver of problem (28) (beyond the paper)")
 register_policy("random_policy", table="random", scheduler="prada", stage1_sampling=True, label="Random policy",
                 style=("#ff7f0e", "v"),
                 description="Stage 1 nominates with prob. 0.5; Theorem-2 scheduler with the learned A_omega / D_psi")

@@ -153,7 +153,7 @@ def train_policy_table(dataset: str, beta: float, traces_dir: str, ckpt_dir: str
     in a child process (its progress log streams).
 
     Runs the documented training entry point rather than re-implementing it, so a table trained here is the
-    same as one from `prada-train --datasets=<d> --beta=<b> --seed=<s>` (or `python experiments/train.py ...`).
+    same as one from `prada-train --datasets=<d> --beta=<b> --seed=<s>` (or `python -m prada_jax.cli.train ...`).
     A latency model other than "flops" trains with --latency_model=<it> into table_ckpt_dir(ckpt_dir, it).
     The child imports this very copy of prada_jax (its root goes first on PYTHONPATH)."""
     from prada_jax import data_paths
@@ -197,7 +197,7 @@ def _die_with_parent() -> None:
 def learned_table(spec: SweepSpec, dataset: str, trace):
     """The learned PolicyTable (pi_theta, A_omega, D_psi) of a dataset at spec.table_beta.
 
-    Loaded from <ckpt_dir>/<dataset>/policy_table.npz (written by experiments/train.py, whose eval.json records
+    Loaded from <ckpt_dir>/<dataset>/policy_table.npz (written by prada-train, whose eval.json records
     the beta it was trained for); trained on first use when absent. A table for another beta is an error
     (never overwritten): point --ckpt_dir elsewhere or set --table_beta.
     """

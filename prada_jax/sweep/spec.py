@@ -159,7 +159,7 @@ def table_ckpt_dir(ckpt_dir: str, latency_model: str = C.DEFAULT_LATENCY_MODEL) 
 
 def learned_table_paths(ckpt_dir: str, dataset: str,
                         latency_model: str = C.DEFAULT_LATENCY_MODEL) -> tuple[str, str]:
-    """(policy_table.npz, eval.json) that experiments/train.py --latency_model=<latency_model> writes under
+    """(policy_table.npz, eval.json) that prada-train --latency_model=<latency_model> writes under
     table_ckpt_dir(ckpt_dir, latency_model)/<dataset>/."""
     base = os.path.join(table_ckpt_dir(ckpt_dir, latency_model), dataset)
     return os.path.join(base, "policy_table.npz"), os.path.join(base, "eval.json")
