@@ -40,12 +40,10 @@ import os
 import sys
 import time
 
-import numpy as np
 from absl import flags, logging
 
-from prada_jax import cli_support
+from prada_jax import cli_support, sim, traces
 from prada_jax import constants as C
-from prada_jax import sim, traces
 from prada_jax.paper import PAPER_TABLE2, ours_value, tolerance
 from prada_jax.sim import metrics as sim_metrics
 from prada_jax.sweep import runner

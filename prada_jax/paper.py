@@ -8,7 +8,8 @@ they all apply: 2 accuracy points, or +-35 % of a delay with at least +-0.3 ms.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from prada_jax import constants as C
 
@@ -110,7 +111,10 @@ def comparison_text(spec, rows: Sequence[dict[str, Any]]) -> str:
             if any(line[2:]):
                 body.append(line)
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
-    fmt = lambda x: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(x, widths)))  # noqa: E731
+
+    def fmt(line):
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+
     p = spec.params
     lines = [f"ours / paper ({CITATION}); ! outside tolerance ({TOLERANCE_RULE})",
              fmt(head).rstrip(), "  ".join("-" * w for w in widths)] + [fmt(b).rstrip() for b in body]

@@ -14,6 +14,7 @@ import os
 import time
 
 from absl import app, flags
+
 from prada_jax import cli_support
 
 FLAGS = flags.FLAGS

@@ -20,6 +20,7 @@ import math
 import os
 
 from absl import app, flags
+
 from prada_jax import cli_support
 from prada_jax import constants as C
 

@@ -9,19 +9,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference_sim import QUEUED as O_QUEUED
+from reference_sim import READY as O_READY
+from reference_sim import User, fifo_order
+from sim_helpers import metrics_dict, mixed_table, tiny
 
 from prada_jax import sim
 from prada_jax.sim import draws as D
 from prada_jax.sim import metrics as MET
 from prada_jax.sim import policies
-from prada_jax.sim import stage2 as S2
 from prada_jax.sim import schedulers as SCHED
+from prada_jax.sim import stage2 as S2
 from prada_jax.sim.state import QUEUED, READY, init_state
 from prada_jax.traces import pack_traces
-from reference_sim import QUEUED as O_QUEUED
-from reference_sim import READY as O_READY
-from reference_sim import User, fifo_order
-from sim_helpers import metrics_dict, mixed_table, tiny
 
 TRACE = tiny(seed=11)
 PACKED = pack_traces(TRACE)

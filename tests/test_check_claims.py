@@ -56,7 +56,9 @@ def test_bandwidth_threshold_location(cc):
 
 
 def _eval(slm, llm, pi, c_slm, c_llm, c_pi, rsd):
-    point = lambda acc, c: {"accuracy": acc / 100, "compute_ms_per_task": c}
+    def point(acc, c):
+        return {"accuracy": acc / 100, "compute_ms_per_task": c}
+
     return {"single_user": {"all_slm": point(slm, c_slm), "all_llm": point(llm, c_llm), "pi_theta": point(pi, c_pi),
                             "rsd": [point(a, c) for a, c in rsd]}}
 

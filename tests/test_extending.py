@@ -10,12 +10,12 @@ import re
 
 import jax
 import numpy as np
+from reference_sim import simulate_reference
+from sim_helpers import metrics_dict, mixed_table, tiny
 
 from prada_jax import plots, sim, sweep
 from prada_jax.sim import registry
 from prada_jax.traces import pack_traces
-from reference_sim import simulate_reference
-from sim_helpers import metrics_dict, mixed_table, tiny
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 

@@ -8,9 +8,9 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import make_tiny_trace
 from scipy import stats
 
-from conftest import make_tiny_trace
 from prada_jax.learn import headroom
 from prada_jax.learn import mdp as M
 from prada_jax.traces import save_trace

@@ -13,13 +13,11 @@ import numpy as np
 import pytest
 from absl import flags
 
-from prada_jax import constants as C
 from prada_jax import plots, sim, sweep
 from prada_jax.sim import registry
 from prada_jax.traces import pack_traces
 from tests.conftest import REPO_ROOT, make_tiny_trace
 from tests.test_sweep import FakeRunner, read_csv, spec_for, traces_dir  # noqa: F401 (traces_dir: the same fixture)
-
 
 # ----------------------------------------------------------------------------------------------------------
 # the registry

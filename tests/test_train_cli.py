@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT
 
 
@@ -111,6 +110,7 @@ def test_each_trace_is_loaded_once_per_run_and_resume_is_checked_first(tmp_path)
     import json
 
     from conftest import make_tiny_trace
+
     from prada_jax.traces import save_trace
 
     traces, ckpt = tmp_path / "traces", tmp_path / "ck"
