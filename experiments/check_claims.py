@@ -116,7 +116,7 @@ def claims_capacity(rows) -> list[dict]:
                       "-> 0", f"{_f(q[0])} (M={m[0]:g}) -> {_f(q[-1])} ms", q[-1] < 0.3 and q[-1] < 0.1 * q[0]))
     for metric in ("processing_ms", "communication_ms"):
         _, y = _curve(rows, "prada", metric)
-        out.append(_claim(f"F6-{metric}-rises", f"PRADA {metric.split('_')[0]} delay increases with M",
+        out.append(_claim(f"F6-{metric.split('_')[0]}-rises", f"PRADA {metric.split('_')[0]} delay increases with M",
                           "rises", f"{_f(y[0])} (M={m[0]:g}) -> {_f(y[-1])} ms", y[-1] > y[0]))
     _, q_rp = _curve(rows, "random_policy", "queuing_ms")
     rp = dict(zip(m, q_rp))
@@ -153,7 +153,7 @@ def claims_bandwidth(rows) -> list[dict]:
                       f"{_f(c[-1])} ms", cd[1e7] < 0.1 * max(c)))
     for metric in ("processing_ms", "queuing_ms"):
         _, y = _curve(rows, "prada", metric)
-        out.append(_claim(f"F7-{metric}-rises", f"PRADA {metric.split('_')[0]} delay rises from low B, then stabilises",
+        out.append(_claim(f"F7-{metric.split('_')[0]}-rises", f"PRADA {metric.split('_')[0]} delay rises from low B, then stabilises",
                           "rises, flat", f"{_f(y[0])} -> {_f(dict(zip(b, y))[4e7])} (4e7) -> {_f(y[-1])} ms", y[-1] > y[0]))
     b0 = min(b)
     rs_acc, pr_acc = _val(rows, "gsm8k", "random_scheduler", "accuracy", b0), a[b0]
