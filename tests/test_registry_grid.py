@@ -31,7 +31,7 @@ def test_every_registered_policy_and_parameter_is_known_to_the_sweep_bench_and_f
 
     for name, policy in registry.POLICIES.items():
         assert policy.scheduler in sim.SCHEDULERS and policy.table in registry.TABLES
-        assert name in bench.BENCH_POLICIES and plots.POLICY_LABELS[name] == policy.label
+        assert name in bench.BENCH_POLICIES and name in plots.POLICY_LABELS and plots.label(name)
         spec = spec_for(traces_dir, policies=[name], sweep_param="none", sweep_values=[])
         assert spec.policies == (name,)
     trace = make_tiny_trace()
@@ -70,16 +70,18 @@ def test_duplicate_and_dangling_registrations_are_errors():
 def test_one_registration_makes_a_policy_available_everywhere(traces_dir):
     name = "all_slm_fifo_test"
     try:
-        registry.register_policy(name, table="all_slm", scheduler="fifo", label="All SLM (FIFO)",
-                                 description="test policy")
-        assert name in sweep.POLICIES and name in plots.POLICY_LABELS and plots.label(name) == "All SLM (FIFO)"
+        registry.register_policy(name, table="all_slm", scheduler="fifo", description="test policy")
+        assert name in sweep.POLICIES and name in plots.POLICY_LABELS and plots.label(name) == name  # the default
+        plots.register_policy_look(name, "All SLM (FIFO)")
+        assert plots.label(name) == "All SLM (FIFO)" and plots.POLICY_STYLES[name] == plots.DEFAULT_STYLE
         spec = spec_for(traces_dir, policies=[name], datasets=["gsm8k"], sweep_values=[1e6], episodes=2,
                         horizon_ms=30, warmup_ms=5)
         rows = sweep.simulate_point(spec, "gsm8k", name)
         assert rows[0]["policy"] == name and rows[0]["offload_fraction_mean"] == 0.0
     finally:
         registry.POLICIES.pop(name, None)
-    assert name not in sweep.POLICIES
+        plots._POLICY_LOOKS.pop(name, None)
+    assert name not in sweep.POLICIES and name not in plots.POLICY_LABELS
 
 
 def test_check_param_uses_the_registered_check():
