@@ -27,6 +27,7 @@ from flax import struct
 
 from prada_jax import constants as C
 from prada_jax import costs
+from prada_jax import traces
 from prada_jax.traces import PackedTraces, TraceData, pack_traces
 
 SLM, LLM = 0, 1
@@ -56,10 +57,8 @@ def as_packed(trace: TraceData | PackedTraces) -> PackedTraces:
 
 
 def reference_context(packed: PackedTraces) -> jax.Array:
-    """int32 [N, K]: context tokens before step k on the all-SLM path (query + earlier SLM steps)."""
-    tokens = packed.slm_step_tokens
-    before = jnp.cumsum(tokens, axis=1) - tokens
-    return (packed.query_tokens[:, None] + before) * packed.step_mask
+    """int32 [N, K]: context tokens before step k on the all-SLM path (prada_jax.traces.reference_context)."""
+    return traces.reference_context(packed.query_tokens, packed.slm_step_tokens, packed.step_mask)
 
 
 def reference_step_seconds(packed: PackedTraces, flops_slm=C.FLOPS_SLM, flops_llm=C.FLOPS_LLM,
