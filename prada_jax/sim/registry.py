@@ -25,8 +25,13 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from prada_jax import constants as C
+from prada_jax.sim import policies as P
+from prada_jax.sim import schedulers
 from prada_jax.sim.named import Registry
+from prada_jax.sim.params import _DEFAULT_HW, PARAM_FIELDS
 
 
 class RegistryError(ValueError):
@@ -71,25 +76,19 @@ def register_table(name: str, build: Callable, learned: bool = False, descriptio
     return TABLES.add(name, TableKind(name, build, bool(learned), description))
 
 
-def _p():
-    from prada_jax.sim import policies
-
-    return policies
-
-
 register_table("learned", lambda trace, ctx: ctx.learned_table(), learned=True,
                description="the learned Stage-1 table pi_theta with A_omega / D_psi (prada_jax.learn)")
-register_table("random", lambda trace, ctx: _p().random_table(trace, ctx.random_prob, base=ctx.learned_table(),
+register_table("random", lambda trace, ctx: P.random_table(trace, ctx.random_prob, base=ctx.learned_table(),
                                                               flops_llm=ctx.flops_llm),
                learned=True, description="nominate with prob. 0.5; Stage-2 inputs from the learned table")
-register_table("all_slm", lambda trace, ctx: _p().all_slm_table(trace, flops_llm=ctx.flops_llm),
+register_table("all_slm", lambda trace, ctx: P.all_slm_table(trace, flops_llm=ctx.flops_llm),
                description="nothing nominated")
-register_table("all_llm", lambda trace, ctx: _p().all_llm_table(trace, flops_llm=ctx.flops_llm),
+register_table("all_llm", lambda trace, ctx: P.all_llm_table(trace, flops_llm=ctx.flops_llm),
                description="every step nominated")
-register_table("router", lambda trace, ctx: _p().router_table(trace, ctx.router_llm_fraction,
+register_table("router", lambda trace, ctx: P.router_table(trace, ctx.router_llm_fraction,
                                                               flops_llm=ctx.flops_llm),
                description="top router_llm_fraction tasks (by PRM gain) entirely on the LLM")
-register_table("prm_threshold", lambda trace, ctx: _p().prm_threshold_table(trace, ctx.rsd_threshold,
+register_table("prm_threshold", lambda trace, ctx: P.prm_threshold_table(trace, ctx.rsd_threshold,
                                                                             flops_llm=ctx.flops_llm),
                description="nominate steps the PRM scores below rsd_threshold (RSD)")
 
@@ -97,9 +96,6 @@ register_table("prm_threshold", lambda trace, ctx: _p().prm_threshold_table(trac
 def prm_gain_table(trace, flops_llm: float = C.FLOPS_LLM):
     """A checkpoint-free stand-in for the learned table (benchmark, tests): nominate (0.9) where the LLM's PRM
     gain is > 0, else 0.1; value gap = PRM gain. Same Stage-2 code path and inputs as a learned table."""
-    import numpy as np
-
-    P = _p()
     gain = np.asarray(P.prm_gain(trace))
     nominate = np.where(trace.step_mask, np.where(gain > 0, 0.9, 0.1), 0.0)
     return P.table_from_value_gap(nominate, gain, P.reference_server_seconds(trace, flops_llm))
@@ -135,8 +131,6 @@ POLICIES: Registry[Policy] = Registry("policy", RegistryError)
 def register_policy(name: str, *, table: str, scheduler: str, stage1_sampling: bool = False,
                     description: str = "") -> Policy:
     """Register a policy (once). Its table kind and scheduler must be registered already."""
-    from prada_jax.sim import schedulers
-
     if name in POLICIES:
         raise RegistryError(f"policy {name!r} is already registered")  # before the checks of its parts
     if table not in TABLES:
@@ -223,8 +217,6 @@ PARAMS: Registry[Param] = Registry("system parameter", RegistryError)
 def register_param(name: str, kind: type, default: float, help: str, *, unit: str = "",
                    check: Callable[[Any], str | None] | None = None) -> Param:
     """Register a sweepable system parameter (once); `name` must be a `SimParams` field."""
-    from prada_jax.sim.params import PARAM_FIELDS
-
     if name in PARAMS:
         raise RegistryError(f"system parameter {name!r} is already registered")
     if name not in PARAM_FIELDS:
@@ -258,12 +250,6 @@ register_param("flops_slm", float, C.FLOPS_SLM, "FLOP/s of each user's SLM.", un
 register_param("flops_llm", float, C.FLOPS_LLM, "FLOP/s of the server LLM.", unit="FLOP/s", check=positive)
 
 
-def _hardware_defaults():
-    from prada_jax.sim.params import _DEFAULT_HW  # the presets' values (prada_jax/hardware.py)
-
-    return _DEFAULT_HW
-
-
 def fraction(value) -> str | None:
     return None if 0.0 < float(value) <= 1.0 else "must be in (0, 1]"
 
@@ -271,7 +257,7 @@ def fraction(value) -> str | None:
 # The roofline latency model's hardware (--latency_model=roofline; unused by the default flops model): one set for
 # the server accelerator, one for each user's edge device. Defaults: C.DEFAULT_SERVER_HARDWARE / DEFAULT_EDGE_HARDWARE.
 for _side, _what in (("server", "server accelerator"), ("edge", "edge device")):
-    _hw = _hardware_defaults()
+    _hw = _DEFAULT_HW  # the presets' values (prada_jax/hardware.py)
     register_param(f"{_side}_peak_flops", float, _hw[f"{_side}_peak_flops"],
                    f"Roofline: dense 16-bit peak FLOP/s of the {_what}.", unit="FLOP/s", check=positive)
     register_param(f"{_side}_memory_bandwidth", float, _hw[f"{_side}_memory_bandwidth"],
