@@ -107,7 +107,7 @@ def comparison_text(spec, rows: Sequence[dict[str, Any]]) -> str:
             for metric, _, digits in metrics:
                 c = found.get((dataset, policy, metric))
                 line.append("" if c is None else
-                            f"{c['ours']:.{digits}f} / {c['paper']:g}" + ("" if c["within"] else " !"))
+                            f"{c['ours']:.{digits}f} / {c['paper']}" + ("  " if c["within"] else " !"))
             if any(line[2:]):
                 body.append(line)
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
