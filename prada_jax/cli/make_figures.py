@@ -28,6 +28,7 @@ from absl import app, flags, logging
 
 from prada_jax import cli_support, data_paths, plots, sweep
 from prada_jax import constants as C
+from prada_jax.learn import tables
 from prada_jax.traces import TraceError
 
 ALL = ("table2", "fig4", "capacity", "bandwidth", "arrival", "beta",
@@ -146,8 +147,6 @@ def title_fields(config: dict) -> dict:
 
 def read_eval(eval_path: str) -> dict:
     """A Figure-4 training record (eval.json) checked for every key fig4_rows reads; app.UsageError naming it."""
-    from prada_jax.learn import tables
-
     try:
         return tables.read_eval_record(eval_path, single_user=True)
     except tables.RecordError as err:
@@ -205,8 +204,6 @@ def provenance_of(config: dict, out_dir: str) -> dict:
 
 def read_provenance(path: str) -> dict:
     """provenance.json of --figures_dir ({} when absent); a damaged one is an app.UsageError (never replaced)."""
-    from prada_jax.learn import tables
-
     if not os.path.lexists(path):
         return {}
     try:

@@ -31,6 +31,7 @@ from prada_jax import cli_support, data_paths, locks
 from prada_jax import constants as C
 from prada_jax.learn import aux, checkpoints, evaluate, ppo, tables
 from prada_jax.learn import mdp as M
+from prada_jax.sim.latency_models import LATENCY_MODELS
 from prada_jax.traces import TraceData, TraceError, file_sha256, load_trace, pack_traces
 
 FLAGS = flags.FLAGS
@@ -234,8 +235,6 @@ def validate_flags() -> dict[str, tuple[TraceData, str]]:
         raise app.UsageError(f"--frontier_betas: {exc}") from exc
     if any(not (math.isfinite(b) and b >= 0) for b in betas):
         raise app.UsageError(f"--frontier_betas must be finite and >= 0, got {betas}")
-    from prada_jax.sim.latency_models import LATENCY_MODELS
-
     if FLAGS.latency_model not in LATENCY_MODELS:
         raise app.UsageError(f"--latency_model: {FLAGS.latency_model!r} is not one of {sorted(LATENCY_MODELS)}")
     if not FLAGS.datasets:

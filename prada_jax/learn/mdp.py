@@ -26,8 +26,9 @@ import numpy as np
 from flax import struct
 
 from prada_jax import constants as C
-from prada_jax import costs
-from prada_jax import traces
+from prada_jax import costs, traces
+from prada_jax.sim import latency_models
+from prada_jax.sim.params import make_params
 from prada_jax.traces import PackedTraces, TraceData, pack_traces
 
 SLM, LLM = 0, 1
@@ -76,9 +77,6 @@ def reference_step_seconds(packed: PackedTraces, flops_slm=C.FLOPS_SLM, flops_ll
         ts = costs.local_step_seconds(ctx, slm_cached, packed.slm_step_tokens, flops_slm)
         tl = costs.server_step_seconds(ctx, 0, packed.llm_step_tokens, flops_llm, False)
     else:
-        from prada_jax.sim import latency_models
-        from prada_jax.sim.params import make_params
-
         model = latency_models.get(latency_model)
         params = make_params(prefix_cache=False)
         alone = latency_models.ServerLoad(other_requests=jnp.zeros(ctx.shape, jnp.float32),

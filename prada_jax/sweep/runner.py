@@ -14,8 +14,13 @@ from typing import Any, Callable, Sequence
 from absl import logging
 
 from prada_jax import constants as C
-from prada_jax.sim.params import SimConfig
-from prada_jax.sim import registry
+from prada_jax import data_paths, traces
+from prada_jax.learn import tables as learn_tables
+from prada_jax.sim import latency_models, registry
+from prada_jax.sim import metrics as sim_metrics
+from prada_jax.sim import params as sim_params
+from prada_jax.sim import run as sim_run
+from prada_jax.sim.params import SimConfig, params_from_mapping, stack_params
 from prada_jax.sweep.spec import (
     GRID,
     NO_SWEEP,
@@ -107,8 +112,6 @@ def sim_config(spec: SweepSpec, scheduler: str, stage1_sampling: bool = False):
 def params_grid(spec: SweepSpec):
     """SimParams with a leading grid axis [G], one entry per swept value; arrival_rate converted from tasks per ms
     (the flag's unit) to tasks per slot."""
-    from prada_jax.sim.params import params_from_mapping, stack_params
-
     points = []
     for g in spec.grid():
         values = {k: v for k, v in g.items() if k != "server_prefill"}
@@ -120,10 +123,6 @@ def params_grid(spec: SweepSpec):
 
 def simulate_point(spec: SweepSpec, dataset: str, policy: str) -> list[dict[str, Any]]:
     """Run all swept values of one (dataset, policy) in one simulate_grid call; return its rows."""
-    from prada_jax import traces
-    from prada_jax.sim import metrics as sim_metrics
-    from prada_jax.sim import run as sim_run
-
     start = time.perf_counter()
     trace = traces.load_trace(spec.trace_path(dataset))
     packed = traces.pack_traces(trace)
@@ -134,8 +133,6 @@ def simulate_point(spec: SweepSpec, dataset: str, policy: str) -> list[dict[str,
     table, ps = policy_setup(spec, policy, dataset, trace, flops_llm)
     if spec.latency_model != C.DEFAULT_LATENCY_MODEL and not ps.learned:
         # D_psi (TQ) under the same latency model; learned tables were trained under it (learned_table)
-        from prada_jax.sim import latency_models, params as sim_params
-
         table = latency_models.with_reference_server_seconds(table, trace, sim_params.make_params(), spec.latency_model)
     config = sim_config(spec, ps.scheduler, ps.stage1_sampling)
     metrics = sim_run.simulate_grid(packed, table, params_grid(spec), config, spec.episodes, spec.seed)
@@ -156,8 +153,6 @@ def train_policy_table(dataset: str, beta: float, traces_dir: str, ckpt_dir: str
     same as one from `prada-train --datasets=<d> --beta=<b> --seed=<s>` (or `python -m prada_jax.cli.train ...`).
     A latency model other than "flops" trains with --latency_model=<it> into table_ckpt_dir(ckpt_dir, it).
     The child imports this very copy of prada_jax (its root goes first on PYTHONPATH)."""
-    from prada_jax import data_paths
-
     if data_paths.is_installed_data(ckpt_dir):
         raise PolicyTableError(
             f"no learned policy table for {dataset} among the tables shipped with the package ({ckpt_dir}, "
@@ -201,8 +196,6 @@ def learned_table(spec: SweepSpec, dataset: str, trace):
     the beta it was trained for); trained on first use when absent. A table for another beta is an error
     (never overwritten): point --ckpt_dir elsewhere or set --table_beta.
     """
-    from prada_jax.learn import tables as learn_tables
-
     table_path, eval_path = learned_table_paths(spec.ckpt_dir, dataset, spec.latency_model)
     if not os.path.exists(table_path):
         train_policy_table(dataset, spec.table_beta, spec.traces_dir, spec.ckpt_dir, spec.seed, spec.latency_model)
@@ -281,8 +274,6 @@ def run_sweep(
 def validate_inputs(spec: SweepSpec) -> None:
     """Load and check every input the sweep will read: each dataset's trace and each learned table that exists
     (a missing one is trained on first use). Raises TraceError / PolicyTableError naming the file."""
-    from prada_jax import traces
-
     learned = any(registry.get_policy(p).learned for p in spec.policies)
     for dataset in spec.datasets:
         trace = traces.load_trace(spec.trace_path(dataset))

@@ -7,15 +7,16 @@ numbers) or raises `SweepConfigError` naming the first bad flag. Nothing here ru
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
-import itertools
 import os
 from typing import Any, Iterable, Sequence
 
 from prada_jax import constants as C
 from prada_jax.data_paths import resolve_data_dir
 from prada_jax.sim import registry
+from prada_jax.sim.latency_models import LATENCY_MODELS
 from prada_jax.traces import file_sha256
 
 # The vocabulary lives in ONE registry, prada_jax.sim.registry (policies, table kinds, sweepable parameters);
@@ -419,8 +420,6 @@ def make_spec(
     for flag, value in (("router_llm_fraction", router_llm_fraction), ("rsd_threshold", rsd_threshold)):
         if not (math.isfinite(value) and 0.0 <= value <= 1.0):
             raise SweepConfigError(flag, f"must lie in [0, 1], got {value!r}")
-    from prada_jax.sim.latency_models import LATENCY_MODELS
-
     if latency_model not in LATENCY_MODELS:
         raise SweepConfigError("latency_model", f"{latency_model!r} is not one of {sorted(LATENCY_MODELS)}")
     for p in policies:
