@@ -339,7 +339,7 @@ def make_spec(
     if grid and (sweep_param != NO_SWEEP or sweep_values):
         raise SweepConfigError("grid", "cannot be combined with --sweep_param/--sweep_values; use one or the other")
     seen = set()
-    for name, values in grid:
+    for name, _values in grid:
         if name not in SYSTEM_PARAMS:
             raise SweepConfigError("grid", f"unknown parameter {name!r}; choose from {list(SYSTEM_PARAMS)}")
         if name in seen:
