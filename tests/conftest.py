@@ -129,9 +129,8 @@ SLOW_TESTS: dict[str, set[str]] = {
     },
     "test_multiprocess.py": {"test_two_processes_match_single_process"},
     "test_packaging.py": {
-        "test_sweep_module_helpshort_lists_the_sweep_flags",
         "test_installed_copy_has_scripts_configs_and_data", "test_installed_prada_sweep_runs_outside_the_repo",
-        "test_installed_scripts_show_their_flags", "test_sweep_module_helpshort_lists_the_sweep_flags"
+        "test_installed_scripts_show_their_flags", "test_sweep_module_helpshort_lists_the_sweep_flags",
     },
     "test_registry_grid.py": {
         "test_cli_grid_end_to_end_prints_the_table_quietly", "test_grid_sweep_rows_and_resume_after_a_kill",
