@@ -7,11 +7,11 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
+from sim_helpers import metrics_dict, mixed_table, tiny
 
 from prada_jax import costs, sim
 from prada_jax.sim import policies
 from prada_jax.traces import pack_traces
-from sim_helpers import metrics_dict, mixed_table, tiny
 
 TRACE = tiny(seed=5)
 PACKED = pack_traces(TRACE)

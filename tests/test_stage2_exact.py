@@ -7,10 +7,10 @@ import functools
 import jax
 import numpy as np
 import pytest
+import reference_exact as R
 
 from prada_jax.sim import stage2 as S2
 from prada_jax.sim.stage2_exact import BUDGET_SAFETY, exact_stage2
-import reference_exact as R
 
 C = 8
 MAX_SERVERS = 8

@@ -6,8 +6,9 @@ import datetime
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
 from importlib import metadata as importlib_metadata
-from typing import Any, Sequence
+from typing import Any
 
 from prada_jax import data_paths
 

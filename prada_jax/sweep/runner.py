@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from absl import logging
 
@@ -339,7 +340,7 @@ def compile_key(spec: SweepSpec, dataset: str, policy: str) -> tuple:
     return (dataset, ps.scheduler, ps.stage1_sampling)
 
 
-def _run_points(spec: SweepSpec, store: "ResultStore", run_point, out_dir: str) -> "ResultStore":
+def _run_points(spec: SweepSpec, store: ResultStore, run_point, out_dir: str) -> ResultStore:
     points = spec.points()
     done = store.completed_points()
     todo = [p for p in points if p not in done]

@@ -11,7 +11,8 @@ import itertools
 import json
 import math
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from prada_jax import constants as C
 from prada_jax.data_paths import resolve_data_dir
