@@ -66,7 +66,7 @@ def _learned_policy(dataset: str, trace_path: str, trace):
     except (tables.TableError, checkpoints.CheckpointError) as err:
         raise app.UsageError(str(err)) from None
     if recorded.get("beta") is None:
-        raise app.UsageError(f"{table_path}: records no beta; retrain it with experiments/train.py")
+        raise app.UsageError(f"{table_path}: records no beta; retrain it with prada-train")
     if found is None:
         raise app.UsageError(f"{folder}/models: no checkpoint, so the problems pi_theta was trained on are unknown")
     meta = found[1]
