@@ -25,8 +25,8 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from prada_jax import constants as C
 from prada_jax import calibration
+from prada_jax import constants as C
 from prada_jax.traces import TraceError, load_trace
 
 FLAGS = flags.FLAGS

@@ -1,13 +1,13 @@
 """Check the paper's section-5 claims (Table 2 and the bullets under Figs 4-8) against sweep results.
 
-    PYTHONPATH=. python experiments/check_claims.py --table2=results/paper_table2 \
+    python -m experiments.check_claims --table2=results/paper_table2 \
         --capacity=results/paper_capacity --bandwidth=results/paper_bandwidth \
         --fig4=results/fit/ckpt_beta5 [--out=results/claims.json]
 
 --fig4 is a Stage-1 checkpoint folder: the single-user evaluation that training stores in
 <dir>/<dataset>/eval.json (held-out problems: All-SLM, All-LLM, pi_theta, the RSD threshold sweep).
 
-Each argument is the --out_dir of a finished `experiments/sweep.py` run (paper_table2.cfg, paper_capacity.cfg,
+Each argument is the --out_dir of a finished `prada-sweep` run (paper_table2.cfg, paper_capacity.cfg,
 paper_bandwidth.cfg; any may be omitted). Prints a markdown table (claim, the paper's number or shape, ours,
 verdict) and writes it as JSON. The verdict rules are the `claim_*` functions below (tested in
 tests/test_check_claims.py); "reproduced" means the stated rule holds, "missed" that it does not.
@@ -22,7 +22,8 @@ import sys
 
 from absl import app, flags
 
-from prada_jax.plots import PAPER_TABLE2
+from prada_jax import paper
+from prada_jax.paper import PAPER_TABLE2
 from prada_jax.sweep.store import read_results
 
 FLAGS = flags.FLAGS
@@ -115,7 +116,7 @@ def claims_capacity(rows) -> list[dict]:
                       "-> 0", f"{_f(q[0])} (M={m[0]:g}) -> {_f(q[-1])} ms", q[-1] < 0.3 and q[-1] < 0.1 * q[0]))
     for metric in ("processing_ms", "communication_ms"):
         _, y = _curve(rows, "prada", metric)
-        out.append(_claim(f"F6-{metric}-rises", f"PRADA {metric.split('_')[0]} delay increases with M",
+        out.append(_claim(f"F6-{metric.split('_')[0]}-rises", f"PRADA {metric.split('_')[0]} delay increases with M",
                           "rises", f"{_f(y[0])} (M={m[0]:g}) -> {_f(y[-1])} ms", y[-1] > y[0]))
     _, q_rp = _curve(rows, "random_policy", "queuing_ms")
     rp = dict(zip(m, q_rp))
@@ -152,7 +153,7 @@ def claims_bandwidth(rows) -> list[dict]:
                       f"{_f(c[-1])} ms", cd[1e7] < 0.1 * max(c)))
     for metric in ("processing_ms", "queuing_ms"):
         _, y = _curve(rows, "prada", metric)
-        out.append(_claim(f"F7-{metric}-rises", f"PRADA {metric.split('_')[0]} delay rises from low B, then stabilises",
+        out.append(_claim(f"F7-{metric.split('_')[0]}-rises", f"PRADA {metric.split('_')[0]} delay rises from low B, then stabilises",
                           "rises, flat", f"{_f(y[0])} -> {_f(dict(zip(b, y))[4e7])} (4e7) -> {_f(y[-1])} ms", y[-1] > y[0]))
     b0 = min(b)
     rs_acc, pr_acc = _val(rows, "gsm8k", "random_scheduler", "accuracy", b0), a[b0]
@@ -230,17 +231,11 @@ def read_evals(ckpt_dir: str) -> dict:
 
 
 def table2_comparison(rows) -> list[dict]:
-    """The paper's 24 Table-2 numbers next to ours; within = 2 accuracy points, +-35 % or +-0.3 ms of a delay."""
+    """The paper's 24 Table-2 numbers next to ours (prada_jax.paper.tolerance decides `within`)."""
     out = []
-    for metric, by_dataset in PAPER_TABLE2.items():
-        for d in DATASETS:
-            for p, paper in by_dataset[d].items():
-                if paper is None:
-                    continue
-                ours = _val(rows, d, p, metric)
-                tol = 2.0 if metric == "accuracy" else max(0.35 * paper, 0.3)
-                out.append(dict(dataset=d, policy=p, metric=metric, paper=paper, ours=round(ours, 2),
-                                residual=round((ours - paper) / tol, 2), within=abs(ours - paper) <= tol))
+    for x in paper.comparison(rows):
+        tol = paper.tolerance(x["metric"], x["paper"])
+        out.append(dict(x, ours=round(x["ours"], 2), residual=round((x["ours"] - x["paper"]) / tol, 2)))
     return out
 
 

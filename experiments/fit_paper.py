@@ -1,6 +1,6 @@
-"""Fit the paper's unstated parameters to its Table 2 with the vectorised simulator (issue #11 items 2-4).
+"""Fit the paper's unstated parameters to its Table 2 with the vectorised simulator (stages 1-3 of docs/reproduction.md).
 
-    PYTHONPATH=. python experiments/fit_paper.py            # ~15-25 min on 2 CPU cores (tables cached)
+    python -m experiments.fit_paper            # ~15-25 min on 2 CPU cores (tables cached)
 
 Stated settings (Table 3) are kept: M=9, B=4e7 bit/s, lambda=3/slot, FlopsLLM=8e13. Stage 0, before this script
 (experiments/calibrate_flops.py): FlopsSLM=1.51e13 is fitted to the gsm8k All-SLM row, and a per-dataset prompt
@@ -40,13 +40,11 @@ import os
 import sys
 import time
 
-import numpy as np
 from absl import flags, logging
 
-from prada_jax import cli_support
+from prada_jax import cli_support, sim, traces
 from prada_jax import constants as C
-from prada_jax import sim, traces
-from prada_jax.plots import PAPER_TABLE2
+from prada_jax.paper import PAPER_TABLE2, ours_value, tolerance
 from prada_jax.sim import metrics as sim_metrics
 from prada_jax.sweep import runner
 from prada_jax.sweep.flags import CONFIG_DIR
@@ -97,15 +95,6 @@ def targets() -> list[dict]:
                                 role="fit" if fit else "heldout"))
     assert len(out) == 24, len(out)
     return out
-
-
-def tolerance(metric: str, paper: float) -> float:
-    """Acceptance half-width: 2 accuracy points; +-35 % of a delay, at least 0.3 ms."""
-    return 2.0 if metric == "accuracy" else max(0.35 * paper, 0.3)
-
-
-def ours_value(metric: str, row: dict) -> float:
-    return 100.0 * row["accuracy"] if metric == "accuracy" else row[metric]
 
 
 def residual(t: dict, row: dict) -> float:
@@ -291,7 +280,7 @@ def main(argv):
                                               "coarse_horizon_ms", "fine_episodes", "fine_horizon_ms", "warmup_ms",
                                               "seed")}
     summary = dict(
-        command="PYTHONPATH=. python experiments/fit_paper.py",
+        command="python -m experiments.fit_paper",
         stated=dict(server_capacity=C.DEFAULT_SERVER_CAPACITY, bandwidth_bps=C.DEFAULT_BANDWIDTH_BPS,
                     arrival_rate=C.DEFAULT_ARRIVAL_RATE, flops_llm=C.FLOPS_LLM, flops_slm=C.FLOPS_SLM),
         fitted=fitted, fit_loss=round(best["loss"], 3), settings=settings,

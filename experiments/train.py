@@ -1,17 +1,10 @@
-"""Thin wrapper: the code lives in prada_jax/cli/train.py (installed as the console script prada-train).
+"""`python experiments/train.py` is the console script `prada-train` (the code lives in prada_jax/cli/train.py).
 
-Running this file from a source checkout is the same command without installing the package; its --help text
-is the module's docstring.
+Kept so that a source checkout runs the command by path, as the docs show; its --help text is the module's
+docstring.
 """
 
-from __future__ import annotations
-
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from prada_jax.cli.train import __doc__, run  # noqa: E402,F401 (absl's --help prints this module's __doc__)
+from prada_jax.cli.train import __doc__, run  # noqa: F401 (absl's --help prints this module's __doc__)
 
 if __name__ == "__main__":
     run()

@@ -58,7 +58,7 @@ def seed_problem(seed) -> str | None:
     return None
 
 # Not given by the paper (design notes section 2.3): calibrated so that All-SLM processing delay on the
-# shipped gsm8k trace is 3.1 ms/task. Recomputed by `python experiments/calibrate_flops.py`.
+# shipped gsm8k trace is 3.1 ms/task. Recomputed by `python -m experiments.calibrate_flops`.
 FLOPS_SLM = 1.51e13
 
 # Channel model (design notes section 2.4; not given by the paper).

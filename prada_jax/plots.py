@@ -6,9 +6,11 @@ Rows are the dicts of `results.json` (prada_jax.sweep): `<metric>_mean` and `<me
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -17,45 +19,129 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from prada_jax.paper import PAPER_TABLE2  # noqa: E402  (re-exported: the Table 2 markdown's paper columns)
 from prada_jax.sim import registry  # noqa: E402
 from prada_jax.sweep.report import value_label  # noqa: E402
 
-# Labels, styles and axis labels come from the one registry (prada_jax.sim.registry); these are live views of
-# it, plus the Fig. 4 method "pi_frontier", which is no sweep policy.
-_EXTRA_LABELS = {"pi_frontier": r"$\pi_\theta$ over $\beta$ (3, 10, 30)"}
-POLICY_LABELS = registry.MappingView(registry.POLICIES, lambda p: p.label, _EXTRA_LABELS)
-TEXT_LABELS = registry.MappingView(registry.POLICIES, lambda p: p.text_label, _EXTRA_LABELS)  # plain text (markdown)
-# One colour and marker per policy (and Fig. 4 method), the same in every figure.
-POLICY_STYLES = registry.MappingView(registry.POLICIES, lambda p: p.style, {"pi_frontier": ("#9467bd", ".")})
+# ---------------------------------------------------------------------------------------------------------------
+# Presentation: how figures and tables draw policies and parameters. The simulator's registry
+# (prada_jax.sim.registry) says what a policy or parameter *is*; this says how it looks. A policy registered there
+# without a look here is drawn under its name with a grey 'x'; a parameter without an axis gets its help text and
+# unit as axis label and a linear axis.
+# ---------------------------------------------------------------------------------------------------------------
+
+DEFAULT_STYLE = ("#333333", "x")
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyLook:
+    label: str  # figure label (matplotlib mathtext allowed)
+    text_label: str  # plain text (tables, markdown)
+    style: tuple[str, str]  # (colour, marker), the same in every figure
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamAxis:
+    label: str
+    log_scale: bool
+
+
+_POLICY_LOOKS: dict[str, PolicyLook] = {}
+_PARAM_AXES: dict[str, ParamAxis] = {}
+
+
+def register_policy_look(name: str, label: str, *, text_label: str = "",
+                         style: tuple[str, str] = DEFAULT_STYLE) -> PolicyLook:
+    """How every figure and table draws policy (or Fig. 4 method) `name`; a later call replaces an earlier one."""
+    look = PolicyLook(label, text_label or label, tuple(style))
+    _POLICY_LOOKS[name] = look
+    return look
+
+
+def register_param_axis(name: str, label: str = "", *, log_scale: bool = False) -> None:
+    """The axis label (default: the registered help text and unit) and scale of system parameter `name`."""
+    _PARAM_AXES[name] = ParamAxis(label, bool(log_scale))
+
+
+def _default_param_label(name: str) -> str:
+    param = registry.PARAMS.get(name)
+    if param is None:
+        return name
+    return param.help.rstrip(".") + (f" ({param.unit})" if param.unit and f"({param.unit})" not in param.help else "")
+
+
+class _Looks(Mapping):
+    """Live read-only view: every registered policy (and every name with a look, such as Fig. 4's "pi_frontier")
+    -> one attribute of its look, or the default."""
+
+    def __init__(self, get: Callable[[str, PolicyLook | None], Any]):
+        self._get = get
+
+    def _names(self) -> list[str]:
+        return list(registry.POLICIES) + [k for k in _POLICY_LOOKS if k not in registry.POLICIES]
+
+    def __getitem__(self, name):
+        if name not in registry.POLICIES and name not in _POLICY_LOOKS:
+            raise KeyError(name)
+        return self._get(name, _POLICY_LOOKS.get(name))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+class _Axes(Mapping):
+    """Live read-only view: every registered system parameter -> its axis label."""
+
+    def __getitem__(self, name):
+        if name not in registry.PARAMS:
+            raise KeyError(name)
+        axis = _PARAM_AXES.get(name)
+        return axis.label if axis is not None and axis.label else _default_param_label(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(registry.PARAMS)
+
+    def __len__(self) -> int:
+        return len(registry.PARAMS)
+
+
+POLICY_LABELS = _Looks(lambda name, look: look.label if look else name)
+TEXT_LABELS = _Looks(lambda name, look: look.text_label if look else name)  # plain text (markdown)
+POLICY_STYLES = _Looks(lambda name, look: look.style if look else DEFAULT_STYLE)
+PARAM_LABELS = _Axes()
+LOG_PARAMS = registry.NamesView(registry.PARAMS, lambda p: p.name in _PARAM_AXES and _PARAM_AXES[p.name].log_scale)
 OVERLOAD_NOTE = "hollow marker: overloaded (arrivals dropped or tasks unfinished)"
-PARAM_LABELS = registry.MappingView(registry.PARAMS, lambda p: p.label)
-LOG_PARAMS = registry.NamesView(registry.PARAMS, lambda p: p.log_scale)
+
+register_policy_look("all_slm", "All SLM", style=("#7f7f7f", "s"))
+register_policy_look("all_llm", "All LLM", style=("#8c564b", "^"))
+register_policy_look("pi_only", r"$\pi_\theta$ only", text_label="π_θ only", style=("#9467bd", "D"))
+register_policy_look("prada", "PRADA", style=("#1f77b4", "o"))
+register_policy_look("prada_exact", "PRADA, exact Stage 2", style=("#17becf", "*"))
+register_policy_look("learned", "Learned Stage 2", style=("#bcbd22", "h"))
+register_policy_look("random_policy", "Random policy", style=("#ff7f0e", "v"))
+register_policy_look("random_scheduler", "Random scheduler", style=("#2ca02c", "P"))
+register_policy_look("router", "Router", style=("#e377c2", "X"))
+register_policy_look("rsd", "RSD", style=("#d62728", "d"))
+register_policy_look("pi_frontier", r"$\pi_\theta$ over $\beta$ (3, 10, 30)", style=("#9467bd", "."))  # Fig. 4 only
+
+register_param_axis("bandwidth_bps", "Total bandwidth B (bit/s)", log_scale=True)
+register_param_axis("server_capacity", "Server parallel capacity M")
+register_param_axis("arrival_rate", r"Arrival rate $\lambda$ (tasks per ms)")
+register_param_axis("beta", r"Stage-2 trade-off weight $\beta$ (1/s)", log_scale=True)
+register_param_axis("snr_db", "Mean SNR (dB)")
+register_param_axis("snr_threshold_db", r"SNR threshold $\gamma_{th}$ (dB)")
+register_param_axis("path_loss_exponent", "Path-loss exponent")
+register_param_axis("flops_slm", "SLM FLOP/s", log_scale=True)
+register_param_axis("flops_llm", "LLM FLOP/s", log_scale=True)
+for _side in ("server", "edge"):
+    register_param_axis(f"{_side}_peak_flops", log_scale=True)
+    register_param_axis(f"{_side}_memory_bandwidth", log_scale=True)
+
 DELAYS = (("processing_ms", "Processing"), ("communication_ms", "Communication"), ("queuing_ms", "Queuing"))
 
-# Paper Table 2 (reference values printed in the paper, section 5.2), for side-by-side comparison only.
-# metric -> dataset -> policy -> value; None where the paper prints "-".
-PAPER_TABLE2: dict[str, dict[str, dict[str, float | None]]] = {
-    "accuracy": {
-        "gsm8k": {"all_slm": 85.2, "pi_only": 93.9, "prada": 90.3},
-        "gaokao2023en": {"all_slm": 66.2, "pi_only": 68.1, "prada": 67.3},
-        "mmlu_stem": {"all_slm": 59.3, "pi_only": 70.4, "prada": 65.2},
-    },
-    "processing_ms": {
-        "gsm8k": {"all_slm": 3.1, "pi_only": 9.9, "prada": 6.0},
-        "gaokao2023en": {"all_slm": 5.8, "pi_only": 22.5, "prada": 11.7},
-        "mmlu_stem": {"all_slm": 5.6, "pi_only": 15.3, "prada": 8.9},
-    },
-    "communication_ms": {
-        "gsm8k": {"all_slm": None, "pi_only": None, "prada": 0.4},
-        "gaokao2023en": {"all_slm": None, "pi_only": None, "prada": 0.6},
-        "mmlu_stem": {"all_slm": None, "pi_only": None, "prada": 0.7},
-    },
-    "queuing_ms": {
-        "gsm8k": {"all_slm": None, "pi_only": None, "prada": 2.5},
-        "gaokao2023en": {"all_slm": None, "pi_only": None, "prada": 3.2},
-        "mmlu_stem": {"all_slm": None, "pi_only": None, "prada": 3.8},
-    },
-}
 TABLE2_METRICS = (
     ("accuracy", "Accuracy (%)"),
     ("processing_ms", "Avg. processing delay (ms/task)"),
@@ -493,7 +579,7 @@ def plot_bars(rows: Sequence[dict], path: str, title: str | None = None, delay_s
 
 
 def sweep_figures(rows: Sequence[dict], out_dir: str, prefix: str = "fig_") -> list[str]:
-    """The figures experiments/sweep.py draws after a sweep: per dataset, performance + delay decomposition
+    """The figures prada-sweep draws after a sweep: per dataset, performance + delay decomposition
     (line plots) for a swept parameter, plus the frontier for beta; bars when nothing is swept."""
     rows = list(rows)
     if not rows:

@@ -31,7 +31,7 @@ import numpy as np
 from prada_jax import constants as C
 from prada_jax.calibration import PUBLISHED_ACCURACY, prompt_overhead
 from prada_jax.calibration.refit import POSITIONS, load_stats
-from prada_jax.traces import TraceData
+from prada_jax.traces import TraceData, reference_context
 
 # ---- Quality model (model choices, recorded in each trace's metadata) ----
 DIFFICULTY_PROBLEM_SD = 1.0  # sd of the per-problem hardness term of d
@@ -252,7 +252,7 @@ def generate_trace(
 
     # 4. features
     gain = (p_llm - p_slm).astype(np.float64)
-    context = query[:, None] + np.cumsum(slm_tokens, axis=1) - slm_tokens
+    context = reference_context(query, slm_tokens)
     latent = np.stack([difficulty, gain, np.broadcast_to(hardness[:, None], (n, width))], axis=-1)
     features = _features(latent, context, query, mask, feature_dim, rng)
 

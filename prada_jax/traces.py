@@ -84,11 +84,21 @@ class TraceData:
 
     def reference_context_tokens(self) -> np.ndarray:
         """int [N, K]: context length before step k on the all-SLM reference path (query + earlier SLM steps)."""
-        before = np.cumsum(self.slm_step_tokens, axis=1) - self.slm_step_tokens
-        return (self.query_tokens[:, None] + before) * self.step_mask
+        return reference_context(self.query_tokens, self.slm_step_tokens, self.step_mask)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in ARRAY_FIELDS}
+
+
+def reference_context(query_tokens, slm_step_tokens, step_mask=None):
+    """[N, K]: the context before step k on the all-SLM reference path, in tokens: the query plus the earlier SLM
+    steps. The one definition of the reference context (D_psi's input and target, the trace MDP's step costs, the
+    generator's features). NumPy arrays in, NumPy out; anything else is computed with jax.numpy. With `step_mask`,
+    0 on padding."""
+    xp = np if isinstance(slm_step_tokens, np.ndarray) else jnp
+    tokens = xp.asarray(slm_step_tokens)
+    ctx = xp.asarray(query_tokens)[:, None] + xp.cumsum(tokens, axis=1) - tokens
+    return ctx if step_mask is None else ctx * step_mask
 
 
 def _fail(source: str, field: str, what: str) -> TraceError:

@@ -75,6 +75,133 @@ def make_tiny_trace(num_problems: int = 6, max_steps: int = 4, feature_dim: int 
     )
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Test tiers. `python -m pytest -m "not slow"` is the edit-test loop (under 90 s on 2 cores); the full suite, with no
+# -m, is what CI runs. A test is slow when it compiles a full simulation, trains, or starts Python processes (a
+# CLI end to end, a wheel, several JAX processes); the list is the one place that says which, by file and function
+# (all parametrisations), so that no test file needs editing to move a test between tiers. A test file may also mark
+# its own tests with @pytest.mark.slow. Regenerate from `python -m pytest -q -n 2 --durations=0` (about 1 s or more
+# on an idle machine is slow).
+# ---------------------------------------------------------------------------------------------------------------
+
+SLOW_TESTS: dict[str, set[str]] = {
+    "test_accounting.py": {
+        "test_every_counted_task_is_completed_unfinished_or_dropped", "test_littles_law_for_the_sojourn_time",
+        "test_more_server_slots_than_user_slots_runs", "test_no_feasible_upload_makes_prada_exactly_all_slm",
+        "test_poisson_draw_is_exact_to_its_support_and_never_drops_silently",
+        "test_stable_run_drains_completely_and_counts_nothing_after_the_horizon", "test_student_t_half_width_by_hand",
+        "test_utilisations_measure_use_not_reservation"
+    },
+    "test_calibration.py": {"test_refit_reproduces_committed_stats"},
+    "test_cli_bad_input.py": {"test_make_figures_bad_input_is_one_line_and_writes_nothing"},
+    "test_collect.py": {"test_tiny_models_end_to_end_on_real_problems"},
+    "test_device_check.py": {
+        "test_bad_flags_name_the_flag", "test_sizes_tests_and_files",
+        "test_what_runs_out_of_time_is_listed_not_dropped"
+    },
+    "test_extending.py": {"test_scheduler_example_of_the_docs_runs_and_matches_its_oracle_twin"},
+    "test_fault_injection.py": {"test_two_real_processes_into_one_out_dir"},
+    "test_latency.py": {"test_more_requests_never_make_a_request_faster", "test_traced_hardware_and_broadcasting"},
+    "test_learn_aux.py": {
+        "test_advantage_fit_heldout_r2_above_0_8", "test_delay_fit_heldout_error_below_5_percent",
+        "test_eq33_identity_brute_force", "test_server_seconds_truth_and_mean_one_noise"
+    },
+    "test_learn_checkpoints.py": {"test_resume_matches_uninterrupted_run"},
+    "test_learn_evaluate.py": {
+        "test_accuracy_bounds_and_random_expectation", "test_oracle_beats_random_at_same_rate",
+        "test_path_flops_match_numpy", "test_policy_table_and_npz_round_trip"
+    },
+    "test_learn_headroom.py": {
+        "test_cli_scores_pi_theta_on_its_own_split_and_beta", "test_cli_without_tables_and_bad_flags"
+    },
+    "test_learn_mdp.py": {"test_reward_eq21_and_returns_telescope", "test_rollout_batch_targets_match_numpy"},
+    "test_learn_nets.py": {
+        "test_aux_regressor_film_matches_numpy", "test_delay_net_has_no_film_and_batchnorm_trains",
+        "test_policy_and_value_are_four_dense_layers_512_256_512"
+    },
+    "test_learn_ppo.py": {
+        "test_more_beta_fewer_offloads", "test_ppo_recovers_optimal_offload_set",
+        "test_same_seed_same_params_other_seed_differs"
+    },
+    "test_learn_ppo_loss.py": {
+        "test_clipped_samples_get_no_policy_gradient", "test_iteration_steps_on_ppo_losses",
+        "test_ppo_losses_by_hand", "test_rollout_stores_log_softmax_of_the_action_taken"
+    },
+    "test_multiprocess.py": {"test_two_processes_match_single_process"},
+    "test_packaging.py": {
+        "test_installed_copy_has_scripts_configs_and_data", "test_installed_prada_sweep_runs_outside_the_repo",
+        "test_installed_scripts_show_their_flags", "test_sweep_module_helpshort_lists_the_sweep_flags",
+    },
+    "test_registry_grid.py": {
+        "test_cli_grid_end_to_end_prints_the_table_quietly", "test_grid_sweep_rows_and_resume_after_a_kill",
+        "test_one_registration_makes_a_policy_available_everywhere", "test_summarize_grid_labels_each_point"
+    },
+    "test_roofline_study.py": {
+        "test_cli_rejects_a_horizon_off_the_slot_grid_before_work", "test_default_slot_is_the_old_one_ms_sweep",
+        "test_roofline_mdp_costs_are_the_latency_models_batch1_times",
+        "test_small_sweep_at_20ms_slots_accounts_for_every_task", "test_train_cli_roofline_records_its_latency_model"
+    },
+    "test_sharding.py": {
+        "test_four_host_devices_match_single_device", "test_prepare_grid_on_one_device_is_simulate_grid",
+        "test_stage2_cost_probes_run_and_offload_nothing",
+        "test_use_cpu_cores_sets_the_device_count_before_jax_starts"
+    },
+    "test_sim_invariants.py": {
+        "test_invariant_checks_catch_a_faulty_scheduler", "test_invariants_prada", "test_invariants_random_scheduler",
+        "test_invariants_under_overload_drop_and_bandwidth_binding"
+    },
+    "test_sim_latency_models.py": {
+        "test_hardware_leaves_are_validated_and_sweepable",
+        "test_more_requests_in_service_never_make_a_request_faster", "test_roofline_invariants_every_slot",
+        "test_roofline_matches_oracle", "test_sweep_latency_model_flag"
+    },
+    "test_sim_oracle.py": {
+        "test_exact_scheduler_matches_its_float64_twin",
+        "test_exact_scheduler_under_congestion_accounts_for_every_task", "test_prada_matches_oracle"
+    },
+    "test_sim_oracle_baselines.py": {"test_baseline_matches_oracle"},
+    "test_sim_queueing.py": {"test_light_and_heavy_load"},
+    "test_sim_run.py": {
+        "test_all_slm_never_offloads_and_processing_matches_cost_model",
+        "test_batched_drain_freezes_each_episode_at_its_own_end", "test_deterministic_by_key_and_sensitive_to_it",
+        "test_grid_matches_single_runs_and_summary_shapes", "test_policy_builders", "test_table_shape_is_checked"
+    },
+    "test_stage2.py": {
+        "test_case3_abundant_admits_iff_gain_positive", "test_queue_pays_price_avoids_low_bandwidth_deadlock",
+        "test_server_free_times_orders_free_then_inflight_then_unavailable"
+    },
+    "test_stage2_exact.py": {
+        "test_c32_padding_with_up_to_twelve_scattered_candidates_matches_brute_force",
+        "test_exact_never_worse_than_paper_rule_on_abundant_slots", "test_jax_agrees_with_float64_twin",
+        "test_lone_candidate_admitted_at_one_and_a_half_upload_costs", "test_optimal_on_all_random_instances",
+        "test_optimum_off_the_lagrangian_hull", "test_subset_sum_instance_found_by_search"
+    },
+    "test_stage2_price.py": {"test_price_is_feasible_and_not_above_the_old_bisection"},
+    "test_sweep.py": {
+        "test_cli_rejects_bad_flags_before_work", "test_cli_smoke_end_to_end_and_resume",
+        "test_make_figures_plot_only_from_results", "test_sweep_figures_from_rows"
+    },
+    "test_sweep_bad_input.py": {
+        "test_run_main_errors_are_one_fatal_line",
+        "test_sweep_flagfile_line_without_dashes_is_one_line_and_writes_nothing"
+    },
+    "test_synth.py": {"test_shipped_traces_match_regeneration"},
+    "test_train_cli.py": {
+        "test_bad_flags_fail_fast", "test_each_trace_is_loaded_once_per_run_and_resume_is_checked_first",
+        "test_lock_file_that_cannot_be_made_is_one_line",
+        "test_second_writer_on_a_dataset_fails_or_waits_with_if_missing",
+        "test_shipped_checkpoints_are_not_overwritten_by_default", "test_unusable_ckpt_dir_fails_before_any_work"
+    },
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path, _, name = item.nodeid.partition("::")
+        if name.split("[", 1)[0] in SLOW_TESTS.get(pathlib.PurePath(path).name, ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def tiny_trace() -> TraceData:
     return make_tiny_trace()

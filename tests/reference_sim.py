@@ -243,7 +243,7 @@ def queue_delays(cands, users, snr, feas, ctx, gap, dur, p, config, free_slots, 
     for r, j in enumerate(sorted_desc(w0)):
         rank0[j] = r
     rank, prev, converged = rank0, rank0, False
-    for it in range(config.tq_iterations):
+    for it in range(config.tq_iterations):  # noqa: B007 (read after the loop)
         s0 = [min(beta * tq_cf[rank[j]], w0[j]) for j in range(n)]
         new = [0] * n
         for r, j in enumerate(sorted_desc(s0)):
@@ -584,7 +584,7 @@ def simulate_reference(trace, table, params, config, key, stats=None, hook=None)
         # Arrivals (none after the horizon): lowest-index free slots.
         n_arr = int(d.num_arrivals[t]) if t < T else 0
         a = 0
-        for i, u in enumerate(users):
+        for u in users:
             if a >= n_arr:
                 break
             if u.phase != FREE:

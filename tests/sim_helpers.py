@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-
 from conftest import make_tiny_trace
+
 from prada_jax.sim import policies
 
 

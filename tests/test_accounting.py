@@ -9,19 +9,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference_sim import QUEUED as O_QUEUED
+from reference_sim import READY as O_READY
+from reference_sim import User, fifo_order
+from sim_helpers import metrics_dict, mixed_table, tiny
 
 from prada_jax import sim
 from prada_jax.sim import draws as D
 from prada_jax.sim import metrics as MET
 from prada_jax.sim import policies
-from prada_jax.sim import stage2 as S2
 from prada_jax.sim import schedulers as SCHED
+from prada_jax.sim import stage2 as S2
 from prada_jax.sim.state import QUEUED, READY, init_state
 from prada_jax.traces import pack_traces
-from reference_sim import QUEUED as O_QUEUED
-from reference_sim import READY as O_READY
-from reference_sim import User, fifo_order
-from sim_helpers import metrics_dict, mixed_table, tiny
 
 TRACE = tiny(seed=11)
 PACKED = pack_traces(TRACE)
@@ -53,7 +53,7 @@ def test_stable_run_drains_completely_and_counts_nothing_after_the_horizon():
 
 
 def test_no_feasible_upload_makes_prada_exactly_all_slm():
-    """gamma_th far above any SNR: nominees cannot upload and must not wait for ever (issue 10's stuck queue)."""
+    """gamma_th far above any SNR: nominees cannot upload and must not wait for ever (a stuck queue)."""
     config = dataclasses.replace(CONFIG, scheduler="prada")
     params = sim.make_params(arrival_rate=0.5, server_capacity=3, snr_threshold_db=200.0)
     key = jax.random.PRNGKey(5)
@@ -70,7 +70,7 @@ def test_no_feasible_upload_makes_prada_exactly_all_slm():
 
 
 def test_fifo_orders_by_the_current_request_entry_jax_and_oracle():
-    """A fresh nominee whose *task* arrived long ago must not overtake a request already waiting (issue 10)."""
+    """A fresh nominee whose *task* arrived long ago must not overtake a request already waiting."""
     t = 40
     users = init_state(3, TRACE.max_steps).users
     users = users.replace(

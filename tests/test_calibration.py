@@ -8,10 +8,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from prada_jax import calibration
+from prada_jax import calibration, tokens
 from prada_jax import constants as C
 from prada_jax.calibration import refit
-from prada_jax import tokens
 from prada_jax.traces import load_trace
 
 TRACE_DIR = pathlib.Path(__file__).resolve().parents[1] / "traces"

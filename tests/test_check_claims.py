@@ -56,7 +56,9 @@ def test_bandwidth_threshold_location(cc):
 
 
 def _eval(slm, llm, pi, c_slm, c_llm, c_pi, rsd):
-    point = lambda acc, c: {"accuracy": acc / 100, "compute_ms_per_task": c}
+    def point(acc, c):
+        return {"accuracy": acc / 100, "compute_ms_per_task": c}
+
     return {"single_user": {"all_slm": point(slm, c_slm), "all_llm": point(llm, c_llm), "pi_theta": point(pi, c_pi),
                             "rsd": [point(a, c) for a, c in rsd]}}
 
@@ -202,8 +204,8 @@ CASES = [("table2", (_T2_PATH[r][0], d, _T2_PATH[r][1]), v, {f"T2-{r}-{d}"})
     ("capacity", ("prada", 20, QUEUE), 0.3, {"F6-queue-to-zero"}),
     # 0.02 is not < 0.1 x 0.15 = 0.015 (random policy 50 > 3 x 0.15 still)
     ("capacity", ("prada", 1, QUEUE), 0.15, {"F6-queue-to-zero"}),
-    ("capacity", ("prada", 20, PROC), 4.1, {"F6-processing_ms-rises"}),  # 4.1 -> 4.1: no rise
-    ("capacity", ("prada", 20, COMM), 0.11, {"F6-communication_ms-rises"}),  # 0.11 -> 0.11
+    ("capacity", ("prada", 20, PROC), 4.1, {"F6-processing-rises"}),  # 4.1 -> 4.1: no rise
+    ("capacity", ("prada", 20, COMM), 0.11, {"F6-communication-rises"}),  # 0.11 -> 0.11
     ("capacity", ("random_policy", 1, QUEUE), 15.0, {"F6-rp-queue-small-M"}),  # 15 is not > 3 x 5.0
     ("capacity", ("random_policy", 20, QUEUE), 50.0, {"F6-rp-queue-small-M"}),  # does not fall: 50 -> 50
     ("capacity", ("random_scheduler", 9, QUEUE), 0.15, {"F6-rs-queue-high"}),  # 0.15 < 3 x 0.06 = 0.18 at M = 9
@@ -215,8 +217,8 @@ CASES = [("table2", (_T2_PATH[r][0], d, _T2_PATH[r][1]), v, {f"T2-{r}-{d}"})
     # |91.4 - 90.3| = 1.1 (4e7..1e9: 1.1 / 1.40 = 0.79 per decade, not the steepest)
     ("bandwidth", ("prada", 1e9, ACC), 91.4, {"F8-saturate"}),
     ("bandwidth", ("prada", 1e7, COMM), 5.0, {"F7-comm-vanishes"}),  # 5.0 is not < 0.1 x 50
-    ("bandwidth", ("prada", 1e9, PROC), 4.0, {"F7-processing_ms-rises"}),  # 4 -> 4
-    ("bandwidth", ("prada", 1e9, QUEUE), 0.5, {"F7-queuing_ms-rises"}),  # 0.5 -> 0.5
+    ("bandwidth", ("prada", 1e9, PROC), 4.0, {"F7-processing-rises"}),  # 4 -> 4
+    ("bandwidth", ("prada", 1e9, QUEUE), 0.5, {"F7-queuing-rises"}),  # 0.5 -> 0.5
     ("bandwidth", ("random_scheduler", 1e5, ACC), 85.0, {"F8-rs-low-B"}),  # 85 is not > 85
     # RS end-to-end 6 + 28.5 + 20 = 54.5, not above PRADA's 54.5
     ("bandwidth", ("random_scheduler", 1e5, COMM), 28.5, {"F8-rs-low-B"}),

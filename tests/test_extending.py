@@ -10,12 +10,12 @@ import re
 
 import jax
 import numpy as np
+from reference_sim import simulate_reference
+from sim_helpers import metrics_dict, mixed_table, tiny
 
 from prada_jax import plots, sim, sweep
 from prada_jax.sim import registry
 from prada_jax.traces import pack_traces
-from reference_sim import simulate_reference
-from sim_helpers import metrics_dict, mixed_table, tiny
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
@@ -52,6 +52,7 @@ def test_scheduler_example_of_the_docs_runs_and_matches_its_oracle_twin():
         assert run["completed"] > 10
     finally:
         registry.POLICIES.pop("greedy_gap", None)  # keep the other tests' policy lists as shipped
+        plots._POLICY_LOOKS.pop("greedy_gap", None)
 
 
 def test_parameter_illustration_of_the_docs_matches_the_registry():
@@ -59,4 +60,5 @@ def test_parameter_illustration_of_the_docs_matches_the_registry():
     block = re.findall(r"```py\n(.*?)```", text, flags=re.S)[-1]
     assert 'register_param("snr_db"' in block
     p = registry.PARAMS["snr_db"]
-    assert p.label == "Mean SNR (dB)" and p.unit == "dB" and p.help in block
+    assert plots.PARAM_LABELS["snr_db"] == "Mean SNR (dB)" and p.unit == "dB" and p.help in block
+    assert 'register_param_axis("snr_db", "Mean SNR (dB)")' in block

@@ -73,7 +73,7 @@ def test_7b_decode_on_h100_is_bandwidth_bound_at_about_4_2_ms():
     seconds = float(L.batched_decode_iteration_seconds(1, 250, L.QWEN25_MATH_7B, H100))
     by_hand = (14_141_238_272 + 251 * 57_344) / 3.35e12
     assert seconds == pytest.approx(by_hand, rel=1e-5)
-    # issue 14's "at least 4.5 ms" counts the whole 15.2 GB, input table included; the lower bound holds
+    # the "at least 4.5 ms" bound counts the whole 15.2 GB, input table included; the lower bound holds
     # for what is actually read:
     assert seconds >= 14.14e9 / 3.35e12
     flops, bytes_moved = L.batched_decode_work(1, 250, L.QWEN25_MATH_7B)

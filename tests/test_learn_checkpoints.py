@@ -71,7 +71,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 
 
 def test_restore_falls_back_to_the_newest_intact_step(tmp_path):
-    """A deleted orbax data file in the newest step: restore warns and returns the step before it (issue 10)."""
+    """A deleted orbax data file in the newest step: restore warns and returns the step before it."""
     import glob
     import os
 

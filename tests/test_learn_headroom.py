@@ -1,4 +1,4 @@
-"""prada_jax.learn.headroom and experiments/stage1_headroom.py: hand values, an exact recovery, the CLI end to end."""
+"""prada_jax.learn.headroom and studies/stage1_headroom.py: hand values, an exact recovery, the CLI end to end."""
 
 import json
 import os
@@ -8,9 +8,9 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import make_tiny_trace
 from scipy import stats
 
-from conftest import make_tiny_trace
 from prada_jax.learn import headroom
 from prada_jax.learn import mdp as M
 from prada_jax.traces import save_trace
@@ -97,7 +97,7 @@ def test_summary_interval_and_paired_difference_match_scipy():
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "experiments/stage1_headroom.py", "--cpu_devices=1", *args], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "studies", "stage1_headroom", "--cpu_devices=1", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)
 
 

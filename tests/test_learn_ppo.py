@@ -61,7 +61,10 @@ def test_ppo_recovers_optimal_offload_set(trained):
         greedy = _greedy(state, g, mdp)
         agree = (greedy == opt)[mask & margin].mean()
         assert agree >= 0.95, (beta, agree)
-        ret = lambda a: float(M.coarse_return(mdp, jnp.asarray(a), beta).mean())  # noqa: E731
+
+        def ret(a, beta=beta):
+            return float(M.coarse_return(mdp, jnp.asarray(a), beta).mean())
+
         best, base = ret(opt), max(ret(np.zeros_like(opt)), ret(mask.astype(np.int32)))
         assert ret(greedy) >= best - 0.05 * (best - base), (beta, ret(greedy), best, base)
     assert np.all(np.asarray(metrics["value_loss"])[:, -1] < np.asarray(metrics["value_loss"])[:, 0])

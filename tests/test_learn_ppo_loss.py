@@ -4,7 +4,6 @@ and one training iteration wired to them (the gradient step `iteration` takes is
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax

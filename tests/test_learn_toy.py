@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import unit_test_metadata
+
 from prada_jax.traces import TraceData, validate_trace
 
 

@@ -118,8 +118,8 @@ def test_installed_scripts_show_their_flags(installed):
         assert flag in proc.stdout and "Traceback" not in proc.stderr, (script, proc.stdout[-2000:], proc.stderr[-2000:])
 
 
-def test_experiments_wrapper_helpshort_lists_the_sweep_flags():
-    proc = subprocess.run([sys.executable, "experiments/sweep.py", "--helpshort"], cwd=REPO_ROOT,
+def test_sweep_module_helpshort_lists_the_sweep_flags():
+    proc = subprocess.run([sys.executable, "-m", "prada_jax.cli.sweep", "--helpshort"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
     assert "Traceback" not in proc.stderr, proc.stderr  # (absl exits 1 after printing the help)
     assert "Run a resumable parameter sweep" in proc.stdout

@@ -13,13 +13,11 @@ import numpy as np
 import pytest
 from absl import flags
 
-from prada_jax import constants as C
 from prada_jax import plots, sim, sweep
 from prada_jax.sim import registry
 from prada_jax.traces import pack_traces
 from tests.conftest import REPO_ROOT, make_tiny_trace
 from tests.test_sweep import FakeRunner, read_csv, spec_for, traces_dir  # noqa: F401 (traces_dir: the same fixture)
-
 
 # ----------------------------------------------------------------------------------------------------------
 # the registry
@@ -33,7 +31,7 @@ def test_every_registered_policy_and_parameter_is_known_to_the_sweep_bench_and_f
 
     for name, policy in registry.POLICIES.items():
         assert policy.scheduler in sim.SCHEDULERS and policy.table in registry.TABLES
-        assert name in bench.BENCH_POLICIES and plots.POLICY_LABELS[name] == policy.label
+        assert name in bench.BENCH_POLICIES and name in plots.POLICY_LABELS and plots.label(name)
         spec = spec_for(traces_dir, policies=[name], sweep_param="none", sweep_values=[])
         assert spec.policies == (name,)
     trace = make_tiny_trace()
@@ -72,16 +70,18 @@ def test_duplicate_and_dangling_registrations_are_errors():
 def test_one_registration_makes_a_policy_available_everywhere(traces_dir):
     name = "all_slm_fifo_test"
     try:
-        registry.register_policy(name, table="all_slm", scheduler="fifo", label="All SLM (FIFO)",
-                                 description="test policy")
-        assert name in sweep.POLICIES and name in plots.POLICY_LABELS and plots.label(name) == "All SLM (FIFO)"
+        registry.register_policy(name, table="all_slm", scheduler="fifo", description="test policy")
+        assert name in sweep.POLICIES and name in plots.POLICY_LABELS and plots.label(name) == name  # the default
+        plots.register_policy_look(name, "All SLM (FIFO)")
+        assert plots.label(name) == "All SLM (FIFO)" and plots.POLICY_STYLES[name] == plots.DEFAULT_STYLE
         spec = spec_for(traces_dir, policies=[name], datasets=["gsm8k"], sweep_values=[1e6], episodes=2,
                         horizon_ms=30, warmup_ms=5)
         rows = sweep.simulate_point(spec, "gsm8k", name)
         assert rows[0]["policy"] == name and rows[0]["offload_fraction_mean"] == 0.0
     finally:
         registry.POLICIES.pop(name, None)
-    assert name not in sweep.POLICIES
+        plots._POLICY_LOOKS.pop(name, None)
+    assert name not in sweep.POLICIES and name not in plots.POLICY_LABELS
 
 
 def test_check_param_uses_the_registered_check():
@@ -264,7 +264,7 @@ def test_cli_grid_end_to_end_prints_the_table_quietly(tmp_path):
     """Real simulator through the CLI: a 2 x 2 grid, then a restart that computes nothing; no TPU probe or
     orbax INFO in the output; --grid with --sweep_param is one FATAL line."""
     out = tmp_path / "grid"
-    args = [sys.executable, "experiments/sweep.py", "--flagfile=smoke.cfg", f"--out_dir={out}", "--policies=all_slm",
+    args = [sys.executable, "-m", "prada_jax.cli.sweep", "--flagfile=smoke.cfg", f"--out_dir={out}", "--policies=all_slm",
             "--sweep_param=none", "--sweep_values=", "--grid=server_capacity=1,3", "--grid=bandwidth_bps=1e6,4e7",
             "--noplots", "--horizon_ms=40", "--warmup_ms=5"]
     proc = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

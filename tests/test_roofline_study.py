@@ -90,7 +90,7 @@ def test_small_sweep_at_20ms_slots_accounts_for_every_task(traces_dir):
 
 def test_cli_rejects_a_horizon_off_the_slot_grid_before_work(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "experiments/sweep.py", "--flagfile=smoke.cfg", f"--out_dir={out}",
+    proc = subprocess.run([sys.executable, "-m", "prada_jax.cli.sweep", "--flagfile=smoke.cfg", f"--out_dir={out}",
                            "--slot_ms=20", "--horizon_ms=2010"], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode != 0 and "--horizon_ms: 2010 ms is not a whole number of --slot_ms=20" in proc.stderr
@@ -137,7 +137,7 @@ def test_flops_default_costs_are_unchanged():
 
 def test_train_cli_roofline_records_its_latency_model(tmp_path, traces_dir):
     ckpt = tmp_path / "ckpt"
-    args = [sys.executable, "experiments/train.py", "--datasets=gsm8k", f"--trace_dir={traces_dir}",
+    args = [sys.executable, "-m", "prada_jax.cli.train", "--datasets=gsm8k", f"--trace_dir={traces_dir}",
             f"--ckpt_dir={ckpt}", "--epochs=1", "--update_epochs=1", "--batch_steps=32", "--num_minibatches=1",
             "--aux_steps=50", "--frontier_betas=", "--beta=0.2", "--chunk=1"]
     bad = subprocess.run(args + ["--latency_model=warp"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

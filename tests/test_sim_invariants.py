@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sim_helpers import mixed_table, tiny
 
 from prada_jax import sim
 from prada_jax.sim import schedulers
 from prada_jax.traces import pack_traces
-from sim_helpers import mixed_table, tiny
 
 TRACE = tiny(seed=3)
 PACKED = pack_traces(TRACE)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from reference_sim import simulate_reference
+from sim_helpers import metrics_dict, mixed_table, tiny
 
 from prada_jax import sim
 from prada_jax.sim import policies
 from prada_jax.traces import pack_traces
-from reference_sim import simulate_reference
-from sim_helpers import metrics_dict, mixed_table, tiny
 
 INT_FIELDS = ("arrived", "completed", "correct", "unfinished", "dropped", "offloaded_steps", "executed_steps")
 FLOAT_FIELDS = ("processing_s", "communication_s", "queuing_s", "sojourn_s", "server_work_s", "server_compute_s",

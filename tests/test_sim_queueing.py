@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from sim_helpers import tiny
 
 from prada_jax import sim
 from prada_jax.sim import policies
 from prada_jax.traces import pack_traces
-from sim_helpers import tiny
 
 TRACE = tiny(seed=7)
 PACKED = pack_traces(TRACE)

@@ -7,11 +7,11 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
+from sim_helpers import metrics_dict, mixed_table, tiny
 
 from prada_jax import costs, sim
 from prada_jax.sim import policies
 from prada_jax.traces import pack_traces
-from sim_helpers import metrics_dict, mixed_table, tiny
 
 TRACE = tiny(seed=5)
 PACKED = pack_traces(TRACE)
@@ -35,7 +35,7 @@ def test_grid_matches_single_runs_and_summary_shapes():
     assert np.shape(m.completed) == (4, 3)
     keys = sim.episode_keys(3, 9)
     for g in (0, 3):
-        point = jax.tree.map(lambda x: x[g], grid)
+        point = jax.tree.map(lambda x, g=g: x[g], grid)
         one = metrics_dict(sim.simulate(PACKED, TABLE, point, CONFIG, keys[2]))
         for name, value in one.items():
             np.testing.assert_allclose(np.asarray(getattr(m, name))[g, 2], value, rtol=1e-5)
@@ -58,7 +58,7 @@ def test_batched_drain_freezes_each_episode_at_its_own_end():
     assert len(np.unique(drains)) > 1 and drains.max() > 0.0, drains  # the batch's episodes end at different slots
     keys = sim.episode_keys(4, 3)
     for g in range(2):
-        point = jax.tree.map(lambda x: x[g], grid)
+        point = jax.tree.map(lambda x, g=g: x[g], grid)
         for e in range(4):
             one = metrics_dict(sim.simulate(PACKED, TABLE, point, CONFIG, keys[e]))
             for name, value in one.items():

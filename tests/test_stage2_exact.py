@@ -7,10 +7,10 @@ import functools
 import jax
 import numpy as np
 import pytest
+import reference_exact as R
 
 from prada_jax.sim import stage2 as S2
 from prada_jax.sim.stage2_exact import BUDGET_SAFETY, exact_stage2
-import reference_exact as R
 
 C = 8
 MAX_SERVERS = 8
@@ -229,7 +229,7 @@ def test_exact_never_worse_than_paper_rule_on_abundant_slots():
     print(f"\npaper rule: optimal set {same}/{n}; relative loss (own bandwidth) mean {losses.mean():.3f} "
           f"worst {losses.max():.3f}; (sqrt-c split) mean {set_losses.mean():.3f} worst {set_losses.max():.3f}; "
           f"loses everything in {total_losses}/{len(losses)} slots with a positive optimum")
-    assert same < n  # the rule's duality gap is real on these draws (issue 15)
+    assert same < n  # the rule's duality gap is real on these draws
 
 
 def test_c32_padding_with_up_to_twelve_scattered_candidates_matches_brute_force():

@@ -1,4 +1,4 @@
-"""experiments/train.py rejects bad flags before any work starts, naming the flag."""
+"""prada-train (prada_jax.cli.train) rejects bad flags before any work starts, naming the flag."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT
 
 
@@ -18,7 +17,7 @@ from conftest import REPO_ROOT
      ("--seed=4294967296", "--seed")],
 )
 def test_bad_flags_fail_fast(tmp_path, flag, needle):
-    proc = subprocess.run([sys.executable, "experiments/train.py", flag, f"--ckpt_dir={tmp_path}"], cwd=REPO_ROOT,
+    proc = subprocess.run([sys.executable, "-m", "prada_jax.cli.train", flag, f"--ckpt_dir={tmp_path}"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and needle in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # one line, no usage text
@@ -26,7 +25,7 @@ def test_bad_flags_fail_fast(tmp_path, flag, needle):
 
 
 def test_shipped_checkpoints_are_not_overwritten_by_default():
-    proc = subprocess.run([sys.executable, "experiments/train.py", "--datasets=gsm8k", "--ckpt_dir=checkpoints"],
+    proc = subprocess.run([sys.executable, "-m", "prada_jax.cli.train", "--datasets=gsm8k", "--ckpt_dir=checkpoints"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--ckpt_dir=checkpoints already holds a trained table" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -45,7 +44,7 @@ def test_unusable_ckpt_dir_fails_before_any_work(tmp_path, case):
         ckpt = tmp_path / "file"
         ckpt.write_text("x")
         needle = f"{ckpt} is not a folder"
-    proc = subprocess.run([sys.executable, "experiments/train.py", "--datasets=gsm8k", f"--ckpt_dir={ckpt}"],
+    proc = subprocess.run([sys.executable, "-m", "prada_jax.cli.train", "--datasets=gsm8k", f"--ckpt_dir={ckpt}"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert sorted(os.listdir(tmp_path)) == [ckpt.name]
@@ -66,7 +65,7 @@ def test_second_writer_on_a_dataset_fails_or_waits_with_if_missing(tmp_path):
     holder = filelock.FileLock(str(dataset_dir / ".train.lock"))
     holder.acquire()
     try:
-        cmd = [sys.executable, "experiments/train.py", "--datasets=gsm8k", f"--ckpt_dir={tmp_path / 'ck'}"]
+        cmd = [sys.executable, "-m", "prada_jax.cli.train", "--datasets=gsm8k", f"--ckpt_dir={tmp_path / 'ck'}"]
         proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
         assert f"{dataset_dir} is being written by another training run (lock {dataset_dir / '.train.lock'}" \
@@ -111,6 +110,7 @@ def test_each_trace_is_loaded_once_per_run_and_resume_is_checked_first(tmp_path)
     import json
 
     from conftest import make_tiny_trace
+
     from prada_jax.traces import save_trace
 
     traces, ckpt = tmp_path / "traces", tmp_path / "ck"
@@ -139,7 +139,7 @@ def test_lock_file_that_cannot_be_made_is_one_line(tmp_path):
     traceback before), nothing written."""
     lock_dir = tmp_path / "ck" / "gsm8k" / ".train.lock"
     lock_dir.mkdir(parents=True)
-    proc = subprocess.run([sys.executable, "experiments/train.py", "--datasets=gsm8k", f"--ckpt_dir={tmp_path / 'ck'}"],
+    proc = subprocess.run([sys.executable, "-m", "prada_jax.cli.train", "--datasets=gsm8k", f"--ckpt_dir={tmp_path / 'ck'}"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -1,7 +1,7 @@
 """Fit the statistics behind the synthetic traces from the real benchmark data in `../shared/data`.
 
 Only fitted numbers leave this module (written to `fitted_stats.json`); the data files themselves are
-never copied. `python experiments/refit_stats.py` regenerates the committed JSON byte for byte when the
+never copied. `python -m experiments.refit_stats` regenerates the committed JSON byte for byte when the
 data is present. Everything here is plain NumPy on a few thousand records (runs in about a second).
 
 What is fitted (docs/traces.md explains every choice):
@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

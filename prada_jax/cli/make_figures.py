@@ -5,7 +5,7 @@
     prada-figures --episodes=4 --horizon_ms=500 --results_dir=results/quick \
         --figures_dir=figures/quick    # a quick, low-precision pass
 
-(`python experiments/make_figures.py ...` in a source checkout is the same command.)
+(`python -m prada_jax.cli.make_figures ...` is the same command.)
 
 Sweeps come from the shipped prada_jax/configs/{table2,capacity,bandwidth}.cfg (plus arrival, beta, and the
 roofline-latency study roofline_{table2,capacity,bandwidth} and its rerun on the calibrated latency model
@@ -29,6 +29,7 @@ from absl import app, flags, logging
 
 from prada_jax import cli_support, data_paths, plots, sweep
 from prada_jax import constants as C
+from prada_jax.learn import tables
 from prada_jax.traces import TraceError
 
 ALL = ("table2", "fig4", "capacity", "bandwidth", "arrival", "beta",
@@ -156,8 +157,6 @@ def title_fields(config: dict) -> dict:
 
 def read_eval(eval_path: str) -> dict:
     """A Figure-4 training record (eval.json) checked for every key fig4_rows reads; app.UsageError naming it."""
-    from prada_jax.learn import tables
-
     try:
         return tables.read_eval_record(eval_path, single_user=True)
     except tables.RecordError as err:
@@ -215,8 +214,6 @@ def provenance_of(config: dict, out_dir: str) -> dict:
 
 def read_provenance(path: str) -> dict:
     """provenance.json of --figures_dir ({} when absent); a damaged one is an app.UsageError (never replaced)."""
-    from prada_jax.learn import tables
-
     if not os.path.lexists(path):
         return {}
     try:
@@ -279,7 +276,7 @@ def main(argv):
                 commits = sorted({str(g["commit"])[:10] for g in prov["git"]})
                 header = (
                     "# Table 2: PRADA across three benchmarks (ours vs the paper)\n\n"
-                    f"Generated {datetime.date.today().isoformat()} by `python experiments/make_figures.py` from "
+                    f"Generated {datetime.date.today().isoformat()} by `prada-figures` from "
                     f"`{out_dir}` ({config['episodes']} episodes of {config['horizon_ms']} ms, warm-up "
                     f"{config['warmup_ms']} ms, Table-3 system parameters; commit {', '.join(commits)}). "
                     f"Ours: mean ± 95 % CI (Student t) over {config['episodes']} episodes; delays in ms per task "
@@ -300,7 +297,7 @@ def main(argv):
                 slot = config.get("slot_ms", 1.0)
                 header = (
                     f"# Table 2 under the {model} latency model (docs/latency.md)\n\n"
-                    f"Generated {datetime.date.today().isoformat()} by `python experiments/make_figures.py "
+                    f"Generated {datetime.date.today().isoformat()} by `prada-figures "
                     f"--only={name}` from `{out_dir}` (commit {', '.join(commits)}): H100 server, Jetson AGX "
                     f"Orin edge, {slot:g} ms slots, {1e3 * config['params']['arrival_rate']:g} tasks/s, "
                     f"M = {config['params']['server_capacity']}, B = {config['params']['bandwidth_bps']:g} bit/s, "
@@ -334,7 +331,7 @@ def main(argv):
 
 
 def run():
-    """Console script prada-figures (and experiments/make_figures.py)."""
+    """Console script prada-figures (also python -m prada_jax.cli.make_figures)."""
     cli_support.run_main(main, __doc__, key_flag_modules=(sys.modules[__name__],))
 
 

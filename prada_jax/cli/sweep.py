@@ -5,7 +5,7 @@
     prada-sweep --datasets=gsm8k --policies=all_slm,prada --sweep_param=beta --sweep_values=1,10,100
     prada-sweep --datasets=gsm8k --policies=all_slm,prada --grid=server_capacity=1,3,9 --grid=bandwidth_bps=1e6,4e7
 
-(The last one sweeps the M x B Cartesian product; `python experiments/sweep.py ...` in a source checkout is the
+(The last one sweeps the M x B Cartesian product; `python -m prada_jax.cli.sweep ...` is the
 same command.)
 
 Writes results.csv, results.json, run.json and fig_*.png into --out_dir and prints a summary table; a killed run
@@ -19,7 +19,7 @@ import sys
 
 from absl import app, flags, logging
 
-from prada_jax import cli_support, plots, sweep
+from prada_jax import cli_support, paper, plots, sweep
 from prada_jax.learn.tables import TableError
 from prada_jax.sim.params import SimParamsError
 from prada_jax.traces import TraceError
@@ -42,6 +42,7 @@ def main(argv):
         sys.exit(f"FATAL {err}")
     logging.info("Results: %s (%d rows)", store.csv_path, len(store.rows))
     print(sweep.summary_table(store.rows), end="", flush=True)
+    print(paper.comparison_text(spec, store.rows), end="", flush=True)  # Table-2 runs only: ours beside the paper's
     if FLAGS.plots:
         try:
             for path in plots.sweep_figures(store.rows, FLAGS.out_dir):

@@ -4,7 +4,7 @@
   prada-train ... --resume        # continue an interrupted run from its last checkpoint
   prada-train ... --if_missing    # first use: train only datasets without a table (what prada-sweep runs)
 
-(`python experiments/train.py ...` in a source checkout is the same command.)
+(`python -m prada_jax.cli.train ...` is the same command.)
 
 Writes, per dataset, under <ckpt_dir>/<dataset>/: ppo/ (orbax checkpoints of the vmapped beta runs),
 models/ (final networks), policy_table.npz (for the simulator), eval.json; and <ckpt_dir>/summary.json.
@@ -31,6 +31,7 @@ from prada_jax import cli_support, data_paths, locks
 from prada_jax import constants as C
 from prada_jax.learn import aux, checkpoints, evaluate, ppo, tables
 from prada_jax.learn import mdp as M
+from prada_jax.sim.latency_models import name_problem
 from prada_jax.traces import TraceData, TraceError, file_sha256, load_trace, pack_traces
 
 FLAGS = flags.FLAGS
@@ -236,8 +237,6 @@ def validate_flags() -> dict[str, tuple[TraceData, str]]:
         raise app.UsageError(f"--frontier_betas: {exc}") from exc
     if any(not (math.isfinite(b) and b >= 0) for b in betas):
         raise app.UsageError(f"--frontier_betas must be finite and >= 0, got {betas}")
-    from prada_jax.sim.latency_models import name_problem
-
     problem = name_problem(FLAGS.latency_model)
     if problem:
         raise app.UsageError(f"--latency_model: {problem}")
@@ -393,7 +392,7 @@ def main(argv):
 
 
 def run():
-    """Console script prada-train (and experiments/train.py)."""
+    """Console script prada-train (also python -m prada_jax.cli.train)."""
     cli_support.run_main(main, __doc__, key_flag_modules=(sys.modules[__name__],))
 
 

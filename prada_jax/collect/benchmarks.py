@@ -24,7 +24,7 @@ import json
 import math
 import os
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 FORMATS = ("gsm8k", "math", "gaokao", "choice")
 # Dataset name -> answer format (used when the caller names the dataset).

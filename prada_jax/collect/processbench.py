@@ -28,7 +28,8 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,7 @@ def load_processbench(path: str | os.PathLike) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     try:
-        records = json.loads(text) if text.lstrip().startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
+        records = json.loads(text) if text.lstrip().startswith("[") else [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
         raise ProcessBenchError(f"{path}: not valid JSON ({exc})") from exc
     if not records:

@@ -26,7 +26,9 @@ import numpy as np
 from flax import struct
 
 from prada_jax import constants as C
-from prada_jax import costs
+from prada_jax import costs, traces
+from prada_jax.sim import latency_models
+from prada_jax.sim.params import make_params
 from prada_jax.traces import PackedTraces, TraceData, pack_traces
 
 SLM, LLM = 0, 1
@@ -56,10 +58,8 @@ def as_packed(trace: TraceData | PackedTraces) -> PackedTraces:
 
 
 def reference_context(packed: PackedTraces) -> jax.Array:
-    """int32 [N, K]: context tokens before step k on the all-SLM path (query + earlier SLM steps)."""
-    tokens = packed.slm_step_tokens
-    before = jnp.cumsum(tokens, axis=1) - tokens
-    return (packed.query_tokens[:, None] + before) * packed.step_mask
+    """int32 [N, K]: context tokens before step k on the all-SLM path (prada_jax.traces.reference_context)."""
+    return traces.reference_context(packed.query_tokens, packed.slm_step_tokens, packed.step_mask)
 
 
 def reference_step_seconds(packed: PackedTraces, flops_slm=C.FLOPS_SLM, flops_llm=C.FLOPS_LLM,
@@ -78,9 +78,6 @@ def reference_step_seconds(packed: PackedTraces, flops_slm=C.FLOPS_SLM, flops_ll
         ts = costs.local_step_seconds(ctx, slm_cached, packed.slm_step_tokens, flops_slm)
         tl = costs.server_step_seconds(ctx, 0, packed.llm_step_tokens, flops_llm, False)
     else:
-        from prada_jax.sim import latency_models
-        from prada_jax.sim.params import make_params
-
         model = latency_models.get(latency_model)
         params = make_params(prefix_cache=False) if params is None else params.replace(prefix_cache=jnp.bool_(False))
         alone = latency_models.ServerLoad(other_requests=jnp.zeros(ctx.shape, jnp.float32),

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +21,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from prada_jax.learn import checkpoints
 from prada_jax.learn import mdp as M
 from prada_jax.learn.nets import PI_HIDDEN, PolicyNet, ValueNet
 
@@ -274,8 +276,6 @@ def train_resumable(
     checkpoint after each chunk. With `resume`, continue from the latest checkpoint in `ckpt_dir`; the result is
     identical to an uninterrupted run. Returns (TrainState with leading axis [len(betas)], history dict of lists).
     `on_chunk(done, total, metrics_of_chunk)` is called after each chunk (progress logging)."""
-    from prada_jax.learn import checkpoints
-
     betas = jnp.asarray(betas, jnp.float32).reshape(-1)
     trainer = make_trainer(config)
     single = jax.jit(trainer.init)(key, mdp)

@@ -177,5 +177,7 @@ def slot_draws(episode_key, t, arrival_rate, num_problems: int, max_steps: int, 
 def episode_draws(episode_key, num_slots: int, arrival_rate, num_problems: int, max_steps: int,
                   max_users: int, max_arrivals: int) -> SlotDraws:
     """Draws for slots 0..num_slots-1 stacked on a leading axis (used by the oracle)."""
-    fn = lambda t: slot_draws(episode_key, t, arrival_rate, num_problems, max_steps, max_users, max_arrivals)
+    def fn(t):
+        return slot_draws(episode_key, t, arrival_rate, num_problems, max_steps, max_users, max_arrivals)
+
     return jax.vmap(fn)(jnp.arange(num_slots))

@@ -13,6 +13,7 @@ from flax import struct
 
 from prada_jax import constants as C
 from prada_jax import costs
+from prada_jax.traces import reference_context
 
 # Tables of deterministic policies store pi(1|x) as 1 - eps / eps so that eq. 33 stays finite.
 DETERMINISTIC_EPS = 0.01
@@ -52,8 +53,7 @@ def _mask(trace):
 
 def reference_server_seconds(trace, flops_llm=C.FLOPS_LLM):
     """D_psi target: TL with full prefill of the all-SLM reference context (query + earlier SLM steps)."""
-    slm = jnp.asarray(trace.slm_step_tokens)
-    ctx = jnp.asarray(trace.query_tokens)[:, None] + jnp.cumsum(slm, axis=1) - slm
+    ctx = reference_context(jnp.asarray(trace.query_tokens), jnp.asarray(trace.slm_step_tokens))
     tl = costs.server_step_seconds(ctx, 0, jnp.asarray(trace.llm_step_tokens), flops_llm, False)
     return jnp.where(_mask(trace), tl, 0.0).astype(jnp.float32)
 

@@ -1,9 +1,10 @@
 """One registry of policies and sweepable system parameters (in the spirit of `gymnax.make`).
 
 Everything that lists policies or swept parameters reads this module: the sweep (`prada_jax.sweep`: flags,
-validation, runner), the benchmark (`prada-bench --policy`), the figures (labels, colours, axis labels) and the
-tests. Registering a policy or a parameter here (or in your own module, imported before the CLI defines its
-flags) is the only step needed to make it available everywhere (docs/extending.md).
+validation, runner), the benchmark (`prada-bench --policy`), the figures and the tests. Registering a policy or a
+parameter here (or in your own module, imported before the CLI defines its flags) makes it available everywhere
+(docs/extending.md). How figures draw them (labels, colours, markers, log axes) is the plotting layer's business:
+`prada_jax.plots.register_policy_look` / `register_param_axis`, with defaults for names registered without one.
 
 * A **policy** is a name for a (Stage-1 table kind, Stage-2 scheduler, Stage-1 sampling) triple plus how it is
   drawn: `register_policy("prada", table="learned", scheduler="prada", ...)`.
@@ -12,8 +13,7 @@ flags) is the only step needed to make it available everywhere (docs/extending.m
   (`ctx.learned()`), which the sweep trains on first use and the benchmark replaces by a PRM-gain stand-in.
 * A **system parameter** is a traced leaf of `SimParams` a sweep may set or vary:
   `register_param("bandwidth_bps", float, C.DEFAULT_BANDWIDTH_BPS, "Total uplink bandwidth B.", unit="bit/s",
-  check=positive)`; it becomes a flag of `prada-sweep`, a valid `--sweep_param` / `--grid` axis and an axis
-  label of the figures.
+  check=positive)`; it becomes a flag of `prada-sweep` and a valid `--sweep_param` / `--grid` axis.
 
 Registering a name twice is an error (`RegistryError`).
 """
@@ -22,10 +22,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
 
 from prada_jax import constants as C
+from prada_jax.sim import policies as P
+from prada_jax.sim import schedulers
 from prada_jax.sim.named import Registry
+from prada_jax.sim.params import _DEFAULT_HW, PARAM_FIELDS
 
 
 class RegistryError(ValueError):
@@ -70,25 +76,19 @@ def register_table(name: str, build: Callable, learned: bool = False, descriptio
     return TABLES.add(name, TableKind(name, build, bool(learned), description))
 
 
-def _p():
-    from prada_jax.sim import policies
-
-    return policies
-
-
 register_table("learned", lambda trace, ctx: ctx.learned_table(), learned=True,
                description="the learned Stage-1 table pi_theta with A_omega / D_psi (prada_jax.learn)")
-register_table("random", lambda trace, ctx: _p().random_table(trace, ctx.random_prob, base=ctx.learned_table(),
+register_table("random", lambda trace, ctx: P.random_table(trace, ctx.random_prob, base=ctx.learned_table(),
                                                               flops_llm=ctx.flops_llm),
                learned=True, description="nominate with prob. 0.5; Stage-2 inputs from the learned table")
-register_table("all_slm", lambda trace, ctx: _p().all_slm_table(trace, flops_llm=ctx.flops_llm),
+register_table("all_slm", lambda trace, ctx: P.all_slm_table(trace, flops_llm=ctx.flops_llm),
                description="nothing nominated")
-register_table("all_llm", lambda trace, ctx: _p().all_llm_table(trace, flops_llm=ctx.flops_llm),
+register_table("all_llm", lambda trace, ctx: P.all_llm_table(trace, flops_llm=ctx.flops_llm),
                description="every step nominated")
-register_table("router", lambda trace, ctx: _p().router_table(trace, ctx.router_llm_fraction,
+register_table("router", lambda trace, ctx: P.router_table(trace, ctx.router_llm_fraction,
                                                               flops_llm=ctx.flops_llm),
                description="top router_llm_fraction tasks (by PRM gain) entirely on the LLM")
-register_table("prm_threshold", lambda trace, ctx: _p().prm_threshold_table(trace, ctx.rsd_threshold,
+register_table("prm_threshold", lambda trace, ctx: P.prm_threshold_table(trace, ctx.rsd_threshold,
                                                                             flops_llm=ctx.flops_llm),
                description="nominate steps the PRM scores below rsd_threshold (RSD)")
 
@@ -96,9 +96,6 @@ register_table("prm_threshold", lambda trace, ctx: _p().prm_threshold_table(trac
 def prm_gain_table(trace, flops_llm: float = C.FLOPS_LLM):
     """A checkpoint-free stand-in for the learned table (benchmark, tests): nominate (0.9) where the LLM's PRM
     gain is > 0, else 0.1; value gap = PRM gain. Same Stage-2 code path and inputs as a learned table."""
-    import numpy as np
-
-    P = _p()
     gain = np.asarray(P.prm_gain(trace))
     nominate = np.where(trace.step_mask, np.where(gain > 0, 0.9, 0.1), 0.0)
     return P.table_from_value_gap(nominate, gain, P.reference_server_seconds(trace, flops_llm))
@@ -111,16 +108,13 @@ def prm_gain_table(trace, flops_llm: float = C.FLOPS_LLM):
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    """How a policy name maps onto the simulator, and how it is drawn."""
+    """How a policy name maps onto the simulator."""
 
     name: str
     table: str  # a TABLES kind
     scheduler: str  # a prada_jax.sim.schedulers name (SimConfig.scheduler)
     stage1_sampling: bool = False  # SimConfig.stage1_sampling: nominate by sampling pi instead of pi >= 0.5
     description: str = ""
-    label: str = ""  # figure label (matplotlib mathtext allowed); default: the name
-    text_label: str = ""  # plain-text label (tables, markdown); default: label
-    style: tuple[str, str] = ("#333333", "x")  # (colour, marker), the same in every figure
 
     @property
     def learned(self) -> bool:
@@ -135,47 +129,40 @@ POLICIES: Registry[Policy] = Registry("policy", RegistryError)
 
 
 def register_policy(name: str, *, table: str, scheduler: str, stage1_sampling: bool = False,
-                    description: str = "", label: str = "", text_label: str = "",
-                    style: tuple[str, str] | None = None) -> Policy:
+                    description: str = "") -> Policy:
     """Register a policy (once). Its table kind and scheduler must be registered already."""
-    from prada_jax.sim import schedulers
-
     if name in POLICIES:
         raise RegistryError(f"policy {name!r} is already registered")  # before the checks of its parts
     if table not in TABLES:
         raise RegistryError(f"policy {name!r}: unknown table kind {table!r}; registered: {sorted(TABLES)}")
     if scheduler not in schedulers.SCHEDULERS:
         raise RegistryError(f"policy {name!r}: unknown scheduler {scheduler!r}; registered: {sorted(schedulers.SCHEDULERS)}")
-    label = label or name
-    return POLICIES.add(name, Policy(name, table, scheduler, bool(stage1_sampling), description, label,
-                                     text_label or label, tuple(style) if style else ("#333333", "x")))
+    return POLICIES.add(name, Policy(name, table, scheduler, bool(stage1_sampling), description))
 
 
 def get_policy(name: str) -> Policy:
     return POLICIES.lookup(name)
 
 
-register_policy("all_slm", table="all_slm", scheduler="prada", label="All SLM", style=("#7f7f7f", "s"),
+register_policy("all_slm", table="all_slm", scheduler="prada",
                 description="every step on the SLM (nothing nominated)")
-register_policy("all_llm", table="all_llm", scheduler="fifo", label="All LLM", style=("#8c564b", "^"),
+register_policy("all_llm", table="all_llm", scheduler="fifo",
                 description="every step nominated; FIFO admission, no local fallback")
-register_policy("pi_only", table="learned", scheduler="fifo", label=r"$\pi_\theta$ only", text_label="π_θ only",
-                style=("#9467bd", "D"), description="learned Stage 1 pi_theta, FIFO Stage 2 (no Theorem 2)")
-register_policy("prada", table="learned", scheduler="prada", label="PRADA", style=("#1f77b4", "o"),
+register_policy("pi_only", table="learned", scheduler="fifo",
+                description="learned Stage 1 pi_theta, FIFO Stage 2 (no Theorem 2)")
+register_policy("prada", table="learned", scheduler="prada",
                 description="learned Stage 1 + Theorem-2 scheduler")
-register_policy("prada_exact", table="learned", scheduler="prada_exact", label="PRADA, exact Stage 2",
-                style=("#17becf", "*"),
-                description="learned Stage 1 + exact per-slot solver of problem (28) (beyond the paper, issue 15)")
-register_policy("learned", table="learned", scheduler="learned", label="Learned Stage 2", style=("#bcbd22", "h"),
+register_policy("prada_exact", table="learned", scheduler="prada_exact",
+                description="learned Stage 1 + exact per-slot solver of problem (28) (beyond the paper)")
+register_policy("learned", table="learned", scheduler="learned",
                 description="learned Stage 1 + PPO-trained Stage-2 scheduler (docs/learned_scheduler.md)")
-register_policy("random_policy", table="random", scheduler="prada", stage1_sampling=True, label="Random policy",
-                style=("#ff7f0e", "v"),
+register_policy("random_policy", table="random", scheduler="prada", stage1_sampling=True,
                 description="Stage 1 nominates with prob. 0.5; Theorem-2 scheduler with the learned A_omega / D_psi")
-register_policy("random_scheduler", table="learned", scheduler="random", label="Random scheduler",
-                style=("#2ca02c", "P"), description="learned Stage 1, uniform random Stage 2")
-register_policy("router", table="router", scheduler="fifo", label="Router", style=("#e377c2", "X"),
+register_policy("random_scheduler", table="learned", scheduler="random",
+                description="learned Stage 1, uniform random Stage 2")
+register_policy("router", table="router", scheduler="fifo",
                 description="task-level router: top --router_llm_fraction tasks on the LLM")
-register_policy("rsd", table="prm_threshold", scheduler="rsd", label="RSD", style=("#d62728", "d"),
+register_policy("rsd", table="prm_threshold", scheduler="rsd",
                 description="reward-guided speculative decoding, online PRM check")
 
 
@@ -206,8 +193,6 @@ class Param:
     help: str  # flag help text
     unit: str = ""
     check: Callable[[Any], str | None] | None = None  # value -> None, or what is wrong ("must be > 0")
-    label: str = ""  # figure axis label; default: help text's first sentence + unit
-    log_scale: bool = False  # figures draw this axis on a log scale
 
     def validate(self, value: Any) -> Any:
         """The value converted to `kind`, or ValueError saying what is wrong (no flag name)."""
@@ -232,20 +217,15 @@ PARAMS: Registry[Param] = Registry("system parameter", RegistryError)
 
 
 def register_param(name: str, kind: type, default: float, help: str, *, unit: str = "",
-                   check: Callable[[Any], str | None] | None = None, label: str = "",
-                   log_scale: bool = False) -> Param:
+                   check: Callable[[Any], str | None] | None = None) -> Param:
     """Register a sweepable system parameter (once); `name` must be a `SimParams` field."""
-    from prada_jax.sim.params import PARAM_FIELDS
-
     if name in PARAMS:
         raise RegistryError(f"system parameter {name!r} is already registered")
     if name not in PARAM_FIELDS:
         raise RegistryError(f"system parameter {name!r} is not a SimParams field ({list(PARAM_FIELDS)})")
     if kind not in (int, float):
         raise RegistryError(f"system parameter {name!r}: kind must be int or float, got {kind!r}")
-    if not label:
-        label = help.rstrip(".") + (f" ({unit})" if unit and f"({unit})" not in help else "")
-    param = Param(name, kind, kind(default), help, unit, check, label, bool(log_scale))
+    param = Param(name, kind, kind(default), help, unit, check)
     param.validate(param.default)  # a default that fails its own check is a registration bug
     return PARAMS.add(name, param)
 
@@ -255,30 +235,21 @@ def get_param(name: str) -> Param:
 
 
 register_param("bandwidth_bps", float, C.DEFAULT_BANDWIDTH_BPS, "Total uplink bandwidth B (bit/s).", unit="bit/s",
-               check=positive, label="Total bandwidth B (bit/s)", log_scale=True)
+               check=positive)
 register_param("server_capacity", int, C.DEFAULT_SERVER_CAPACITY, "Server parallel capacity M.",
-               unit="requests", check=at_least_one, label="Server parallel capacity M")
+               unit="requests", check=at_least_one)
 register_param("arrival_rate", float, C.DEFAULT_ARRIVAL_RATE,
                "Poisson arrivals per ms (lambda; the sweep passes lambda x --slot_ms per slot to SimParams).",
-               unit="tasks/ms", check=non_negative, label=r"Arrival rate $\lambda$ (tasks per ms)")
+               unit="tasks/ms", check=non_negative)
 register_param("beta", float, C.DEFAULT_BETA, "Trade-off weight beta (PRM units per second).", unit="1/s",
-               check=non_negative, label=r"Stage-2 trade-off weight $\beta$ (1/s)", log_scale=True)
-register_param("snr_db", float, C.DEFAULT_SNR_DB, "Mean SNR (dB) at the median user distance.", unit="dB",
-               label="Mean SNR (dB)")
+               check=non_negative)
+register_param("snr_db", float, C.DEFAULT_SNR_DB, "Mean SNR (dB) at the median user distance.", unit="dB")
 register_param("snr_threshold_db", float, C.DEFAULT_SNR_THRESHOLD_DB, "gamma_th (dB): no upload below it.",
-               unit="dB", label=r"SNR threshold $\gamma_{th}$ (dB)")
+               unit="dB")
 register_param("path_loss_exponent", float, C.DEFAULT_PATH_LOSS_EXPONENT, "Path-loss exponent.",
-               check=non_negative, label="Path-loss exponent")
-register_param("flops_slm", float, C.FLOPS_SLM, "FLOP/s of each user's SLM.", unit="FLOP/s", check=positive,
-               label="SLM FLOP/s", log_scale=True)
-register_param("flops_llm", float, C.FLOPS_LLM, "FLOP/s of the server LLM.", unit="FLOP/s", check=positive,
-               label="LLM FLOP/s", log_scale=True)
-
-
-def _hardware_defaults():
-    from prada_jax.sim.params import _DEFAULT_HW  # the presets' values (prada_jax/hardware.py)
-
-    return _DEFAULT_HW
+               check=non_negative)
+register_param("flops_slm", float, C.FLOPS_SLM, "FLOP/s of each user's SLM.", unit="FLOP/s", check=positive)
+register_param("flops_llm", float, C.FLOPS_LLM, "FLOP/s of the server LLM.", unit="FLOP/s", check=positive)
 
 
 def fraction(value) -> str | None:
@@ -288,12 +259,11 @@ def fraction(value) -> str | None:
 # The roofline latency model's hardware (--latency_model=roofline; unused by the default flops model): one set for
 # the server accelerator, one for each user's edge device. Defaults: C.DEFAULT_SERVER_HARDWARE / DEFAULT_EDGE_HARDWARE.
 for _side, _what in (("server", "server accelerator"), ("edge", "edge device")):
-    _hw = _hardware_defaults()
+    _hw = _DEFAULT_HW  # the presets' values (prada_jax/hardware.py)
     register_param(f"{_side}_peak_flops", float, _hw[f"{_side}_peak_flops"],
-                   f"Roofline: dense 16-bit peak FLOP/s of the {_what}.", unit="FLOP/s", check=positive,
-                   log_scale=True)
+                   f"Roofline: dense 16-bit peak FLOP/s of the {_what}.", unit="FLOP/s", check=positive)
     register_param(f"{_side}_memory_bandwidth", float, _hw[f"{_side}_memory_bandwidth"],
-                   f"Roofline: memory bandwidth of the {_what}.", unit="bytes/s", check=positive, log_scale=True)
+                   f"Roofline: memory bandwidth of the {_what}.", unit="bytes/s", check=positive)
     register_param(f"{_side}_compute_efficiency", float, _hw[f"{_side}_compute_efficiency"],
                    f"Roofline: achieved / peak FLOP/s of the {_what}.", check=fraction)
     register_param(f"{_side}_bandwidth_efficiency", float, _hw[f"{_side}_bandwidth_efficiency"],

@@ -155,7 +155,7 @@ def exact_stage2(valid, feasible, value_gap, context, snr, tq, free_slots, avail
     # Diagonal-strengthened bounds (theta > 0) at the tangent points: exact on lone candidates.
     for theta in MIXED_THETAS:
         bound = jnp.minimum(bound, jnp.min(jax.vmap(
-            lambda lam: mixed_bound(theta, lam, gain, root_cost, k, admissible, free_slots))(prefix_roots)))
+            lambda lam, theta=theta: mixed_bound(theta, lam, gain, root_cost, k, admissible, free_slots))(prefix_roots)))
     bound = jnp.maximum(bound, value)  # float32 rounding must not put the bound below an achieved value
     optimal = bound - value <= CERTIFY_RTOL * jnp.maximum(jnp.abs(value) + baseline, 1e-30)
 

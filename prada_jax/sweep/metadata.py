@@ -6,8 +6,11 @@ import datetime
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
 from importlib import metadata as importlib_metadata
-from typing import Any, Sequence
+from typing import Any
+
+from prada_jax import data_paths
 
 
 def package_versions() -> dict[str, str | None]:
@@ -27,9 +30,7 @@ def git_revision() -> dict[str, Any]:
     """HEAD commit of the repository holding this package and whether its tracked files differ from it (read-only
     git calls). The outputs under figures/ do not count: make_figures rewrites them while it runs its sweeps, which
     would otherwise mark every sweep after the first as made from a dirty tree."""
-    from prada_jax.data_paths import source_root
-
-    root = source_root()
+    root = data_paths.source_root()
     if root is None:  # an installed copy (site-packages): not a checkout, whatever repository may surround it
         return {"commit": None, "dirty": None}
     try:

@@ -9,13 +9,19 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from absl import logging
 
 from prada_jax import constants as C
-from prada_jax.sim.params import SimConfig
-from prada_jax.sim import registry
+from prada_jax import data_paths, traces
+from prada_jax.learn import tables as learn_tables
+from prada_jax.sim import latency_models, registry
+from prada_jax.sim import metrics as sim_metrics
+from prada_jax.sim import params as sim_params
+from prada_jax.sim import run as sim_run
+from prada_jax.sim.params import SimConfig, params_from_mapping, stack_params
 from prada_jax.sweep.spec import (
     GRID,
     NO_SWEEP,
@@ -107,8 +113,6 @@ def sim_config(spec: SweepSpec, scheduler: str, stage1_sampling: bool = False):
 def params_grid(spec: SweepSpec):
     """SimParams with a leading grid axis [G], one entry per swept value; arrival_rate converted from tasks per ms
     (the flag's unit) to tasks per slot."""
-    from prada_jax.sim.params import params_from_mapping, stack_params
-
     points = []
     for g in spec.grid():
         values = {k: v for k, v in g.items() if k != "server_prefill"}
@@ -120,10 +124,6 @@ def params_grid(spec: SweepSpec):
 
 def simulate_point(spec: SweepSpec, dataset: str, policy: str) -> list[dict[str, Any]]:
     """Run all swept values of one (dataset, policy) in one simulate_grid call; return its rows."""
-    from prada_jax import traces
-    from prada_jax.sim import metrics as sim_metrics
-    from prada_jax.sim import run as sim_run
-
     start = time.perf_counter()
     trace = traces.load_trace(spec.trace_path(dataset))
     packed = traces.pack_traces(trace)
@@ -134,8 +134,6 @@ def simulate_point(spec: SweepSpec, dataset: str, policy: str) -> list[dict[str,
     table, ps = policy_setup(spec, policy, dataset, trace, flops_llm)
     if spec.latency_model != C.DEFAULT_LATENCY_MODEL and not ps.learned:
         # D_psi (TQ) under the same latency model; learned tables were trained under it (learned_table)
-        from prada_jax.sim import latency_models, params as sim_params
-
         table = latency_models.with_reference_server_seconds(table, trace, sim_params.make_params(), spec.latency_model)
     config = sim_config(spec, ps.scheduler, ps.stage1_sampling)
     metrics = sim_run.simulate_grid(packed, table, params_grid(spec), config, spec.episodes, spec.seed)
@@ -153,11 +151,9 @@ def train_policy_table(dataset: str, beta: float, traces_dir: str, ckpt_dir: str
     in a child process (its progress log streams).
 
     Runs the documented training entry point rather than re-implementing it, so a table trained here is the
-    same as one from `prada-train --datasets=<d> --beta=<b> --seed=<s>` (or `python experiments/train.py ...`).
+    same as one from `prada-train --datasets=<d> --beta=<b> --seed=<s>` (or `python -m prada_jax.cli.train ...`).
     A latency model other than "flops" trains with --latency_model=<it> into table_ckpt_dir(ckpt_dir, it).
     The child imports this very copy of prada_jax (its root goes first on PYTHONPATH)."""
-    from prada_jax import data_paths
-
     if data_paths.is_installed_data(ckpt_dir):
         raise PolicyTableError(
             f"no learned policy table for {dataset} among the tables shipped with the package ({ckpt_dir}, "
@@ -197,12 +193,10 @@ def _die_with_parent() -> None:
 def learned_table(spec: SweepSpec, dataset: str, trace):
     """The learned PolicyTable (pi_theta, A_omega, D_psi) of a dataset at spec.table_beta.
 
-    Loaded from <ckpt_dir>/<dataset>/policy_table.npz (written by experiments/train.py, whose eval.json records
+    Loaded from <ckpt_dir>/<dataset>/policy_table.npz (written by prada-train, whose eval.json records
     the beta it was trained for); trained on first use when absent. A table for another beta is an error
     (never overwritten): point --ckpt_dir elsewhere or set --table_beta.
     """
-    from prada_jax.learn import tables as learn_tables
-
     table_path, eval_path = learned_table_paths(spec.ckpt_dir, dataset, spec.latency_model)
     if not os.path.exists(table_path):
         train_policy_table(dataset, spec.table_beta, spec.traces_dir, spec.ckpt_dir, spec.seed, spec.latency_model)
@@ -281,8 +275,6 @@ def run_sweep(
 def validate_inputs(spec: SweepSpec) -> None:
     """Load and check every input the sweep will read: each dataset's trace and each learned table that exists
     (a missing one is trained on first use). Raises TraceError / PolicyTableError naming the file."""
-    from prada_jax import traces
-
     learned = any(registry.get_policy(p).learned for p in spec.policies)
     for dataset in spec.datasets:
         trace = traces.load_trace(spec.trace_path(dataset))
@@ -391,7 +383,7 @@ def compile_key(spec: SweepSpec, dataset: str, policy: str) -> tuple:
     return (dataset, ps.scheduler, ps.stage1_sampling)
 
 
-def _run_points(spec: SweepSpec, store: "ResultStore", run_point, out_dir: str) -> "ResultStore":
+def _run_points(spec: SweepSpec, store: ResultStore, run_point, out_dir: str) -> ResultStore:
     points = spec.points()
     done = store.completed_points()
     todo = [p for p in points if p not in done]

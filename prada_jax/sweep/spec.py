@@ -7,15 +7,17 @@ numbers) or raises `SweepConfigError` naming the first bad flag. Nothing here ru
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
-import itertools
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from prada_jax import constants as C
 from prada_jax.data_paths import resolve_data_dir
 from prada_jax.sim import registry
+from prada_jax.sim.latency_models import name_problem
 from prada_jax.traces import file_sha256
 
 # The vocabulary lives in ONE registry, prada_jax.sim.registry (policies, table kinds, sweepable parameters);
@@ -163,7 +165,7 @@ def table_ckpt_dir(ckpt_dir: str, latency_model: str = C.DEFAULT_LATENCY_MODEL) 
 
 def learned_table_paths(ckpt_dir: str, dataset: str,
                         latency_model: str = C.DEFAULT_LATENCY_MODEL) -> tuple[str, str]:
-    """(policy_table.npz, eval.json) that experiments/train.py --latency_model=<latency_model> writes under
+    """(policy_table.npz, eval.json) that prada-train --latency_model=<latency_model> writes under
     table_ckpt_dir(ckpt_dir, latency_model)/<dataset>/."""
     base = os.path.join(table_ckpt_dir(ckpt_dir, latency_model), dataset)
     return os.path.join(base, "policy_table.npz"), os.path.join(base, "eval.json")
@@ -342,7 +344,7 @@ def make_spec(
     if grid and (sweep_param != NO_SWEEP or sweep_values):
         raise SweepConfigError("grid", "cannot be combined with --sweep_param/--sweep_values; use one or the other")
     seen = set()
-    for name, values in grid:
+    for name, _values in grid:
         if name not in SYSTEM_PARAMS:
             raise SweepConfigError("grid", f"unknown parameter {name!r}; choose from {list(SYSTEM_PARAMS)}")
         if name in seen:
@@ -432,8 +434,6 @@ def make_spec(
     for flag, value in (("router_llm_fraction", router_llm_fraction), ("rsd_threshold", rsd_threshold)):
         if not (math.isfinite(value) and 0.0 <= value <= 1.0):
             raise SweepConfigError(flag, f"must lie in [0, 1], got {value!r}")
-    from prada_jax.sim.latency_models import name_problem
-
     problem = name_problem(latency_model)
     if problem:
         raise SweepConfigError("latency_model", problem)

@@ -3,8 +3,8 @@ PRM's noise), of a per-feature quadratic ridge rule fitted on the same features 
 shipped pi_theta (greedy, from <ckpt_dir>/<dataset>/policy_table.npz, at the beta its table records), per dataset
 and beta.
 
-    python experiments/stage1_headroom.py                  # the four shipped datasets, beta 3 / 10 / 30 (~10 s)
-    python experiments/stage1_headroom.py --datasets=math500 --betas=10
+    python -m studies stage1_headroom                  # the four shipped datasets, beta 3 / 10 / 30 (~10 s)
+    python -m studies stage1_headroom --datasets=math500 --betas=10
 
 Returns are PRM units per problem (eq. 20 minus All-SLM's), mean ± Student-t 95 % over the held-out problems of
 the training split (the seed and held-out fraction that <ckpt_dir>/<dataset>/models records; --seed and
@@ -18,13 +18,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-from prada_jax import cli_support  # noqa: E402
-from prada_jax import constants as C  # noqa: E402
+from prada_jax import cli_support
+from prada_jax import constants as C
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", ["gsm8k", "math500", "gaokao2023en", "mmlu_stem"], "Traces under --traces_dir.")
@@ -68,7 +66,7 @@ def _learned_policy(dataset: str, trace_path: str, trace):
     except (tables.TableError, checkpoints.CheckpointError) as err:
         raise app.UsageError(str(err)) from None
     if recorded.get("beta") is None:
-        raise app.UsageError(f"{table_path}: records no beta; retrain it with experiments/train.py")
+        raise app.UsageError(f"{table_path}: records no beta; retrain it with prada-train")
     if found is None:
         raise app.UsageError(f"{folder}/models: no checkpoint, so the problems pi_theta was trained on are unknown")
     meta = found[1]

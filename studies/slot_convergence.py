@@ -1,8 +1,8 @@
 """How the delay columns depend on the slot length: the same system (arrivals per second, horizon in seconds)
 simulated with shrinking slots. Quantifies the slot rounding that docs/simulator.md "Time" describes.
 
-    python experiments/slot_convergence.py                         # gsm8k, PRADA, 1 / 0.5 / 0.25 / 0.1 ms
-    python experiments/slot_convergence.py --slot_ms=1,0.1 --episodes=8 --policy=all_llm --arrival_rate=0.4
+    python -m studies slot_convergence                         # gsm8k, PRADA, 1 / 0.5 / 0.25 / 0.1 ms
+    python -m studies slot_convergence --slot_ms=1,0.1 --episodes=8 --policy=all_llm --arrival_rate=0.4
 
 Prints one row per slot length (mean ± Student-t 95 % CI over episodes) and writes a JSON file.
 """
@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-from prada_jax import cli_support  # noqa: E402
+from prada_jax import cli_support
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "gsm8k", "Trace under --traces_dir.")
@@ -36,6 +34,23 @@ flags.DEFINE_string("out", os.path.join("results", "slot_convergence.json"), "JS
 
 COLUMNS = ("accuracy", "processing_ms", "communication_ms", "queuing_ms", "alignment_ms", "sojourn_ms",
            "offload_fraction", "unfinished", "dropped")
+
+
+def markdown_table(result: dict) -> str:
+    """The study's result as the markdown table docs/simulator.md shows (delays in ms per task)."""
+    f = result["flags"]
+    head = (f"{f['policy']} ({f['dataset']}, λ = {f['arrival_rate']:g} per ms, M = {f['server_capacity']}, "
+            f"B = {f['bandwidth_bps']:g} bit/s, {f['horizon_ms']:g} ms horizon, {f['episodes']} episodes; "
+            "mean ± 95 % CI):")
+    lines = [head, "", "| slot (ms) | accuracy % | processing | communication | queuing | alignment | sojourn |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        cells = [f"{100 * r['accuracy']:.1f} ± {100 * r['accuracy_ci95']:.1f}"]
+        for name, digits in (("processing_ms", 2), ("communication_ms", 3), ("queuing_ms", 2), ("alignment_ms", 2),
+                             ("sojourn_ms", 2)):
+            cells.append(f"{r[name]:.{digits}f} ± {r[name + '_ci95']:.{digits}f}")
+        lines.append(f"| {r['slot_ms']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv):
@@ -74,11 +89,13 @@ def main(argv):
         rows.append(row)
         print(f"slot {slot_ms:g} ms: " + ", ".join(f"{n} {row[n]:.4g} ± {row[n + '_ci95']:.2g}" for n in COLUMNS)
               + f" ({row['seconds']:.0f} s)", flush=True)
+    result = {"flags": {f: getattr(FLAGS, f) for f in ("dataset", "policy", "arrival_rate", "server_capacity",
+                                                      "bandwidth_bps", "horizon_ms", "warmup_ms", "episodes")},
+              "rows": rows}
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     with open(FLAGS.out, "w", encoding="utf-8") as handle:
-        json.dump({"flags": {f: getattr(FLAGS, f) for f in ("dataset", "policy", "arrival_rate", "server_capacity",
-                                                          "bandwidth_bps", "horizon_ms", "warmup_ms", "episodes")},
-                   "rows": rows}, handle, indent=1)
+        json.dump(result, handle, indent=1)
+    print("\n" + markdown_table(result))
     print(f"wrote {FLAGS.out}")
 
 

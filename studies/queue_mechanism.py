@@ -1,6 +1,6 @@
 """Why PRADA's queuing delay does not vanish with M at the fitted preset (docs/reproduction.md, claim F6).
 
-    PYTHONPATH=. python experiments/queue_mechanism.py
+    python -m studies queue_mechanism
 
 gsm8k, PRADA, fitted preset (prada_jax/calibration/paper_fit.json); M in {1, 9, 20} x gamma_th in {fitted, -30 dB}
 (-30 dB: practically no slot is below the threshold), 8 episodes x 1000 ms. If the queuing left at large M is

@@ -1,6 +1,6 @@
 """Does the fitted low SNR move the Fig-8 accuracy step above 1e7 bit/s? (docs/reproduction.md, claim F8)
 
-    PYTHONPATH=. python experiments/bandwidth_mechanism.py
+    python -m studies bandwidth_mechanism
 
 gsm8k, PRADA at the fitted preset (prada_jax/calibration/paper_fit.json) over the paper_bandwidth.cfg values of B,
 once at the fitted (mean SNR, gamma_th) and once with both raised by the same +19 dB (same fraction of slots
