@@ -32,12 +32,10 @@ flags.DEFINE_string("out", "", "Optional JSON output path.")
 def main(argv):
     del argv
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from prada_jax import env as penv
     from prada_jax import sim
-    from prada_jax.env import table as T
 
     env, params = penv.make("prada-multiuser-v0", FLAGS.dataset,
                             config=dict(num_slots=FLAGS.horizon_ms, warmup_slots=FLAGS.horizon_ms // 10,

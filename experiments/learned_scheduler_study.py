@@ -111,23 +111,23 @@ def mechanism(dataset, points):
         steps = env.config.num_slots + env.config.drain_slots
 
         def episode(key):
-            _, state = env.reset_env(key, params)
+            _, state = env.reset_env(key, params)  # noqa: B023 (called within this iteration)
 
             def body(carry, _):
                 state, done, counts = carry
                 obs = state.table.obs
                 action = POL.greedy_action(weights, obs)
-                decision, _ = T.project(env.view(state), state.table, action)
+                decision, _ = T.project(env.view(state), state.table, action)  # noqa: B023 (called within this iteration)
                 t2 = state.table.theorem2.decision
                 valid = state.table.cands.valid & ~done
-                free = (env.view(state).free_slots > 0).astype(jnp.int32)
+                free = (env.view(state).free_slots > 0).astype(jnp.int32)  # noqa: B023 (called within this iteration)
                 idx = free * 9 + t2 * 3 + decision
                 counts = counts + jnp.zeros(18, jnp.int32).at[idx].add(valid.astype(jnp.int32))
-                _, new, _, d, _ = env.step_env(key, state, action, params)
+                _, new, _, d, _ = env.step_env(key, state, action, params)  # noqa: B023 (called within this iteration)
                 state = jax.tree.map(lambda a, b: jnp.where(done, b, a), new, state)
                 return (state, done | d, counts), None
 
-            (_, _, counts), _ = jax.lax.scan(body, (state, jnp.bool_(False), jnp.zeros(18, jnp.int32)), None, steps)
+            (_, _, counts), _ = jax.lax.scan(body, (state, jnp.bool_(False), jnp.zeros(18, jnp.int32)), None, steps)  # noqa: B023 (called within this iteration)
             return counts
 
         counts = jax.jit(jax.vmap(episode))(sim.episode_keys(FLAGS.mechanism_episodes, FLAGS.seed))

@@ -20,6 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
+
 from prada_jax import cli_support  # noqa: E402
 
 FLAGS = flags.FLAGS

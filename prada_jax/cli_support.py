@@ -171,8 +171,7 @@ def run_main(main, doc: str | None, key_flag_modules=(), argv=None) -> None:
     """
     import sys
 
-    from absl import app
-    from absl import logging
+    from absl import app, logging
 
     main_module = sys.modules.get("__main__")
     if main_module is not None and doc and not getattr(main_module, "__doc__", None):

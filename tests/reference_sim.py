@@ -464,7 +464,8 @@ def _learned_features(considered, s: SlotInputs, snr, feas, ctx, gap, dur, tq, t
     p, config, users = s.p, s.config, s.users
     beta = float(p["beta"])
     u = T.UTILITY_SCALE
-    symlog = lambda x: math.copysign(math.log1p(abs(x)), x)
+    def symlog(x):
+        return math.copysign(math.log1p(abs(x)), x)
     rows = np.zeros((len(considered), len(T.ROW_FEATURES)))  # padding rows (all zero) change no valid row's logits
     for j, i in enumerate(considered):
         tc_ref = upload_seconds(ctx[j], float(p["bandwidth_bps"]), snr[j])
@@ -486,8 +487,10 @@ def learned_logits(weights, obs):
     from prada_jax.env.policy import PRIOR_SCALE
 
     w = {k: {n: np.asarray(v, np.float64) for n, v in layer.items()} for k, layer in weights.items()}
-    dense = lambda name, x: x @ w[name]["kernel"] + w[name]["bias"]
-    relu = lambda x: np.maximum(x, 0.0)
+    def dense(name, x):
+        return x @ w[name]["kernel"] + w[name]["bias"]
+    def relu(x):
+        return np.maximum(x, 0.0)
     valid = obs[:, T.VALID_COLUMN] > 0.5
     h = relu(dense("embed_1", relu(dense("embed_0", obs))))
     pooled = (h * valid[:, None]).sum(0) / max(valid.sum(), 1.0)

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sim_helpers import mixed_table, tiny
+from test_sweep import spec_for, traces_dir  # noqa: F401 - the fixture
 
 from prada_jax import sim
 from prada_jax.sim import policies, registry
 from prada_jax.sim.params import SimParamsError
 from prada_jax.traces import pack_traces
-from sim_helpers import mixed_table, tiny
-from test_sweep import spec_for, traces_dir  # noqa: F401 - the fixture
 
 TRACE = tiny(num_problems=6, seed=11)
 PACKED = pack_traces(TRACE)

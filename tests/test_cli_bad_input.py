@@ -11,8 +11,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT
+
 from prada_jax.cli import bench_setup
 from prada_jax.learn import tables
 

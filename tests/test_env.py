@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sim_helpers import mixed_table, tiny
 
 from prada_jax import env as penv
 from prada_jax import sim
@@ -19,7 +20,6 @@ from prada_jax.env.multiuser import EnvParamsError, build
 from prada_jax.sim import metrics as MET
 from prada_jax.sim.state import SERVE, UPLOAD
 from prada_jax.traces import pack_traces
-from sim_helpers import mixed_table, tiny
 
 TRACE = tiny(seed=5)
 PACKED = pack_traces(TRACE)
@@ -61,7 +61,7 @@ def _episodes(keys, mode):
     return jax.vmap(one)(keys)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _run(mode):
     return jax.device_get(_episodes(sim.episode_keys(EPISODES, 0), mode))
 
@@ -248,5 +248,6 @@ def test_gae_and_joint_row_log_prob_by_hand():
     logits = jnp.log(jnp.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8], [1 / 3, 1 / 3, 1 / 3]]))
     logp, ent = row_log_prob(logits, jnp.array([0, 2, 1]), jnp.array([True, True, False]))
     np.testing.assert_allclose(float(logp), np.log(0.5) + np.log(0.8), rtol=1e-6)  # the padding row is ignored
-    h = lambda p: -sum(x * np.log(x) for x in p)
+    def h(p):
+        return -sum(x * np.log(x) for x in p)
     np.testing.assert_allclose(float(ent), h([0.5, 0.25, 0.25]) + h([0.1, 0.1, 0.8]), rtol=1e-6)

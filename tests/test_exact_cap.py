@@ -8,12 +8,12 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
+from reference_sim import simulate_reference
+from sim_helpers import metrics_dict, mixed_table, tiny
 
 from prada_jax import sim
 from prada_jax.sim import run
 from prada_jax.traces import pack_traces
-from reference_sim import simulate_reference
-from sim_helpers import metrics_dict, mixed_table, tiny
 
 TRACE = tiny(seed=2)
 PACKED = pack_traces(TRACE)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from prada_jax import sim
-from prada_jax.calibration import published as PUB
 from prada_jax.calibration import profile as PROF
+from prada_jax.calibration import published as PUB
 from prada_jax.hardware import HARDWARE_PRESETS
 from prada_jax.sim import latency_models as LM
 from prada_jax.sim.params import hardware_leaves
@@ -264,9 +264,9 @@ def test_measure_latency_writes_a_profile_the_model_reads(tmp_path):
 
 
 def test_hardware_map_stage1_is_the_per_step_optimum():
-    from experiments.hardware_map import stage1
     from sim_helpers import tiny
 
+    from experiments.hardware_map import stage1
     from prada_jax.traces import pack_traces
 
     trace = tiny(seed=1)

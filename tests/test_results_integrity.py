@@ -8,10 +8,10 @@ import json
 import os
 
 import pytest
+from test_sweep import FakeRunner, read_csv, spec_for, traces_dir  # noqa: F401 - the fixture
 
 from prada_jax import sweep
 from prada_jax.sweep import store as store_mod
-from test_sweep import FakeRunner, read_csv, spec_for, traces_dir  # noqa: F401 - the fixture
 
 
 def _finished(traces_dir, tmp_path):

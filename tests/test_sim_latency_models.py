@@ -7,14 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference_sim import ORACLE_LATENCY_MODELS, SERVE, UPLOAD, simulate_reference
+from sim_helpers import metrics_dict, mixed_table, tiny
 
 from prada_jax import sim
 from prada_jax.sim import latency_models as LM
 from prada_jax.sim import policies
 from prada_jax.sim.params import SimParamsError, hardware_leaves
 from prada_jax.traces import pack_traces
-from reference_sim import ORACLE_LATENCY_MODELS, SERVE, UPLOAD, simulate_reference
-from sim_helpers import metrics_dict, mixed_table, tiny
 
 ROOF = LM.get(LM.ROOFLINE)
 P = sim.make_params()  # server h100-sxm (989e12 FLOP/s, 3.35e12 B/s), edge jetson-agx-orin-64gb (42.5e12, 204.8e9)

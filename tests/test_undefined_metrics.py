@@ -11,13 +11,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
+from sim_helpers import tiny  # noqa: E402
+from test_plots import _rows  # noqa: E402
+from test_sweep import FakeRunner, spec_for, traces_dir  # noqa: E402,F401 - the fixture
 
 from prada_jax import plots, sim, sweep  # noqa: E402
 from prada_jax.sim import policies  # noqa: E402
 from prada_jax.traces import pack_traces  # noqa: E402
-from sim_helpers import tiny  # noqa: E402
-from test_plots import _rows  # noqa: E402
-from test_sweep import FakeRunner, spec_for, traces_dir  # noqa: E402,F401 - the fixture
 
 TRACE = tiny(num_problems=5, seed=3)
 PACKED = pack_traces(TRACE)

@@ -18,7 +18,6 @@ signal of prada_jax.env.ppo.
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np

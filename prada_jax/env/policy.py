@@ -17,7 +17,6 @@ import functools
 import os
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -80,9 +80,10 @@ def hardware_leaves(side: str, hw: Hardware | str, bytes_per_param: float = 2.0)
     return {f"{side}_{name}": value for name, value in zip(HARDWARE_FIELDS, values)}
 
 
-def params_hardware(params: "SimParams", side: str) -> Hardware:
+def params_hardware(params: SimParams, side: str) -> Hardware:
     """The traced Hardware of side "server" or "edge" (for prada_jax.latency)."""
-    get = lambda name: getattr(params, f"{side}_{name}")
+    def get(name):
+        return getattr(params, f"{side}_{name}")
     return Hardware(peak_flops=get("peak_flops"), memory_bandwidth=get("memory_bandwidth"),
                     compute_efficiency=get("compute_efficiency"), bandwidth_efficiency=get("bandwidth_efficiency"),
                     overhead_seconds=get("overhead_s"), name=side)

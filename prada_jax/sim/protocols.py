@@ -12,7 +12,7 @@ A protocol is registered once (`register`); a scheduler names the protocol it se
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 

@@ -12,12 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-
 from prada_jax.sim.draws import slot_draws
-from prada_jax.sim.schedulers import get as get_scheduler
 from prada_jax.sim.metrics import EpisodeMetrics, finalize
 from prada_jax.sim.params import SimConfig, SimParams, SimParamsError, resolve_config, validate_params
 from prada_jax.sim.policies import PolicyTable, check_table
+from prada_jax.sim.schedulers import get as get_scheduler
 from prada_jax.sim.state import FREE, LOCAL, QUEUED, SERVE, UPLOAD, SimState, Totals, init_state
 from prada_jax.sim.step import step_slot
 
@@ -163,8 +162,10 @@ def _batched_rollout(packed, table, params, config: SimConfig, keys, grid: bool,
     level. Stepping the batch inside one loop traces the step once: trace + lower about 3.0 s -> 1.9 s at E = 1,024,
     U = 64, the same program and numbers (docs/performance.md)."""
     step = _episode_step(packed, table, config)
-    draining = lambda state, t: _draining(state, t, config)
-    final = lambda state, t_end, p: finalize(state, t_end, p, config)
+    def draining(state, t):
+        return _draining(state, t, config)
+    def final(state, t_end, p):
+        return finalize(state, t_end, p, config)
     if grid:
         # in_axes: inner vmap over the episodes (keys, states), outer over the grid points (params, states).
         step_b = jax.vmap(jax.vmap(step, in_axes=(None, 0, 0, None)), in_axes=(0, None, 0, None))

@@ -11,7 +11,7 @@ locally, then queued for an online PRM check on the server). Adding a scheduler 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,13 +19,13 @@ from flax import struct
 
 from prada_jax import costs
 from prada_jax.sim import stage2 as S2
-from prada_jax.sim.named import Registry
 from prada_jax.sim.draws import SlotDraws
+from prada_jax.sim.named import Registry
 from prada_jax.sim.params import SimConfig, SimParams
 from prada_jax.sim.policies import PolicyTable
+from prada_jax.sim.protocols import DRAFT_VERIFY, OFFLOAD, PROTOCOLS  # noqa: F401  (re-exported)
 from prada_jax.sim.state import QUEUED, SERVE, UPLOAD, Users
 
-from prada_jax.sim.protocols import DRAFT_VERIFY, OFFLOAD, PROTOCOLS  # noqa: F401  (re-exported)
 # Baseline schedulers admit only if at least this fraction of B is free (an equal share of ~0 would never end).
 MIN_BANDWIDTH_FRACTION = 1e-6
 

@@ -10,7 +10,6 @@ draws); `run.py` loops the step over slots and vmaps it over episodes and grids.
 from __future__ import annotations
 
 import chex
-import jax
 import jax.numpy as jnp
 from flax import struct
 
@@ -108,7 +107,7 @@ def apply_slot(state: SimState, obs: SlotObservation, decision, bw, t, packed, t
     arbitrary action onto a legal one first)."""
     totals = state.totals
     view = obs.view
-    users, gamma, draws = view.users, view.gamma, view.draws
+    users, gamma = view.users, view.gamma
     go_local, cand, n_arrived, n_dropped = obs.go_local, view.cand, obs.num_arrived, obs.num_dropped
     dt = config.slot_seconds
     in_window = (t >= config.warmup_slots) & (t < config.num_slots)  # measurement window

@@ -20,11 +20,39 @@ One job per module; this package re-exports their public names (`from prada_jax 
 
 from __future__ import annotations
 
+from prada_jax.sweep.flags import (
+    CONFIG_DIR,
+    DEFAULT_EPISODES,
+    DEFAULT_HORIZON_MS,
+    DEFAULT_MAX_USERS,
+    DEFAULT_WARMUP_MS,
+    define_flags,
+    resolve_flagfile_argv,
+    spec_from_flags,
+)
+from prada_jax.sweep.metadata import device_info, git_revision, package_versions, session_metadata
+from prada_jax.sweep.report import SUMMARY_COLUMNS, point_label, summary_table, value_label
+from prada_jax.sweep.runner import (
+    Eta,
+    PointRunner,
+    PolicyTableError,
+    learned_table,
+    params_grid,
+    policy_setup,
+    rows_from_summary,
+    run_sweep,
+    sim_config,
+    simulate_point,
+    supported_policy_names,
+    train_missing_tables,
+    train_policy_table,
+    validate_inputs,
+)
 from prada_jax.sweep.spec import (
     DEFAULT_ROUTER_LLM_FRACTION,
     DEFAULT_RSD_THRESHOLD,
-    LEARNED_POLICIES,
     GRID,
+    LEARNED_POLICIES,
     NO_SWEEP,
     POLICIES,
     POLICY_SPECS,
@@ -43,7 +71,6 @@ from prada_jax.sweep.spec import (
     parse_grid,
     simulator_value,
 )
-from prada_jax.sweep.metadata import device_info, git_revision, package_versions, session_metadata
 from prada_jax.sweep.store import (
     FIGURE_PREFIX,
     KEY_COLUMNS,
@@ -64,33 +91,6 @@ from prada_jax.sweep.store import (
     parse_cell,
     read_results,
     settle_pending_tables,
-)
-from prada_jax.sweep.runner import (
-    Eta,
-    PointRunner,
-    PolicyTableError,
-    learned_table,
-    params_grid,
-    policy_setup,
-    rows_from_summary,
-    run_sweep,
-    sim_config,
-    simulate_point,
-    supported_policy_names,
-    train_missing_tables,
-    train_policy_table,
-    validate_inputs,
-)
-from prada_jax.sweep.report import SUMMARY_COLUMNS, point_label, summary_table, value_label
-from prada_jax.sweep.flags import (
-    CONFIG_DIR,
-    DEFAULT_EPISODES,
-    DEFAULT_HORIZON_MS,
-    DEFAULT_MAX_USERS,
-    DEFAULT_WARMUP_MS,
-    define_flags,
-    resolve_flagfile_argv,
-    spec_from_flags,
 )
 
 __all__ = [

@@ -14,8 +14,10 @@ import io
 import json
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
+import filelock
 from absl import logging
 
 from prada_jax import locks
@@ -61,7 +63,7 @@ def _fsync_write(path: str, data: str, mode: str) -> None:
         os.fsync(handle.fileno())
 
 
-def _write_failed(path: str, err: OSError, what: str = "") -> "SweepStateError":
+def _write_failed(path: str, err: OSError, what: str = "") -> SweepStateError:
     """The one-line error of a failed write (a full disk, a read-only folder): names the file and the cause."""
     return SweepStateError(f"{path}: cannot write ({err.strerror or err}){what}; free space (or fix the folder) and "
                            "rerun the same command to resume")
@@ -429,7 +431,7 @@ class ResultStore:
     """results.csv (append + fsync, the source of truth), results.json (atomic rewrite) and run.json in out_dir."""
 
     def __init__(self, out_dir: str, spec: SweepSpec, overwrite: bool = False, argv: Sequence[str] | None = None,
-                 lock: "filelock.FileLock | None" = None, state: OutDirState | None = None):
+                 lock: filelock.FileLock | None = None, state: OutDirState | None = None):
         """Open out_dir from `state` (inspect_out_dir's, read under `lock`), or inspect it now (taking the lock
         unless given). Everything is read and checked before the first write: a refused folder is left as it was."""
         if state is not None and lock is None:
