@@ -1,4 +1,4 @@
-"""One prepared accelerator check (issue 12): throughput by batch size, compile time, memory and the correctness tests.
+"""One prepared accelerator check: throughput by batch size, compile time, memory and the correctness tests.
 
     python experiments/device_check.py                       # writes to $OUT if set, else results/device_check/
     python experiments/device_check.py --episodes_list=1,64 --horizon_ms=50 --notests   # a CPU smoke run

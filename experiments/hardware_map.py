@@ -27,27 +27,30 @@ import time
 import numpy as np
 from absl import app, flags
 
-flags.DEFINE_string("dataset", "gsm8k", "Trace (traces/<name>.npz).")
-flags.DEFINE_string("trace_dir", "traces", "Directory of the trace files.")
-flags.DEFINE_string("latency_model", "calibrated", "Registered latency model.")
-flags.DEFINE_list("edges", ["jetson-agx-orin-64gb", "jetson-orin-nano-super-8gb", "phone-snapdragon-8gen3"],
-                  "Edge presets (prada_jax/hardware.py).")
-flags.DEFINE_list("servers", ["h100-sxm", "a100-80gb-sxm", "l4"], "Server presets.")
-flags.DEFINE_list("bandwidths", ["1e5", "1e6", "1e7", "1e8", "1e9"], "Total uplink bandwidth B (bit/s).")
-flags.DEFINE_float("beta", 0.2, "beta (PRM units per second), Stage 1 and Stage 2.")
-flags.DEFINE_float("arrival_rate", 2.0, "Tasks per second.")
-flags.DEFINE_integer("server_capacity", 9, "M.")
-flags.DEFINE_integer("episodes", 8, "Episodes per point.")
-flags.DEFINE_integer("max_users", 64, "U.")
-flags.DEFINE_float("slot_ms", 20.0, "Slot length (ms).")
-flags.DEFINE_float("horizon_s", 60.0, "Arrival horizon (s).")
-flags.DEFINE_float("warmup_s", 6.0, "Warm-up (s).")
-flags.DEFINE_float("drain_s", 60.0, "Drain limit (s).")
-flags.DEFINE_integer("seed", 0, "Episode seed.")
-flags.DEFINE_bool("simulate", True, "Run part 2 (the simulator); False: Stage 1 only.")
-flags.DEFINE_bool("figure_only", False, "Only redraw the figure from --out_dir/map.json.")
-flags.DEFINE_string("out_dir", os.path.join("results", "hardware_map"), "Output folder.")
-flags.DEFINE_string("figure", os.path.join("figures", "hardware_map.png"), "Figure path.")
+
+def define_flags() -> None:
+    """The command's flags, defined only when it runs as a command (importing `stage1` defines none)."""
+    flags.DEFINE_string("dataset", "gsm8k", "Trace (traces/<name>.npz).")
+    flags.DEFINE_string("trace_dir", "traces", "Directory of the trace files.")
+    flags.DEFINE_string("latency_model", "calibrated", "Registered latency model.")
+    flags.DEFINE_list("edges", ["jetson-agx-orin-64gb", "jetson-orin-nano-super-8gb", "phone-snapdragon-8gen3"],
+                      "Edge presets (prada_jax/hardware.py).")
+    flags.DEFINE_list("servers", ["h100-sxm", "a100-80gb-sxm", "l4"], "Server presets.")
+    flags.DEFINE_list("bandwidths", ["1e5", "1e6", "1e7", "1e8", "1e9"], "Total uplink bandwidth B (bit/s).")
+    flags.DEFINE_float("beta", 0.2, "beta (PRM units per second), Stage 1 and Stage 2.")
+    flags.DEFINE_float("arrival_rate", 2.0, "Tasks per second.")
+    flags.DEFINE_integer("server_capacity", 9, "M.")
+    flags.DEFINE_integer("episodes", 8, "Episodes per point.")
+    flags.DEFINE_integer("max_users", 64, "U.")
+    flags.DEFINE_float("slot_ms", 20.0, "Slot length (ms).")
+    flags.DEFINE_float("horizon_s", 60.0, "Arrival horizon (s).")
+    flags.DEFINE_float("warmup_s", 6.0, "Warm-up (s).")
+    flags.DEFINE_float("drain_s", 60.0, "Drain limit (s).")
+    flags.DEFINE_integer("seed", 0, "Episode seed.")
+    flags.DEFINE_bool("simulate", True, "Run part 2 (the simulator); False: Stage 1 only.")
+    flags.DEFINE_bool("figure_only", False, "Only redraw the figure from --out_dir/map.json.")
+    flags.DEFINE_string("out_dir", os.path.join("results", "hardware_map"), "Output folder.")
+    flags.DEFINE_string("figure", os.path.join("figures", "hardware_map.png"), "Figure path.")
 FLAGS = flags.FLAGS
 
 SHORT = {"jetson-agx-orin-64gb": "Orin AGX", "jetson-orin-nano-super-8gb": "Orin Nano", "phone-snapdragon-8gen3":
@@ -244,4 +247,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -113,13 +113,13 @@ def test_mesh_shape_minimises_padding():
 
 
 def test_rejects_bad_arguments(tiny_trace):
-    from prada_jax.sim import SimConfig, make_params, param_grid, policies
+    from prada_jax.sim import SimConfig, SimParamsError, make_params, param_grid, policies
     from prada_jax.traces import pack_traces
 
     packed, table = pack_traces(tiny_trace), policies.all_llm_table(tiny_trace)
     config = SimConfig(num_slots=60, warmup_slots=10, max_users=6, max_servers=3, drain_slots=50, scheduler="fifo")
     grid = param_grid(bandwidth_bps=[1e6, 4e7], server_capacity=[2])
-    with pytest.raises(sharding.ShardingError, match="episodes"):
+    with pytest.raises(SimParamsError, match="episodes"):  # the API's one error type, as simulate_grid raises it
         sharding.simulate_grid_sharded(packed, table, grid, config, 0, 0)
     with pytest.raises(sharding.ShardingError, match="grid axis"):
         sharding.simulate_grid_sharded(packed, table, make_params(server_capacity=2), config, 4, 0)

@@ -70,7 +70,7 @@ flags.DEFINE_integer("sweep_horizon_ms", 10000, "Slots per episode of --sweep_ch
 flags.DEFINE_integer("sweep_warmup_ms", 1000, "Warm-up slots of --sweep_check.")
 flags.DEFINE_integer("sweep_full_horizon_ms", 10000,
                      "Horizon the sweep target refers to; a shorter --sweep_horizon_ms is extrapolated to it.")
-flags.DEFINE_float("sweep_target_s", 300.0, "Target wall time of --sweep_check (issue 6: 5 minutes).")
+flags.DEFINE_float("sweep_target_s", 300.0, "Target wall time of --sweep_check (5 minutes).")
 flags.DEFINE_bool("quick", False, "Small sizes everywhere (smoke test): overrides the size flags.")
 flags.DEFINE_string("out", os.path.join("results", "bench.json"), "JSON output path.")
 flags.DEFINE_bool("api_check", False, "Time the public API's default (experiments/api_timer.py: simulate_grid, gsm8k, "
@@ -397,7 +397,7 @@ def profile_run(compiled, args, top: int = 25) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Sweep check (issue 6 target: < 5 minutes)
+# Sweep check (target: < 5 minutes)
 # ---------------------------------------------------------------------------------------------------------------
 
 

@@ -196,7 +196,7 @@ def decide_random(view: SlotView, config: SimConfig):
 
 
 def decide_prada_exact(view: SlotView, config: SimConfig):
-    """Problem (28) solved per slot (issue 15, docs/exact_stage2.md): the admitted set maximising the summed values
+    """Problem (28) solved per slot (docs/exact_stage2.md): the admitted set maximising the summed values
     with the optimal sqrt(c) bandwidth split, the same queueing-delay estimate as the paper's rule."""
     from prada_jax.sim.stage2_exact import exact_stage2
 
