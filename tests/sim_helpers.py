@@ -15,7 +15,7 @@ def mixed_table(trace, seed=0):
     mask = trace.step_mask
     nom = np.where(mask, rng.uniform(0.05, 0.95, mask.shape), 0.0)
     gap = np.where(mask, rng.uniform(-0.05, 0.3, mask.shape), 0.0)
-    return policies.table_from_value_gap(nom, gap, policies.reference_server_seconds(trace))
+    return policies.table_from_value_gap(nom, gap, policies.flops_reference_server_seconds(trace))
 
 
 def tiny(num_problems=8, max_steps=4, seed=0):

@@ -117,7 +117,7 @@ def test_roofline_mdp_costs_are_the_latency_models_batch1_times():
     assert np.all(np.asarray(ts)[~mask] == 0) and np.all(np.asarray(tl)[~mask] == 0)
     # D_psi's truth is the roofline reference server time of the simulator's D_psi replacement
     np.testing.assert_allclose(np.asarray(aux.server_seconds_truth(packed, latency_model="roofline")),
-                               np.asarray(LM.reference_server_seconds(make_tiny_trace(seed=1), params)), rtol=1e-6)
+                               np.asarray(LM.reference_server_seconds(make_tiny_trace(seed=1), params, LM.ROOFLINE)), rtol=1e-6)
     mdp = M.make_mdp(packed, latency_model="roofline")
     np.testing.assert_allclose(np.asarray(mdp.cost[..., 0]), np.asarray(ts, np.float32), rtol=1e-6)  # jit vs eager
 

@@ -165,7 +165,7 @@ def run_roofline_case(name, seed):
     scheduler, kind, overrides, cfg_over = ROOFLINE_CASES[name]
     trace = tiny(seed=seed)
     params = sim.make_params(**overrides)
-    table = {"mixed_roofline_dpsi": lambda: LM.with_reference_server_seconds(mixed_table(trace, seed), trace, params),
+    table = {"mixed_roofline_dpsi": lambda: LM.with_reference_server_seconds(mixed_table(trace, seed), trace, params, LM.ROOFLINE),
              "all_llm": lambda: policies.all_llm_table(trace),
              "prm": lambda: policies.prm_threshold_table(trace, 0.7)}[kind]()
     cfg = dict(num_slots=400, warmup_slots=40, max_users=12, max_servers=4, drain_slots=400, max_candidates=8,
@@ -216,11 +216,11 @@ def test_reference_server_seconds_under_each_model():
     trace = tiny(seed=4)
     params = sim.make_params(flops_llm=5e13)
     np.testing.assert_array_equal(np.asarray(LM.reference_server_seconds(trace, params, "flops")),
-                                  np.asarray(policies.reference_server_seconds(trace, 5e13)))
+                                  np.asarray(policies.flops_reference_server_seconds(trace, 5e13)))
     roof = np.asarray(LM.reference_server_seconds(trace, params, "roofline"))
     mask = np.asarray(trace.step_mask)
     assert np.all(roof[mask] > 0.01) and np.all(roof[~mask] == 0)  # >= 10 ms: memory-bound 7B decode on an H100
-    table = LM.with_reference_server_seconds(policies.all_llm_table(trace), trace, params)
+    table = LM.with_reference_server_seconds(policies.all_llm_table(trace), trace, params, LM.ROOFLINE)
     np.testing.assert_array_equal(np.asarray(table.server_seconds), roof)
 
 

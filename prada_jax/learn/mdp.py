@@ -26,7 +26,7 @@ import numpy as np
 from flax import struct
 
 from prada_jax import constants as C
-from prada_jax import costs, traces
+from prada_jax import traces
 from prada_jax.sim import latency_models
 from prada_jax.sim.params import make_params
 from prada_jax.traces import PackedTraces, TraceData, pack_traces
@@ -64,28 +64,17 @@ def reference_context(packed: PackedTraces) -> jax.Array:
 
 def reference_step_seconds(packed: PackedTraces, flops_slm=C.FLOPS_SLM, flops_llm=C.FLOPS_LLM,
                            latency_model: str = C.DEFAULT_LATENCY_MODEL, params=None):
-    """(TS, TL) [N, K] seconds on the reference context; TS includes the query prefill at k = 0.
-
-    latency_model "flops": eqs. 14-18 with flops_slm / flops_llm. Another registered model
-    (prada_jax/sim/latency_models.py, e.g. "roofline"): its local_step / server_step at batch 1 (the server step
-    alone on the server, full prefill) on the default hardware (make_params(): C.DEFAULT_EDGE_HARDWARE for TS,
-    C.DEFAULT_SERVER_HARDWARE for TL), or on the hardware leaves of `params` (a SimParams; its prefix cache is
-    turned off); flops_slm / flops_llm are then unused."""
-    ctx = reference_context(packed)
-    k = jnp.arange(packed.max_steps)[None, :]
-    slm_cached = jnp.where(k == 0, 0, ctx)
-    if latency_model == "flops":
-        ts = costs.local_step_seconds(ctx, slm_cached, packed.slm_step_tokens, flops_slm)
-        tl = costs.server_step_seconds(ctx, 0, packed.llm_step_tokens, flops_llm, False)
-    else:
-        model = latency_models.get(latency_model)
-        params = make_params(prefix_cache=False) if params is None else params.replace(prefix_cache=jnp.bool_(False))
-        alone = latency_models.ServerLoad(other_requests=jnp.zeros(ctx.shape, jnp.float32),
-                                          other_context_tokens=jnp.zeros(ctx.shape, jnp.float32))
-        ts = model.local_step(ctx, slm_cached, packed.slm_step_tokens, params)
-        tl = model.server_step(ctx, 0, packed.llm_step_tokens, params, alone)
-    mask = packed.step_mask
-    return jnp.where(mask, ts, 0.0), jnp.where(mask, tl, 0.0)
+    """(TS, TL) [N, K] seconds on the reference context (latency_models.reference_step_seconds); TS includes the
+    query prefill at k = 0. Latency model "flops": eqs. 14-18 with flops_slm / flops_llm. Another registered model
+    (e.g. "roofline"): batch 1 on the default hardware (make_params(): C.DEFAULT_EDGE_HARDWARE for TS,
+    C.DEFAULT_SERVER_HARDWARE for TL) or on the hardware leaves of `params` (a SimParams); flops_slm / flops_llm are
+    then unused."""
+    if latency_model == latency_models.FLOPS:
+        params = latency_models.flops_params(flops_slm, flops_llm)
+    elif params is None:
+        params = make_params()
+    return latency_models.reference_step_seconds(packed.query_tokens, packed.slm_step_tokens,
+                                                 packed.llm_step_tokens, packed.step_mask, params, latency_model)
 
 
 def feature_stats(trace: TraceData | PackedTraces, problems=None):

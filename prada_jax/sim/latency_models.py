@@ -31,10 +31,12 @@ from collections.abc import Callable
 import jax.numpy as jnp
 from flax import struct
 
+from prada_jax import constants as C
 from prada_jax import costs, latency
 from prada_jax.latency import QWEN25_MATH_1_5B, QWEN25_MATH_7B, TransformerArch
 from prada_jax.sim.named import Registry
-from prada_jax.sim.params import params_hardware
+from prada_jax.sim.params import make_params, params_hardware
+from prada_jax.traces import reference_context
 
 FLOPS, ROOFLINE, CALIBRATED = "flops", "roofline", "calibrated"
 PROFILE_PREFIX = "profile:"
@@ -293,23 +295,43 @@ def _profile_model(name: str) -> LatencyModel:
     return LatencyModel(name, local, server_step, prm_check, f"measured profile {path}, interpolated")
 
 
-# ---- D_psi (PolicyTable.server_seconds) under a latency model ----
+# ---- batch-1 step times on the all-SLM reference path (the trace MDP's costs, D_psi) under a latency model ----
 
-def reference_server_seconds(trace, params, model: str = ROOFLINE):
-    """The server time of every (problem, step) [N, K] under latency model `model`: the all-SLM reference context
-    (query + earlier SLM steps), full prefill, alone on the server (0 on padding). With "flops" it equals
-    policies.reference_server_seconds(trace, params.flops_llm). PRADA's queueing-delay estimate (TQ) reads
-    D_psi from the table, so a roofline run should use a table whose D_psi comes from here
-    (`with_reference_server_seconds`), not the FLOPs-model one the table builders store."""
-    slm = jnp.asarray(trace.slm_step_tokens)
-    ctx = jnp.asarray(trace.query_tokens)[:, None] + jnp.cumsum(slm, axis=1) - slm
+def flops_params(flops_slm=C.FLOPS_SLM, flops_llm=C.FLOPS_LLM):
+    """make_params() with the "flops" model's two rates replaced (they may be traced)."""
+    return make_params().replace(flops_slm=jnp.asarray(flops_slm, jnp.float32),
+                                 flops_llm=jnp.asarray(flops_llm, jnp.float32))
+
+
+def reference_step_seconds(query_tokens, slm_step_tokens, llm_step_tokens, step_mask, params,
+                           model: str = C.DEFAULT_LATENCY_MODEL):
+    """(TS, TL) [N, K] seconds of every step under latency model `model` on the all-SLM reference context (query +
+    earlier SLM steps, traces.reference_context), each request alone (batch 1), the server without a prefix cache
+    (full prefill); TS includes the query prefill at k = 0. 0 on padding. The one definition behind the trace MDP's
+    step costs (learn/mdp.py) and D_psi's target (reference_server_seconds)."""
+    mask = jnp.asarray(step_mask)
+    slm = jnp.asarray(slm_step_tokens)
+    ctx = reference_context(jnp.asarray(query_tokens), slm)
+    slm_cached = jnp.where(jnp.arange(slm.shape[1])[None, :] == 0, 0, ctx)
     alone = ServerLoad(other_requests=jnp.zeros(ctx.shape, jnp.float32),
                        other_context_tokens=jnp.zeros(ctx.shape, jnp.float32))
-    tl = get(model).server_step(ctx, 0, jnp.asarray(trace.llm_step_tokens), params.replace(prefix_cache=False), alone)
-    mask = jnp.arange(slm.shape[1])[None, :] < jnp.asarray(trace.num_steps)[:, None]
-    return jnp.where(mask, tl, 0.0).astype(jnp.float32)
+    latency_model = get(model)
+    params = params.replace(prefix_cache=jnp.bool_(False))
+    ts = latency_model.local_step(ctx, slm_cached, slm, params)
+    tl = latency_model.server_step(ctx, 0, jnp.asarray(llm_step_tokens), params, alone)
+    return jnp.where(mask, ts, 0.0).astype(jnp.float32), jnp.where(mask, tl, 0.0).astype(jnp.float32)
 
 
-def with_reference_server_seconds(table, trace, params, model: str = ROOFLINE):
+def reference_server_seconds(trace, params, model: str = C.DEFAULT_LATENCY_MODEL):
+    """D_psi's target [N, K]: the TL of reference_step_seconds for a trace (TraceData or PackedTraces). PRADA's
+    queueing-delay estimate (TQ) reads D_psi from the table, so a run under another latency model should use a
+    table whose D_psi comes from that model (`with_reference_server_seconds`); the table builders store the
+    "flops" one."""
+    mask = jnp.arange(jnp.asarray(trace.slm_step_tokens).shape[1])[None, :] < jnp.asarray(trace.num_steps)[:, None]
+    return reference_step_seconds(trace.query_tokens, trace.slm_step_tokens, trace.llm_step_tokens, mask, params,
+                                  model)[1]
+
+
+def with_reference_server_seconds(table, trace, params, model: str = C.DEFAULT_LATENCY_MODEL):
     """`table` (a PolicyTable) with D_psi replaced by reference_server_seconds(trace, params, model)."""
     return table.replace(server_seconds=reference_server_seconds(trace, params, model))

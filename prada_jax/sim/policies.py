@@ -13,7 +13,7 @@ from flax import struct
 
 from prada_jax import constants as C
 from prada_jax import costs
-from prada_jax.traces import reference_context
+from prada_jax.sim import latency_models
 
 # Tables of deterministic policies store pi(1|x) as 1 - eps / eps so that eq. 33 stays finite.
 DETERMINISTIC_EPS = 0.01
@@ -51,11 +51,11 @@ def _mask(trace):
     return jnp.arange(k)[None, :] < jnp.asarray(trace.num_steps)[:, None]
 
 
-def reference_server_seconds(trace, flops_llm=C.FLOPS_LLM):
-    """D_psi target: TL with full prefill of the all-SLM reference context (query + earlier SLM steps)."""
-    ctx = reference_context(jnp.asarray(trace.query_tokens), jnp.asarray(trace.slm_step_tokens))
-    tl = costs.server_step_seconds(ctx, 0, jnp.asarray(trace.llm_step_tokens), flops_llm, False)
-    return jnp.where(_mask(trace), tl, 0.0).astype(jnp.float32)
+def flops_reference_server_seconds(trace, flops_llm=C.FLOPS_LLM):
+    """D_psi target of the table builders: latency_models.reference_server_seconds under the paper's "flops" model
+    (TL with full prefill of the all-SLM reference context)."""
+    return latency_models.reference_server_seconds(trace, latency_models.flops_params(flops_llm=flops_llm),
+                                                   latency_models.FLOPS)
 
 
 def prm_gain(trace):
@@ -78,7 +78,7 @@ def _constant(trace, prob, value_gap, flops_llm):
     mask = _mask(trace)
     nom = jnp.where(mask, prob, 0.0)
     gap = prm_gain(trace) if value_gap is None else jnp.broadcast_to(jnp.asarray(value_gap, jnp.float32), mask.shape)
-    return table_from_value_gap(nom, gap, reference_server_seconds(trace, flops_llm))
+    return table_from_value_gap(nom, gap, flops_reference_server_seconds(trace, flops_llm))
 
 
 def all_slm_table(trace, flops_llm=C.FLOPS_LLM) -> PolicyTable:
@@ -98,7 +98,7 @@ def random_table(trace, prob=0.5, base: PolicyTable | None = None, flops_llm=C.F
     """
     prob = _fraction("random_table: prob", prob)
     gap = prm_gain(trace) if base is None else base.value_gap()
-    secs = reference_server_seconds(trace, flops_llm) if base is None else base.server_seconds
+    secs = flops_reference_server_seconds(trace, flops_llm) if base is None else base.server_seconds
     return table_from_value_gap(jnp.where(_mask(trace), prob, 0.0), gap, secs)
 
 
@@ -111,7 +111,7 @@ def prm_threshold_table(trace, threshold, flops_llm=C.FLOPS_LLM) -> PolicyTable:
     mask = _mask(trace)
     reject = mask & (jnp.asarray(trace.prm_after_slm) < threshold)
     nom = jnp.where(reject, 1.0 - DETERMINISTIC_EPS, jnp.where(mask, DETERMINISTIC_EPS, 0.0))
-    return table_from_value_gap(nom, prm_gain(trace), reference_server_seconds(trace, flops_llm))
+    return table_from_value_gap(nom, prm_gain(trace), flops_reference_server_seconds(trace, flops_llm))
 
 
 def router_table(trace, llm_fraction=0.5, flops_llm=C.FLOPS_LLM) -> PolicyTable:
@@ -126,7 +126,7 @@ def router_table(trace, llm_fraction=0.5, flops_llm=C.FLOPS_LLM) -> PolicyTable:
     rank = jnp.argsort(jnp.argsort(-score, stable=True), stable=True)
     to_llm = rank < n_llm
     nom = jnp.where(mask, jnp.where(to_llm[:, None], 1.0 - DETERMINISTIC_EPS, DETERMINISTIC_EPS), 0.0)
-    return table_from_value_gap(nom, gain, reference_server_seconds(trace, flops_llm))
+    return table_from_value_gap(nom, gain, flops_reference_server_seconds(trace, flops_llm))
 
 
 def nominated(table: PolicyTable, problem, step, uniform, sampling: bool):

@@ -98,7 +98,7 @@ def prm_gain_table(trace, flops_llm: float = C.FLOPS_LLM):
     gain is > 0, else 0.1; value gap = PRM gain. Same Stage-2 code path and inputs as a learned table."""
     gain = np.asarray(P.prm_gain(trace))
     nominate = np.where(trace.step_mask, np.where(gain > 0, 0.9, 0.1), 0.0)
-    return P.table_from_value_gap(nominate, gain, P.reference_server_seconds(trace, flops_llm))
+    return P.table_from_value_gap(nominate, gain, P.flops_reference_server_seconds(trace, flops_llm))
 
 
 # ---------------------------------------------------------------------------------------------------------------
