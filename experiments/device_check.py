@@ -8,14 +8,17 @@ past that; the tests, about 3 minutes on a 2-core CPU, get 240 s), so it fits on
 device tool:
 `PYTHONUNBUFFERED=1 python3 experiments/device_check.py` with timeout_s=600.
 
-1. `experiments/bench.py` once per batch size E (a fresh process each: honest compile times, and a size that runs
-   past --bench_timeout_s loses only its own row). Per-slot time against E tells whether the slot loop is
-   launch-bound: while it stays near the E = 1 time, kernel launches and the loop's per-slot sync dominate, and
-   throughput grows with E for free.
+1. The benchmark (`python -m experiments.bench`) once per batch size E (a fresh process each: honest compile
+   times, and a size that runs past --bench_timeout_s loses only its own row). Per-slot time against E tells
+   whether the slot loop is launch-bound: while it stays near the E = 1 time, kernel launches and the loop's
+   per-slot sync dominate, and throughput grows with E for free.
 2. The simulator's correctness tests on this backend (JAX against the NumPy oracle, invariants, Stage 2, drain).
 
 Writes four files to --out_dir (the device tool returns at most 8): summary.json (with every bench record),
 summary.md, bench.log and tests.log. Every size that was skipped or failed is listed with the reason.
+
+This file only starts processes: it imports nothing from the package, and runs the benchmark and the tests with the
+repository root as their working directory (`python -m ...`), so it needs no installed package and no path edit.
 """
 
 from __future__ import annotations
@@ -30,9 +33,6 @@ import time
 from absl import app, flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
-
-from prada_jax import cli_support  # noqa: E402  (defines --cpu_devices, passed on to bench.py)
 
 DEFAULT_TESTS = ("tests/test_sim_oracle.py", "tests/test_sim_oracle_baselines.py", "tests/test_sim_invariants.py",
                  "tests/test_stage2.py", "tests/test_stage2_price.py", "tests/test_sim_run.py",
@@ -53,6 +53,8 @@ flags.DEFINE_bool("tests", True, "Run the correctness tests after the benchmark.
 flags.DEFINE_list("test_files", list(DEFAULT_TESTS), "Test files of the correctness stage.")
 flags.DEFINE_integer("tests_timeout_s", 240, "Wall-clock limit of the correctness stage.")
 flags.DEFINE_bool("overwrite", False, "Replace the results of an earlier check in --out_dir.")
+flags.DEFINE_integer("cpu_devices", 0, "Passed on to each bench run: CPU devices JAX exposes there (0 = one per "
+                     "core; the benchmark's --cpu_devices). No effect on an accelerator.")
 
 FLAGS = flags.FLAGS
 
@@ -60,14 +62,19 @@ FLAGS = flags.FLAGS
 def positive_sizes(values) -> list[int]:
     """--episodes_list as distinct ascending positive ints (the first is the per-slot reference); UsageError
     naming the flag otherwise."""
-    sizes = cli_support.positive_ints("episodes_list", values)
+    try:
+        sizes = [int(x) for x in values]
+    except ValueError as exc:
+        raise app.UsageError(f"--episodes_list: integers expected, got {values}") from exc
+    if not sizes or min(sizes) < 1:
+        raise app.UsageError(f"--episodes_list: positive integers expected, got {values}")
     if sizes != sorted(set(sizes)):
         raise app.UsageError(f"--episodes_list: distinct sizes in ascending order expected, got {sizes}")
     return sizes
 
 
 def bench_command(episodes: int, out_json: str) -> list[str]:
-    return [sys.executable, os.path.join(REPO_ROOT, "experiments", "bench.py"), f"--episodes_list={episodes}",
+    return [sys.executable, "-m", "experiments.bench", f"--episodes_list={episodes}",
             f"--max_users_list={FLAGS.max_users}", f"--max_users={FLAGS.max_users}", "--users_episodes=1",
             "--oracle_episodes=0", "--noprofile", f"--horizon_ms={FLAGS.horizon_ms}",
             f"--warmup_ms={FLAGS.warmup_ms}", f"--repeats={FLAGS.repeats}", f"--dataset={FLAGS.dataset}",

@@ -761,7 +761,7 @@ def plot_single_user(results: Sequence[dict[str, Any]], path: str, title: str | 
     return _save(fig, path, bottom=0.16)
 
 
-# The paired scheduler study (experiments/scheduler_study.py): (metric, scale, axis label).
+# The paired scheduler study (studies/scheduler_study.py): (metric, scale, axis label).
 PAIRED_METRICS = (("accuracy", 100.0, "Accuracy (%)"),
                   ("sojourn_ms", 1.0, "Sojourn time (ms/task)"),
                   ("utility", 1.0, "Utility: accuracy − β·delay"))

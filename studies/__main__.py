@@ -20,12 +20,20 @@ STUDIES = {
                         "Why does PRADA's queuing delay not vanish with M at the fitted preset?"),
     "bandwidth_mechanism": ("studies.bandwidth_mechanism",
                             "Does the fitted low SNR move the Fig-8 accuracy step above 1e7 bit/s?"),
-    "scheduler_study": ("experiments.scheduler_study",
+    "scheduler_study": ("studies.scheduler_study",
                         "What does an exact per-slot Stage 2 gain over the paper's Theorem-2 rule?"),
-    "stage2_cost": ("experiments.stage2_cost",
+    "learned_scheduler_study": ("studies.learned_scheduler_study",
+                                "Does a PPO-learned Stage 2 beat Theorem 2, at the paper's point or held-out ones?"),
+    "env_throughput": ("studies.env_throughput",
+                       "How fast is the learning environment against simulate_grid for the same work?"),
+    "stage2_cost": ("studies.stage2_cost",
                     "How much of the slot's cost is Stage 2, i.e. what could any Stage-2 speed-up gain?"),
-    "latency_dpsi_mechanism": ("experiments.latency_dpsi_mechanism",
+    "dpsi_error": ("studies.dpsi_error",
+                   "How far off is D_psi under each latency model, with and without the step length as input?"),
+    "latency_dpsi_mechanism": ("studies.latency_dpsi_mechanism",
                                "Does the learned D_psi explain PRADA's overload under the roofline latency model?"),
+    "hardware_map": ("studies.hardware_map",
+                     "Where does PRADA pay off across edge devices x servers x uplink bandwidth?"),
 }
 
 

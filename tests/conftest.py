@@ -92,6 +92,7 @@ SLOW_TESTS: dict[str, set[str]] = {
         "test_stable_run_drains_completely_and_counts_nothing_after_the_horizon", "test_student_t_half_width_by_hand",
         "test_utilisations_measure_use_not_reservation"
     },
+    "test_bench_oracle.py": {"test_oracle_rows_with_the_repository_entry_point_and_one_line_without"},
     "test_calibration.py": {"test_refit_reproduces_committed_stats"},
     "test_cli_bad_input.py": {"test_make_figures_bad_input_is_one_line_and_writes_nothing"},
     "test_collect.py": {"test_tiny_models_end_to_end_on_real_problems"},

@@ -266,8 +266,8 @@ def test_measure_latency_writes_a_profile_the_model_reads(tmp_path):
 def test_hardware_map_stage1_is_the_per_step_optimum():
     from sim_helpers import tiny
 
-    from experiments.hardware_map import stage1
     from prada_jax.traces import pack_traces
+    from studies.hardware_map import stage1
 
     trace = tiny(seed=1)
     packed = pack_traces(trace)

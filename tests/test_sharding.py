@@ -191,12 +191,12 @@ def test_maybe_initialize_distributed_is_off_by_default(monkeypatch):
 
 
 def test_stage2_cost_probes_run_and_offload_nothing(tmp_path):
-    """experiments/stage2_cost.py end to end at tiny sizes: four variants in order, the probes offload no step
+    """`python -m studies stage2_cost` end to end at tiny sizes: four variants in order, the probes offload no step
     (they bound the cost of the slot without Stage 2), prada does, and the bound is prada's time over the first."""
     out = tmp_path / "cost.json"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    proc = subprocess.run([sys.executable, "experiments/stage2_cost.py", "--episodes=3", "--horizon_ms=60",
+    proc = subprocess.run([sys.executable, "-m", "studies", "stage2_cost", "--episodes=3", "--horizon_ms=60",
                            "--max_users=16", "--repeats=1", f"--out={out}"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -2,22 +2,24 @@
 
     prada-bench                                  # full benchmark -> results/bench.json
     prada-bench --quick                          # small smoke run (about a minute)
-    prada-bench --sweep_check                    # + the issue-6 bandwidth sweep (minutes)
+    prada-bench --sweep_check                    # + the research bandwidth sweep (minutes)
     prada-bench --episodes_list=1,256 --max_users_list=32 --horizon_ms=500 --policy=all_llm
 
-(`python experiments/bench.py ...` in a source checkout is the same command.)
+(`python -m experiments.bench ...` from the repository root is the same command with the NumPy oracle.)
 
 Throughput is reported as user-slot updates/s (grid points x episodes x slots x max_users / run seconds) and
 episode-slots/s; compile time (jit(...).lower(...).compile()) is timed apart from the run (block_until_ready).
 The oracle (tests/reference_sim.py, a Python loop) runs --oracle_episodes episodes of the same configuration
-and its per-episode cost is extrapolated; it and --reference_rev need a source checkout (an installed copy skips
-the oracle). --profile breaks one run down by HLO op and source line with
-jax.profiler. See docs/performance.md for how to read the output.
+and its per-episode cost is extrapolated. It lives with the tests, so only the repository's entry point
+(`python -m experiments.bench`) passes it in; prada-bench says so in one line and skips the oracle rows.
+--reference_rev and --api_check need a source checkout (git worktrees). --profile breaks one run down by HLO op
+and source line with jax.profiler. See docs/performance.md for how to read the output.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import glob
 import gzip
 import json
@@ -36,7 +38,7 @@ from prada_jax.cli import bench_setup
 from prada_jax.cli.bench_setup import build_table, default_grid, make_config  # noqa: F401  (bench.* names)
 from prada_jax.sim import registry
 
-# The source checkout (tests/reference_sim.py, git worktrees of --reference_rev); None for an installed copy.
+# The source checkout (git worktrees of --reference_rev, experiments/api_timer.py); None for an installed copy.
 REPO_ROOT = data_paths.source_root()
 
 FLAGS = flags.FLAGS
@@ -51,7 +53,8 @@ flags.DEFINE_string("traces_dir", data_paths.shipped_dir("traces") or "traces",
                     "Folder of <dataset>.npz (default: the shipped traces).")
 flags.DEFINE_string("policy", "prada", "Benchmark policy: any registered policy (prada_jax.sim.registry); learned "
                     "ones use a PRM-gain stand-in table.")
-flags.DEFINE_integer("oracle_episodes", 2, "Oracle episodes to time (0: skip the oracle).")
+flags.DEFINE_integer("oracle_episodes", 2, "Oracle episodes to time (0: skip the oracle; timed only when the "
+                     "oracle is passed in, as by `python -m experiments.bench`).")
 flags.DEFINE_integer("oracle_horizon_ms", None, "Oracle horizon (default --horizon_ms); cost scales with slots.")
 flags.DEFINE_integer("repeats", 1, "Timed runs per configuration after the compile (the fastest is kept).")
 flags.DEFINE_integer("seed", 0, "Episode seed.")
@@ -214,12 +217,11 @@ def time_jax(packed, table, grid, config, episodes: int, seed: int, repeats: int
     return record, out
 
 
-def time_oracle(trace, table, params, config, episodes: int, seed: int):
-    """Run the NumPy oracle on `episodes` episodes (keys as simulate_grid's); returns (record, metrics list)."""
+def time_oracle(simulate_reference, trace, table, params, config, episodes: int, seed: int):
+    """Run the NumPy oracle `simulate_reference(trace, table, params, config, key) -> metrics dict` (the reference
+    simulator of tests/reference_sim.py) on `episodes` episodes (keys as simulate_grid's); returns (record, metrics
+    list)."""
     import jax
-
-    sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
-    from reference_sim import simulate_reference
 
     from prada_jax.sim import run as sim_run
     from prada_jax.sim.draws import episode_draws
@@ -601,19 +603,19 @@ def check_configs(users_list, scheduler: str, sampling: bool) -> None:
             setup(dataset, FLAGS.policy, "sweep_datasets")
 
 
-def main(argv):
+def main(argv, oracle=None):
+    """`oracle`: the NumPy reference simulator (see time_oracle), or None to skip the oracle rows."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments {argv[1:]}")
     cli_support.quiet_third_party_logs(FLAGS.verbosity)  # no TPU probe / orbax INFO unless asked
     if FLAGS.quick:
         apply_quick()
-    if REPO_ROOT is None:
-        if FLAGS.reference_rev or FLAGS.api_check:
-            raise app.UsageError("--reference_rev and --api_check need a source checkout; run experiments/bench.py there")
-        if FLAGS.oracle_episodes > 0:
-            logging.warning("No source checkout: the NumPy oracle (tests/reference_sim.py) is skipped "
-                            "(--oracle_episodes=0)")
-            FLAGS.oracle_episodes = 0
+    if REPO_ROOT is None and (FLAGS.reference_rev or FLAGS.api_check):
+        raise app.UsageError("--reference_rev and --api_check need a source checkout (git worktrees)")
+    if oracle is None and FLAGS.oracle_episodes > 0:
+        print("oracle rows skipped: the NumPy oracle (tests/reference_sim.py) is timed only from the repository "
+              "checkout, `python -m experiments.bench`", file=sys.stderr, flush=True)
+        FLAGS.oracle_episodes = 0
     import jax
     import numpy as np
 
@@ -641,22 +643,23 @@ def main(argv):
           f"load {load_average()}")
 
     # Oracle first: its rate is the denominator of every ratio.
-    oracle, oracle_metrics = None, None
+    oracle_record, oracle_metrics = None, None
     oracle_slots = FLAGS.oracle_horizon_ms or FLAGS.horizon_ms
     if FLAGS.oracle_episodes > 0:
         config = make_config(oracle_slots, min(FLAGS.warmup_ms, oracle_slots - 1), FLAGS.max_users, scheduler, sampling, FLAGS.max_candidates)
         params = jax.tree.map(lambda x: x[0], grid)
-        oracle, oracle_metrics = time_oracle(trace, table, params, config, FLAGS.oracle_episodes, FLAGS.seed)
-        print(f"oracle: {oracle['per_episode_s']:.2f} s/episode ({oracle_slots} slots, U={FLAGS.max_users}) -> "
-              f"{fmt_rate(oracle['user_slots_per_s'])} user-slots/s")
-    result["oracle"] = oracle
-    oracle_rate = oracle["user_slots_per_s"] if oracle else None
+        oracle_record, oracle_metrics = time_oracle(oracle, trace, table, params, config, FLAGS.oracle_episodes,
+                                                    FLAGS.seed)
+        print(f"oracle: {oracle_record['per_episode_s']:.2f} s/episode ({oracle_slots} slots, U={FLAGS.max_users}) -> "
+              f"{fmt_rate(oracle_record['user_slots_per_s'])} user-slots/s")
+    result["oracle"] = oracle_record
+    oracle_rate = oracle_record["user_slots_per_s"] if oracle_record else None
 
     config = make_config(FLAGS.horizon_ms, FLAGS.warmup_ms, FLAGS.max_users, scheduler, sampling, FLAGS.max_candidates)
     episode_rows, records = [], []
     for episodes in episodes_list:
         rec, out = time_jax(packed, table, grid, config, episodes, FLAGS.seed, FLAGS.repeats)
-        if oracle and "oracle_check" not in result and episodes >= FLAGS.oracle_episodes and \
+        if oracle_record and "oracle_check" not in result and episodes >= FLAGS.oracle_episodes and \
                 oracle_slots == FLAGS.horizon_ms:
             result["oracle_check"] = compare_with_oracle(out, oracle_metrics)
         if oracle_rate:
@@ -761,9 +764,11 @@ def main(argv):
     print(f"\nwrote {FLAGS.out}")
 
 
-def run():
-    """Console script prada-bench (and experiments/bench.py)."""
-    cli_support.run_main(main, __doc__, key_flag_modules=(sys.modules[__name__],))
+def run(oracle=None):
+    """Console script prada-bench (no oracle), and the repository's experiments/bench.py, which passes `oracle`:
+    the NumPy reference simulator of tests/reference_sim.py (the package never imports tests/)."""
+    cli_support.run_main(functools.partial(main, oracle=oracle), __doc__,
+                         key_flag_modules=(sys.modules[__name__],))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """What a benchmark run simulates: a registered policy's table (with a checkpoint-free stand-in for learned ones), the
-benchmark SimConfig and the Table-3 grid. Flag-free, so that bench.py and experiments/stage2_cost.py share it."""
+benchmark SimConfig and the Table-3 grid. Flag-free, so that bench.py and studies/stage2_cost.py share it."""
 
 from __future__ import annotations
 

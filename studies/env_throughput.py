@@ -1,6 +1,6 @@
 """Throughput of the environment against simulate_grid for the same work (docs/learned_scheduler.md).
 
-    python experiments/env_throughput.py --episodes=64 --horizon_ms=1000
+    python -m studies env_throughput --episodes=64 --horizon_ms=1000
 
 Both run E episodes of the same configuration with Theorem 2 deciding: simulate_grid(scheduler="prada") in its
 batched slot loop, and the environment (vmapped over E, `lax.scan` over slots, the action = Theorem 2's decisions
@@ -13,13 +13,9 @@ time is excluded (one warm-up call each); prints episode-slots per second and th
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("episodes", 64, "Episodes (vmapped environments).")

@@ -1,4 +1,4 @@
-"""Does PRADA's learned D_psi explain its overload behaviour under the roofline model? (docs/latency.md, 6.5)
+"""Does PRADA's learned D_psi explain its overload behaviour under the roofline model? (docs/latency.md, 7.6)
 
 Runs PRADA at the operating point of prada_jax/configs/roofline_table2.cfg twice on the same episodes: with the
 learned D_psi of the roofline-trained table, and with D_psi replaced by the exact batch-1 roofline server time of
@@ -6,7 +6,7 @@ each reference step (latency_models.with_reference_server_seconds). Also reports
 can do: D_psi's input is the context length (paper section 4.2.5), but a roofline server step is dominated by the
 decode of its new tokens.
 
-    python experiments/latency_dpsi_mechanism.py --datasets=gaokao2023en,gsm8k --episodes=16
+    python -m studies latency_dpsi_mechanism --datasets=gaokao2023en,gsm8k --episodes=16
 """
 
 from __future__ import annotations

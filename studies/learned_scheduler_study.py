@@ -1,7 +1,7 @@
 """The learned Stage-2 scheduler against Theorem 2, the exact per-slot solver and the random scheduler.
 
-    python experiments/learned_scheduler_study.py                       # all points, 16 episodes
-    python experiments/learned_scheduler_study.py --episodes=4 --horizon_ms=500   # quick look
+    python -m studies learned_scheduler_study                       # all points, 16 episodes
+    python -m studies learned_scheduler_study --episodes=4 --horizon_ms=500   # quick look
 
 Every scheduler runs on the same Stage-1 table and the same episode keys (common random numbers), so the paired
 difference (scheduler - prada) per episode has a tight Student-t interval. Points: the paper's operating point
@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("schedulers", ["learned", "prada", "prada_exact", "random"], "Registered schedulers compared.")

@@ -1,7 +1,7 @@
 """What the slot step costs with and without each part of PRADA's Stage 2: an upper bound on any Stage-2 speed-up.
 
-    python experiments/stage2_cost.py                                   # E = 1024, 300 slots, gsm8k
-    python experiments/stage2_cost.py --episodes=256 --horizon_ms=200 --repeats=2
+    python -m studies stage2_cost                                   # E = 1024, 300 slots, gsm8k
+    python -m studies stage2_cost --episodes=256 --horizon_ms=200 --repeats=2
 
 Registers three cost probes as schedulers (in this process only) and times them against the real `prada`
 scheduler on the same trace, table, keys and sizes, runs interleaved:
@@ -67,7 +67,7 @@ def register_probes() -> None:
     for name, fn in (("cost_probe_none", none), ("cost_probe_compaction", compaction),
                      ("cost_probe_tq", lambda view, config: compaction(view, config, with_tq=True))):
         if name not in schedulers.SCHEDULERS:
-            schedulers.register(name, fn, description="cost probe (experiments/stage2_cost.py)",
+            schedulers.register(name, fn, description="cost probe (studies/stage2_cost.py)",
                                 reads_sched_draws=False)
 
 

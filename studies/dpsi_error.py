@@ -1,6 +1,6 @@
 """D_psi's held-out error under each latency model, with its context-only input and with (context, step length).
 
-    python experiments/dpsi_error.py [--datasets=gsm8k,gaokao2023en] [--latency_models=flops,roofline,calibrated]
+    python -m studies dpsi_error [--datasets=gsm8k,gaokao2023en] [--latency_models=flops,roofline,calibrated]
 
 For every latency model and dataset: D_psi (prada_jax/learn/aux.py) is fitted as prada-train fits it (the same
 held-out split, seed, noise and steps) on the server times of that model, once on the context alone (the paper's

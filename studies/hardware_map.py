@@ -1,7 +1,7 @@
 """Where PRADA pays off across real hardware: edge devices x servers x uplink bandwidth on a latency model.
 
-    python experiments/hardware_map.py                   # calibrated model, gsm8k, writes results/hardware_map/
-    python experiments/hardware_map.py --figure_only     # redraw figures/hardware_map.png from map.json
+    python -m studies hardware_map                   # calibrated model, gsm8k, writes results/hardware_map/
+    python -m studies hardware_map --figure_only     # redraw figures/hardware_map.png from map.json
 
 For every (edge device, server) pairing of prada_jax/hardware.py:
 

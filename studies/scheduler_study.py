@@ -1,7 +1,7 @@
 """Paired comparison of two Stage-2 schedulers on the same Stage-1 table and the same random draws.
 
-    python experiments/scheduler_study.py                                   # prada vs prada_exact, all studies
-    python experiments/scheduler_study.py --study=table2 --episodes=8       # quick look
+    python -m studies scheduler_study                                   # prada vs prada_exact, all studies
+    python -m studies scheduler_study --study=table2 --episodes=8       # quick look
 
 Both schedulers see the same episode keys (common random numbers), so the per-episode difference
 (candidate - baseline) has a much tighter interval than the two means; every number is the mean over episodes
@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # noqa: E402
-
-from prada_jax import cli_support  # noqa: E402
+from prada_jax import cli_support
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("baseline", "prada", "Registered scheduler of the baseline (the paper's rule).")
