@@ -133,9 +133,11 @@ def run_bench(sizes: list[int], out_dir: str) -> tuple[list[dict], list[dict], d
 def run_tests(out_dir: str) -> dict:
     """The correctness stage: pytest on --test_files with this backend; returns rc, wall time and pytest's summary line."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *FLAGS.test_files]
+    env = dict(os.environ, PRADA_TESTS_XLA_OPT="default")  # the backend as users run it, fully optimised
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=FLAGS.tests_timeout_s)
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                              timeout=FLAGS.tests_timeout_s)
         rc, text = proc.returncode, proc.stdout + proc.stderr
         # pytest's summary is the last line of its stdout; stderr may end with a plugin's warning.
         lines = proc.stdout.strip().splitlines() or proc.stderr.strip().splitlines()

@@ -41,7 +41,7 @@ def _log(start: float, what: str) -> None:
 
 def main(out_path: str, local_devices: int) -> None:
     start = time.monotonic()
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={local_devices}"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={local_devices}"
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
 

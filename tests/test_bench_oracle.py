@@ -11,6 +11,8 @@ import re
 import subprocess
 import sys
 
+from conftest import TEST_XLA_FLAGS
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_MODULES = sorted(p.stem for p in (REPO_ROOT / "tests").glob("*.py"))
 TINY = ["--episodes_list=1", "--max_users_list=16", "--max_users=16", "--users_episodes=1", "--oracle_episodes=1",
@@ -41,7 +43,7 @@ def test_repository_entry_point_loads_the_oracle_by_path():
 
 def _bench(module: str, out: pathlib.Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = TEST_XLA_FLAGS
     return subprocess.run([sys.executable, "-m", module, *TINY, f"--out={out}"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 

@@ -22,6 +22,7 @@ import sys
 import time
 
 import numpy as np
+from conftest import TEST_XLA_FLAGS
 
 TESTS_DIR = pathlib.Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -58,8 +59,9 @@ def _launch(tmp_path: pathlib.Path):
     base["JAX_PLATFORMS"] = "cpu"
     base["JAX_COORDINATOR_ADDRESS"] = f"127.0.0.1:{port}"
     base["JAX_NUM_PROCESSES"] = str(NUM_PROCESSES)
-    for var in ("XLA_FLAGS", "JAX_LOCAL_DEVICE_IDS", "PRADA_DISTRIBUTED"):
+    for var in ("JAX_LOCAL_DEVICE_IDS", "PRADA_DISTRIBUTED"):
         base.pop(var, None)
+    base["XLA_FLAGS"] = TEST_XLA_FLAGS  # the worker adds its own device count
     procs, outs, logs = [], [], []
     try:
         for pid in range(NUM_PROCESSES):

@@ -15,6 +15,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import TEST_XLA_FLAGS
 
 from prada_jax import sharding
 
@@ -24,7 +25,7 @@ REPO_ROOT = TESTS_DIR.parent
 SCRIPT = textwrap.dedent(
     """
     import json, os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     import jax
     import numpy as np
     from jax.sharding import Mesh
@@ -128,7 +129,7 @@ def test_rejects_bad_arguments(tiny_trace):
 def test_four_host_devices_match_single_device():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), str(REPO_ROOT), env.get("PYTHONPATH", "")])
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = TEST_XLA_FLAGS  # the tests' flags without a device count
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
@@ -170,7 +171,7 @@ CORES_SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("count, want", [(3, 3), (0, sharding.available_cores())])
 def test_use_cpu_cores_sets_the_device_count_before_jax_starts(count, want):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO_ROOT))
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = TEST_XLA_FLAGS  # the tests' flags without a device count
     proc = subprocess.run([sys.executable, "-c", CORES_SCRIPT, str(count)], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -195,7 +196,7 @@ def test_stage2_cost_probes_run_and_offload_nothing(tmp_path):
     (they bound the cost of the slot without Stage 2), prada does, and the bound is prada's time over the first."""
     out = tmp_path / "cost.json"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = TEST_XLA_FLAGS  # the tests' flags without a device count
     proc = subprocess.run([sys.executable, "-m", "studies", "stage2_cost", "--episodes=3", "--horizon_ms=60",
                            "--max_users=16", "--repeats=1", f"--out={out}"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)

@@ -15,7 +15,7 @@ from prada_jax import cli_support, sweep
 from prada_jax import constants as C
 from prada_jax.sim import policies as P
 from prada_jax.traces import load_trace
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, TEST_XLA_FLAGS
 from tests.test_fault_injection import _write_table
 from tests.test_sweep import FakeRunner, spec_for, traces_dir  # noqa: F401 (fixture)
 
@@ -165,7 +165,7 @@ def test_run_main_errors_are_one_fatal_line(tmp_path):
     binary.write_bytes(b"--episodes=2\n\xff\xfe\n")
     twice = tmp_path / "twice.cfg"
     twice.write_text("--cpu_devices=1\n# a comment\n--cpu_devices=2\n")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = dict(os.environ, XLA_FLAGS=TEST_XLA_FLAGS)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
 
     def run(*args):
