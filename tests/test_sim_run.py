@@ -135,3 +135,28 @@ def test_policy_builders():
     assert np.all((router > 0.5)[per_problem] | ~TRACE.step_mask[per_problem])  # whole task on one model
     rej = np.asarray(policies.prm_threshold_table(TRACE, 0.6).nominate_prob) > 0.5
     np.testing.assert_array_equal(rej, TRACE.step_mask & (TRACE.prm_after_slm < 0.6))
+
+
+def test_slot_bits_are_jax_threefry_words():
+    """draws._slot_bits hashes the words itself (unrolled threefry); they must be jax's words for every key and slot,
+    inside jit and vmap (the random stream of every result depends on it)."""
+    import jax.numpy as jnp
+
+    from prada_jax.sim import draws
+
+    keys = jax.random.split(jax.random.PRNGKey(7), 20)
+    ts = jnp.array([0, 1, 2, 99, 1000, 65537, 2**31 - 1], jnp.int32)
+    for total, need in ((247, 119), (183, 183), (3, 1)):
+        def ours(key, t, total=total, need=need):
+            return draws._slot_bits(key, t, total, need)
+
+        def jaxs(key, t, total=total, need=need):
+            return jax.random.bits(jax.random.fold_in(key, t), (total,), jnp.uint32)[:need]
+
+        grid = jax.jit(jax.vmap(jax.vmap(ours, (None, 0)), (0, None)))(keys, ts)
+        want = jax.jit(jax.vmap(jax.vmap(jaxs, (None, 0)), (0, None)))(keys, ts)
+        np.testing.assert_array_equal(np.asarray(grid), np.asarray(want))
+    one = draws.slot_draws(keys[3], 17, 3.0, 50, 8, 64, 18)  # eager, outside jit
+    again = jax.jit(lambda k: draws.slot_draws(k, 17, 3.0, 50, 8, 64, 18))(keys[3])
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(again)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

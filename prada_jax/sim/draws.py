@@ -142,6 +142,69 @@ def _bits_prefix(key, total: int, need: int):
     return jax.random.bits(key, (total,), jnp.uint32)[:need]
 
 
+def _rotate_left(x, d: int):
+    return (x << jnp.uint32(d)) | (x >> jnp.uint32(32 - d))
+
+
+def _threefry2x32(k1, k2, x1, x2):
+    """Threefry-2x32 (20 rounds), the hash under jax's default PRNG, written out in jnp: the same words as
+    jax's own lowering, which on CPU runs its rounds as a rolled loop (a while loop of small kernels inside the
+    slot step); unrolled, XLA fuses the whole hash into the kernel that consumes it."""
+    rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
+    ks = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
+    x1, x2 = x1 + ks[0], x2 + ks[1]
+    for i in range(5):
+        for r in rotations[i % 2]:
+            x1 = x1 + x2
+            x2 = _rotate_left(x2, r) ^ x1
+        x1 = x1 + ks[(i + 1) % 3]
+        x2 = x2 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+    return x1, x2
+
+
+def _fast_prng() -> bool:
+    """Whether `_slot_bits` may compute the words itself: jax's threefry with the partitionable layout (word i of
+    `bits(key, (n,))` is the hash of the 64-bit counter i; checked against jax once, `_prefix_is_stable`)."""
+    global _FAST_PRNG
+    if _FAST_PRNG is None:
+        _FAST_PRNG = (jax.config.jax_default_prng_impl == "threefry2x32" and bool(jax.config.jax_threefry_partitionable)
+                      and _prefix_is_stable())
+    return _FAST_PRNG
+
+
+_FAST_PRNG = None
+
+
+def _slot_bits(episode_key, t, total: int, need: int):
+    """The first `need` words of `jax.random.bits(jax.random.fold_in(episode_key, t), (total,))`.
+
+    For a raw threefry key (uint32[2], what `jax.random.PRNGKey`/`split` return) the hash is computed here,
+    unrolled (`_threefry2x32`): fold_in(key, t) = threefry(key, (0, t)), and word i = the xor of threefry(key,
+    (0, i)). The same words as jax's (tests/test_sim_run.py compares them); other keys take jax's path."""
+    key = jnp.asarray(episode_key)
+    if not (_fast_prng() and key.dtype == jnp.uint32 and key.shape == (2,)):
+        return _bits_prefix(jax.random.fold_in(episode_key, t), total, need)
+    t = jnp.asarray(t).astype(jnp.uint32)
+    f1, f2 = _threefry2x32(key[0], key[1], jnp.zeros((), jnp.uint32), t)
+    b1, b2 = _threefry2x32(f1, f2, jnp.zeros((need,), jnp.uint32), jnp.arange(need, dtype=jnp.uint32))
+    return b1 ^ b2
+
+
+def materialized(t, fn):
+    """`fn()` (a pytree of arrays), computed once per slot and stored.
+
+    XLA:CPU fuses cheap elementwise work into every kernel that reads it and drops optimisation barriers, so a hash
+    or a logarithm read by several kernels, or through a gather into the U user slots, is recomputed by each of
+    them (scalar code in a gather). A conditional is a fusion boundary: `fn` runs inside one on `t >= 0`, which
+    always holds for a slot index (the other branch returns zeros of the same shapes). The values are those of
+    `fn()`. When `t` is batched (vmapped over slots, as in `episode_draws`) the conditional becomes a select of the
+    two branches, with the same values."""
+    def zeros():
+        return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fn))
+
+    return jax.lax.cond(jnp.asarray(t) >= 0, fn, zeros)
+
+
 def slot_draws(episode_key, t, arrival_rate, num_problems: int, max_steps: int, max_users: int,
                max_arrivals: int, stage1: bool = True, sched: bool = True) -> SlotDraws:
     """All random numbers slot t needs. Shapes are static; `arrival_rate` may be traced.
@@ -158,20 +221,24 @@ def slot_draws(episode_key, t, arrival_rate, num_problems: int, max_steps: int, 
     sizes = (1, a, a, a, u, u, u)
     total = sum(sizes)
     need = total if sched else (total - u if stage1 else total - 2 * u)
-    bits = _bits_prefix(jax.random.fold_in(episode_key, t), total, need)
-    bits = jnp.concatenate([bits, jnp.zeros((total - need,), jnp.uint32)]) if need < total else bits
-    parts = jnp.split(bits, list(itertools.accumulate(sizes))[:-1])
-    n_b, p_b, d_b, seed_b, f_b, s1_b, sc_b = parts
-    n_u, p_u, d_u, f_u, s1_u, sc_u = (bits_to_uniform(x) for x in (n_b, p_b, d_b, f_b, s1_b, sc_b))
-    return SlotDraws(
-        num_arrivals=poisson_inverse_cdf(n_u[0], arrival_rate, max_arrivals),
-        problem=jnp.minimum(jnp.floor(p_u * num_problems), num_problems - 1).astype(jnp.int32),
-        distance_u=d_u,
-        task_seed=seed_b,
-        fading=-jnp.log1p(-f_u),  # Exp(1) by inversion; u < 1 so it is finite
-        stage1_u=s1_u,
-        sched_u=sc_u,
-    )
+
+    def draw():
+        bits = _slot_bits(episode_key, t, total, need)
+        bits = jnp.concatenate([bits, jnp.zeros((total - need,), jnp.uint32)]) if need < total else bits
+        parts = jnp.split(bits, list(itertools.accumulate(sizes))[:-1])
+        n_b, p_b, d_b, seed_b, f_b, s1_b, sc_b = parts
+        n_u, p_u, d_u, f_u, s1_u, sc_u = (bits_to_uniform(x) for x in (n_b, p_b, d_b, f_b, s1_b, sc_b))
+        return SlotDraws(
+            num_arrivals=poisson_inverse_cdf(n_u[0], arrival_rate, max_arrivals),
+            problem=jnp.minimum(jnp.floor(p_u * num_problems), num_problems - 1).astype(jnp.int32),
+            distance_u=d_u,
+            task_seed=seed_b,
+            fading=-jnp.log1p(-f_u),  # Exp(1) by inversion; u < 1 so it is finite
+            stage1_u=s1_u,
+            sched_u=sc_u,
+        )
+
+    return materialized(t, draw)  # computed once, not by each kernel that reads a draw
 
 
 def episode_draws(episode_key, num_slots: int, arrival_rate, num_problems: int, max_steps: int,

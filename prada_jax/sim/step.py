@@ -16,7 +16,7 @@ from flax import struct
 from prada_jax import costs
 from prada_jax.sim import latency_models, protocols, schedulers
 from prada_jax.sim import stage2 as S2
-from prada_jax.sim.draws import SlotDraws, step_uniform
+from prada_jax.sim.draws import SlotDraws, materialized, step_uniform
 from prada_jax.sim.params import SimConfig, SimParams
 from prada_jax.sim.policies import PolicyTable
 from prada_jax.sim.state import FREE, LOCAL, QUEUED, READY, SERVE, UPLOAD, SimState
@@ -36,8 +36,10 @@ def _arrivals(users, draws: SlotDraws, packed, params: SimParams, t, horizon: in
     new = free & (free_rank < n_adm)
     a = jnp.clip(free_rank, 0, draws.problem.shape[0] - 1)
     prob = draws.problem[a]
-    mean_snr = costs.mean_snr_linear(costs.user_distance(draws.distance_u[a]), params.snr_db,
-                                     params.path_loss_exponent)
+    # The mean SNR (log, pow) of the A arrival draws, computed once per arrival and gathered to the U user slots: the
+    # same values as gathering the distances first, without a logarithm and a power per user slot in the gather.
+    mean_snr = materialized(t, lambda: costs.mean_snr_linear(costs.user_distance(draws.distance_u), params.snr_db,
+                                                             params.path_loss_exponent))[a]
 
     def put(old, value):
         return jnp.where(new.reshape(new.shape + (1,) * (old.ndim - 1)), value, old)
