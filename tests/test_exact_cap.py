@@ -82,25 +82,20 @@ def test_a_cap_that_never_overflows_gives_the_exact_result(runs):
 
 
 def test_a_rerun_of_some_episodes_equals_their_run_in_the_whole_grid():
-    """Episodes are independent: an episode re-run in a batch of other (grid point, episode) pairs gives the numbers
-    it gave in the full grid, bit for bit. A property of the optimised build users run: both programs are compiled at
-    XLA's default backend optimisation level (3), whatever level the test session uses (conftest.py: at level 0 the
-    two programs' float32 sums can differ in the last bit)."""
-    optimised = {"xla_backend_optimization_level": 3}
+    """Episodes are independent: an episode re-run in a batch of other (grid point, episode) pairs gives the counts it
+    gave in the full grid exactly, and its float32 sums up to rounding (the two programs have different shapes, and
+    XLA may order or fuse their float arithmetic differently: measured at most one float32 ulp)."""
     config = run.with_cap(run._check(PACKED, TABLE, GRID, CONFIG), 8)
     keys = run.episode_keys(EPISODES, SEED)
-    whole = jax.device_get(run._simulate_grid.lower(PACKED, TABLE, GRID, config, keys).compile(optimised)(
-        PACKED, TABLE, GRID, keys))
+    whole = jax.device_get(run._simulate_grid(PACKED, TABLE, GRID, config, keys))
     g_idx, e_idx = np.array([3, 0, 3, 1, 2]), np.array([5, 0, 1, 4, 2])
-    n = len(g_idx)
-    pad = np.concatenate([np.arange(n), np.full(run.rerun_batch(n) - n, n - 1)])  # as run._pairs_at pads
-    params = jax.tree.map(lambda leaf: np.asarray(leaf)[g_idx[pad]], GRID)
-    pair_keys = np.asarray(keys)[e_idx[pad]]
-    part = run._simulate_pairs.lower(PACKED, TABLE, params, config, pair_keys).compile(optimised)(
-        PACKED, TABLE, params, pair_keys)
+    part = run._pairs_at(PACKED, TABLE, GRID, config, keys, g_idx, e_idx)
     for name in whole.__dataclass_fields__:
-        np.testing.assert_array_equal(np.asarray(getattr(part, name))[:n], np.asarray(getattr(whole, name))[g_idx, e_idx],
-                                      err_msg=name)
+        got, want = np.asarray(getattr(part, name)), np.asarray(getattr(whole, name))[g_idx, e_idx]
+        if np.issubdtype(want.dtype, np.integer) or want.dtype == bool:
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        else:
+            np.testing.assert_allclose(got, want, rtol=2.5e-7, atol=0.0, err_msg=name)
 
 
 def test_stopping_a_rung_early_does_not_change_the_episodes_that_did_not_overflow():

@@ -18,7 +18,7 @@ from prada_jax.sim.params import SimConfig, SimParams, SimParamsError, resolve_c
 from prada_jax.sim.policies import PolicyTable, check_table
 from prada_jax.sim.schedulers import get as get_scheduler
 from prada_jax.sim.state import FREE, LOCAL, QUEUED, SERVE, UPLOAD, SimState, Totals, init_state
-from prada_jax.sim.step import step_slot
+from prada_jax.sim.step import apply_slot, observe_slot, schedule
 
 
 @struct.dataclass
@@ -46,19 +46,65 @@ def counted_in_system(state: SimState, config: SimConfig):
     return (u.phase != FREE) & (u.arrival_slot >= config.warmup_slots)
 
 
-def _episode_step(packed, table, config: SimConfig):
-    """`step(params, key, state, t) -> state` of one episode: slot t's draws, then `step_slot`."""
+def _episode_parts(packed, table, config: SimConfig):
+    """The slot of one episode in its three parts, `observe(params, key, state, t) -> SlotObservation` (slot t's
+    draws, arrivals, fading, Stage 1), `decide(obs) -> (decision [U], bandwidth [U])` (the registered Stage-2
+    scheduler) and `apply(params, state, obs, decision, bandwidth, t) -> state`, so that a batched rollout can
+    skip Stage 2 in a slot where no episode of the batch has a candidate (`_batched_rollout`)."""
     n, k = packed.slm_step_tokens.shape
     # Draw only what this configuration reads: Stage-1 uniforms with stage1_sampling, scheduler uniforms for the
     # schedulers that use them (the words drawn are the same either way; draws.slot_draws).
     sched = get_scheduler(config.scheduler)
 
-    def step(params, key, state: SimState, t):
+    # The observation leaves the parts without the table (the same for every episode): a vmapped `observe` would
+    # otherwise return a copy of it per episode; `decide` and `apply` put it back.
+    def observe(params, key, state: SimState, t):
         draws = slot_draws(key, t, params.arrival_rate, n, k, config.max_users, config.max_arrivals_per_slot,
                            stage1=config.stage1_sampling, sched=sched.reads_sched_draws)
-        return step_slot(state, t, draws, packed, table, params, config)
+        obs = observe_slot(state, t, draws, packed, table, params, config)
+        return obs.replace(view=obs.view.replace(table=None))
+
+    def with_table(obs):
+        return obs.replace(view=obs.view.replace(table=table))
+
+    def decide(obs):
+        return schedule(with_table(obs), config)
+
+    def apply(params, state: SimState, obs, decision, bandwidth, t):
+        return apply_slot(state, with_table(obs), decision, bandwidth, t, packed, table, params, config)
+
+    return observe, decide, apply
+
+
+def _episode_step(packed, table, config: SimConfig):
+    """`step(params, key, state, t) -> state` of one episode: `_episode_parts` composed (what `step_slot` does)."""
+    observe, decide, apply = _episode_parts(packed, table, config)
+
+    def step(params, key, state: SimState, t):
+        obs = observe(params, key, state, t)
+        decision, bandwidth = decide(obs)
+        return apply(params, state, obs, decision, bandwidth, t)
 
     return step
+
+
+def _skip_idle_stage2(observe_b, decide_b, apply_b):
+    """A batched slot step `(params, keys, state, t) -> state` that runs Stage 2 only when some episode of the batch
+    has a candidate (a `lax.cond` on one unbatched flag). Exact: `apply_slot` reads a decision and a bandwidth only
+    where `view.cand` holds, so in a slot without candidates any decision gives the same state. A batch whose
+    table nominates nothing (math500's shipped PRADA table) or an idle stretch of a light load then skips Stage 2,
+    most of the slot's work."""
+    def step_b(params, keys, state, t):
+        obs = observe_b(params, keys, state, t)
+        cand = obs.view.cand
+
+        def idle():
+            return jnp.zeros(cand.shape, jnp.int32), jnp.zeros(cand.shape, jnp.float32)
+
+        decision, bandwidth = jax.lax.cond(jnp.any(cand), lambda: decide_b(obs), idle)
+        return apply_b(params, state, obs, decision, bandwidth, t)
+
+    return step_b
 
 
 def _draining(state: SimState, t, config: SimConfig):
@@ -161,22 +207,27 @@ def _batched_rollout(packed, table, params, config: SimConfig, keys, grid: bool,
     re-batches the whole slot step once per round of its fixpoint over which carry leaves vary, and again per vmap
     level. Stepping the batch inside one loop traces the step once: trace + lower about 3.0 s -> 1.9 s at E = 1,024,
     U = 64, the same program and numbers (docs/performance.md)."""
-    step = _episode_step(packed, table, config)
+    observe, decide, apply = _episode_parts(packed, table, config)
     def draining(state, t):
         return _draining(state, t, config)
     def final(state, t_end, p):
         return finalize(state, t_end, p, config)
     if grid:
         # in_axes: inner vmap over the episodes (keys, states), outer over the grid points (params, states).
-        step_b = jax.vmap(jax.vmap(step, in_axes=(None, 0, 0, None)), in_axes=(0, None, 0, None))
+        observe_b = jax.vmap(jax.vmap(observe, in_axes=(None, 0, 0, None)), in_axes=(0, None, 0, None))
+        decide_b = jax.vmap(jax.vmap(decide))
+        apply_b = jax.vmap(jax.vmap(apply, in_axes=(None, 0, 0, 0, 0, None)), in_axes=(0, 0, 0, 0, 0, None))
         draining_b = jax.vmap(jax.vmap(draining, in_axes=(0, None)), in_axes=(0, None))
         finalize_b = jax.vmap(jax.vmap(final, in_axes=(0, 0, None)))
         batch = (params.bandwidth_bps.shape[0], keys.shape[0])
     else:
-        step_b = jax.vmap(step, in_axes=(0, 0, 0, None))
+        observe_b = jax.vmap(observe, in_axes=(0, 0, 0, None))
+        decide_b = jax.vmap(decide)
+        apply_b = jax.vmap(apply, in_axes=(0, 0, 0, 0, 0, None))
         draining_b = jax.vmap(draining, in_axes=(0, None))
         finalize_b = jax.vmap(final)
         batch = (keys.shape[0],)
+    step_b = _skip_idle_stage2(observe_b, decide_b, apply_b)
     state0 = jax.tree.map(lambda x: jnp.broadcast_to(x, batch + x.shape),
                           init_state(config.max_users, packed.slm_step_tokens.shape[1]))
     state, t_end = _slot_loop(lambda state, t: step_b(params, keys, state, t), draining_b, state0, config,
