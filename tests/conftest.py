@@ -192,6 +192,7 @@ SLOW_TESTS: dict[str, set[str]] = {
     "test_sim_run.py": {
         "test_all_slm_never_offloads_and_processing_matches_cost_model",
         "test_batched_drain_freezes_each_episode_at_its_own_end", "test_deterministic_by_key_and_sensitive_to_it",
+        "test_skipping_stage2_in_slots_without_candidates_changes_nothing",
         "test_grid_matches_single_runs_and_summary_shapes", "test_policy_builders", "test_table_shape_is_checked"
     },
     "test_stage2.py": {
