@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from prada_jax.sim.errors import SimParamsError
+
 
 @struct.dataclass
 class SlotDraws:
@@ -58,8 +60,6 @@ def check_arrival_rate(rate, max_users: int | None = None) -> None:
     """SimParamsError naming SimParams.arrival_rate when `arrival_rate_problem` finds one."""
     problem = arrival_rate_problem(rate, max_users)
     if problem:
-        from prada_jax.sim.params import SimParamsError
-
         raise SimParamsError(f"SimParams.arrival_rate {problem}")
 
 

@@ -17,10 +17,8 @@ from flax import struct
 
 from prada_jax import constants as C
 from prada_jax.hardware import Hardware, hardware_preset
-
-
-class SimParamsError(ValueError):
-    """A simulator parameter or configuration is out of range."""
+from prada_jax.sim.draws import ARRIVAL_TAIL_TOLERANCE, arrival_tail_mass, check_arrival_rate, required_max_arrivals
+from prada_jax.sim.errors import SimParamsError  # noqa: F401 (the API's error type, also imported from here)
 
 
 @struct.dataclass
@@ -314,8 +312,6 @@ def validate_params(params: SimParams, config: SimConfig) -> SimParams:
             f"SimParams.server_capacity (M) = {m} exceeds SimConfig.max_servers = {config.max_servers}; "
             "raise max_servers"
         )
-    from prada_jax.sim.draws import ARRIVAL_TAIL_TOLERANCE, arrival_tail_mass, check_arrival_rate, required_max_arrivals
-
     check_arrival_rate(arr("arrival_rate"), config.max_users)
     if config.max_arrivals_per_slot is not None:
         tail = arrival_tail_mass(arr("arrival_rate"), config.max_arrivals_per_slot)
@@ -333,8 +329,6 @@ def resolve_config(params: SimParams, config: SimConfig) -> SimConfig:
     """`config` with max_arrivals_per_slot chosen for the largest arrival rate in `params` when it is None."""
     if config.max_arrivals_per_slot is not None:
         return config
-    from prada_jax.sim.draws import required_max_arrivals
-
     return dataclasses.replace(config, max_arrivals_per_slot=required_max_arrivals(np.asarray(params.arrival_rate)))
 
 

@@ -7,13 +7,17 @@ into a table; the slot loop only gathers (design notes section 3). Builders acce
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from prada_jax import constants as C
 from prada_jax import costs
 from prada_jax.sim import latency_models
+from prada_jax.sim.errors import SimParamsError
 
 # Tables of deterministic policies store pi(1|x) as 1 - eps / eps so that eq. 33 stays finite.
 DETERMINISTIC_EPS = 0.01
@@ -33,10 +37,6 @@ class PolicyTable:
 def _fraction(name: str, value) -> float:
     """`value` as a float in [0, 1], or SimParamsError naming the argument (the CLI's --router_llm_fraction /
     --rsd_threshold rule)."""
-    import math
-
-    from prada_jax.sim.params import SimParamsError
-
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -139,10 +139,6 @@ def check_table(table: PolicyTable, num_problems: int, max_steps: int, step_mask
     """SimParamsError (a ValueError) naming the field unless the table is what a policy-table file must hold
     (prada_jax.learn.tables.load_table): every field [N, K] of real floats, finite in float32, nominate_prob in
     [0, 1]; with `step_mask` [N, K] also server_seconds > 0 on every real step and every field 0 on padding."""
-    import numpy as np
-
-    from prada_jax.sim.params import SimParamsError
-
     if not isinstance(table, PolicyTable):
         raise SimParamsError(f"table must be a PolicyTable, got {type(table).__name__}")
     arrays = {}
