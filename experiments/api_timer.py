@@ -29,7 +29,8 @@ def main():
     ap.add_argument("--slots", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    # Your own XLA_FLAGS (e.g. a vector width) are kept; the device count is this timer's.
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={args.devices}".strip()
     import jax
     import numpy as np
 
