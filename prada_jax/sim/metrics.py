@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
-from scipy import stats
+from scipy import special
 
 from prada_jax.sim.params import SimConfig, SimParams
 from prada_jax.sim.state import FREE, SimState
@@ -130,7 +130,7 @@ def t_half_width(std, n, level: float = CI_LEVEL):
     """Half-width of the two-sided Student-t interval for a mean of n samples with sample std `std`."""
     n = np.asarray(n, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        q = stats.t.ppf(0.5 + level / 2.0, np.maximum(n - 1.0, 1.0))
+        q = special.stdtrit(np.maximum(n - 1.0, 1.0), 0.5 + level / 2.0)  # Student-t quantile (scipy.stats.t.ppf)
         return np.where(n > 1, q * std / np.sqrt(np.maximum(n, 1.0)), np.nan)
 
 
