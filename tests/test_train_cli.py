@@ -117,7 +117,7 @@ def test_each_trace_is_loaded_once_per_run_and_resume_is_checked_first(tmp_path)
     for i, name in enumerate(("gsm8k", "mmlu_stem")):
         save_trace(traces / f"{name}.npz", make_tiny_trace(seed=i))
     args = [sys.executable, "-c", _COUNTING_TRAIN, "--datasets=gsm8k,mmlu_stem", f"--trace_dir={traces}",
-            f"--ckpt_dir={ckpt}", "--epochs=2", "--update_epochs=1", "--batch_steps=8", "--num_minibatches=1",
+            f"--ckpt_dir={ckpt}", "--epochs=1", "--update_epochs=1", "--batch_steps=8", "--num_minibatches=1",
             "--aux_steps=50", "--frontier_betas=3", "--chunk=1"]
     counts = tmp_path / "counts.json"
     env = dict(os.environ, LOAD_COUNTS=str(counts))
