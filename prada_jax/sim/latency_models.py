@@ -327,9 +327,8 @@ def reference_server_seconds(trace, params, model: str = C.DEFAULT_LATENCY_MODEL
     queueing-delay estimate (TQ) reads D_psi from the table, so a run under another latency model should use a
     table whose D_psi comes from that model (`with_reference_server_seconds`); the table builders store the
     "flops" one."""
-    mask = jnp.arange(jnp.asarray(trace.slm_step_tokens).shape[1])[None, :] < jnp.asarray(trace.num_steps)[:, None]
-    return reference_step_seconds(trace.query_tokens, trace.slm_step_tokens, trace.llm_step_tokens, mask, params,
-                                  model)[1]
+    return reference_step_seconds(trace.query_tokens, trace.slm_step_tokens, trace.llm_step_tokens, trace.step_mask,
+                                  params, model)[1]
 
 
 def with_reference_server_seconds(table, trace, params, model: str = C.DEFAULT_LATENCY_MODEL):

@@ -18,7 +18,7 @@ from prada_jax.sim.params import SimConfig, SimParams, SimParamsError, resolve_c
 from prada_jax.sim.policies import PolicyTable, check_table
 from prada_jax.sim.schedulers import get as get_scheduler
 from prada_jax.sim.state import FREE, LOCAL, QUEUED, SERVE, UPLOAD, SimState, Totals, init_state
-from prada_jax.sim.step import apply_slot, observe_slot, schedule
+from prada_jax.sim.step import apply_slot, observe_slot, schedule, step_slot
 
 
 @struct.dataclass
@@ -46,22 +46,31 @@ def counted_in_system(state: SimState, config: SimConfig):
     return (u.phase != FREE) & (u.arrival_slot >= config.warmup_slots)
 
 
-def _episode_parts(packed, table, config: SimConfig):
-    """The slot of one episode in its three parts, `observe(params, key, state, t) -> SlotObservation` (slot t's
-    draws, arrivals, fading, Stage 1), `decide(obs) -> (decision [U], bandwidth [U])` (the registered Stage-2
-    scheduler) and `apply(params, state, obs, decision, bandwidth, t) -> state`, so that a batched rollout can
-    skip Stage 2 in a slot where no episode of the batch has a candidate (`_batched_rollout`)."""
+def _episode_draws(packed, config: SimConfig):
+    """`draws(params, key, t) -> SlotDraws` of one episode's slot t."""
     n, k = packed.slm_step_tokens.shape
     # Draw only what this configuration reads: Stage-1 uniforms with stage1_sampling, scheduler uniforms for the
     # schedulers that use them (the words drawn are the same either way; draws.slot_draws).
     sched = get_scheduler(config.scheduler)
 
+    def draws(params, key, t):
+        return slot_draws(key, t, params.arrival_rate, n, k, config.max_users, config.max_arrivals_per_slot,
+                          stage1=config.stage1_sampling, sched=sched.reads_sched_draws)
+
+    return draws
+
+
+def _episode_parts(packed, table, config: SimConfig):
+    """The slot of one episode in the three parts of `step_slot`, `observe(params, key, state, t) -> SlotObservation`
+    (slot t's draws, arrivals, fading, Stage 1), `decide(obs) -> (decision [U], bandwidth [U])` (the registered
+    Stage-2 scheduler) and `apply(params, state, obs, decision, bandwidth, t) -> state`, so that a batched rollout
+    can skip Stage 2 in a slot where no episode of the batch has a candidate (`_skip_idle_stage2`)."""
+    draws = _episode_draws(packed, config)
+
     # The observation leaves the parts without the table (the same for every episode): a vmapped `observe` would
     # otherwise return a copy of it per episode; `decide` and `apply` put it back.
     def observe(params, key, state: SimState, t):
-        draws = slot_draws(key, t, params.arrival_rate, n, k, config.max_users, config.max_arrivals_per_slot,
-                           stage1=config.stage1_sampling, sched=sched.reads_sched_draws)
-        obs = observe_slot(state, t, draws, packed, table, params, config)
+        obs = observe_slot(state, t, draws(params, key, t), packed, table, params, config)
         return obs.replace(view=obs.view.replace(table=None))
 
     def with_table(obs):
@@ -77,13 +86,11 @@ def _episode_parts(packed, table, config: SimConfig):
 
 
 def _episode_step(packed, table, config: SimConfig):
-    """`step(params, key, state, t) -> state` of one episode: `_episode_parts` composed (what `step_slot` does)."""
-    observe, decide, apply = _episode_parts(packed, table, config)
+    """`step(params, key, state, t) -> state` of one episode: slot t's draws, then `step_slot`."""
+    draws = _episode_draws(packed, config)
 
     def step(params, key, state: SimState, t):
-        obs = observe(params, key, state, t)
-        decision, bandwidth = decide(obs)
-        return apply(params, state, obs, decision, bandwidth, t)
+        return step_slot(state, t, draws(params, key, t), packed, table, params, config)
 
     return step
 
