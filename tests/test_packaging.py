@@ -106,6 +106,9 @@ def test_installed_prada_sweep_runs_outside_the_repo(installed, tmp_path):
     assert run["config"]["traces_dir"] == str(data / "traces")
     assert run["config"]["ckpt_dir"] == str(data / "checkpoints")
     assert run["sessions"][0]["git"] == {"commit": None, "dirty": None}  # not the repository's code
+    candidates = run["points"]["gsm8k/prada"]  # the real runner's record of the Stage-2 candidate sets
+    assert candidates["candidate_cap"] == "exact" and candidates["candidate_overflow_slots"] == 0
+    assert candidates["largest_candidates_seen"] >= 0 and sum(candidates["episodes_by_cap"].values()) == 2
     assert not any(workdir.iterdir())  # nothing written into the working directory
 
 

@@ -7,6 +7,7 @@ at the bottom runs the real simulator on the smoke config.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -176,6 +177,42 @@ def test_sweep_writes_all_outputs(traces_dir, tmp_path):
     session = run["sessions"][0]
     assert session["versions"]["jax"] and session["device"]["backend"] == "cpu"
     assert "commit" in session["git"] and run["config"]["trace_sha256"]["gsm8k"]
+
+
+def test_run_json_records_each_points_candidate_sets_across_sessions(traces_dir, tmp_path):
+    """A runner's PointRows.run_info goes into run.json's "points" before the point's rows; a resumed sweep keeps
+    the earlier sessions' records."""
+    spec = spec_for(traces_dir)
+    out = str(tmp_path / "out")
+    fake = FakeRunner(fail_after=2)
+
+    def runner(spec, dataset, policy):
+        rows = fake(spec, dataset, policy)
+        return sweep.PointRows(rows, {"largest_candidates_seen": len(fake.calls), "candidate_cap": "exact"})
+
+    with pytest.raises(RuntimeError, match="injected failure"):
+        sweep.run_sweep(spec, out, run_point=runner)
+    fake.fail_after = None
+    sweep.run_sweep(spec, out, run_point=runner)
+    points = json.load(open(os.path.join(out, "run.json")))["points"]
+    assert {tuple(k.split("/")) for k in points} == set(spec.points())
+    assert sorted(p["largest_candidates_seen"] for p in points.values()) == list(range(1, len(spec.points()) + 1))
+
+
+def test_candidate_info_summarises_every_episode_and_grid_point(traces_dir):
+    from types import SimpleNamespace
+
+    metrics = SimpleNamespace(max_candidates_seen=np.array([[3, 17], [9, 2]]),
+                              candidate_overflow_slots=np.array([[0, 0], [0, 0]]),
+                              candidate_cap=np.array([[16, 32], [16, 16]]))
+    exact = sweep.sim_config(spec_for(traces_dir), "prada")
+    assert sweep.candidate_info(metrics, exact) == {
+        "largest_candidates_seen": 17, "candidate_overflow_slots": 0, "candidate_cap": "exact",
+        "episodes_by_cap": {"16": 3, "32": 1}}
+    metrics.candidate_overflow_slots = np.array([[0, 4], [0, 0]])
+    fixed = dataclasses.replace(exact, max_candidates=16)
+    info = sweep.candidate_info(metrics, fixed)
+    assert info["candidate_cap"] == 16 and info["candidate_overflow_slots"] == 4
 
 
 def test_killed_sweep_resumes_without_recomputing(traces_dir, tmp_path):

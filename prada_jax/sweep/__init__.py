@@ -34,8 +34,10 @@ from prada_jax.sweep.metadata import device_info, git_revision, package_versions
 from prada_jax.sweep.report import SUMMARY_COLUMNS, point_label, summary_table, value_label
 from prada_jax.sweep.runner import (
     Eta,
+    PointRows,
     PointRunner,
     PolicyTableError,
+    candidate_info,
     learned_table,
     params_grid,
     policy_setup,
@@ -98,7 +100,7 @@ __all__ = [
     "point_label", "summary_table", "DEFAULT_HORIZON_MS", "DEFAULT_MAX_USERS", "DEFAULT_ROUTER_LLM_FRACTION",
     "DEFAULT_RSD_THRESHOLD", "DEFAULT_WARMUP_MS", "FIGURE_PREFIX", "KEY_COLUMNS", "LEARNED_POLICIES", "LOCK_FILE",
     "NO_SWEEP", "POLICIES", "POLICY_SPECS", "RANDOM_POLICY_PROB", "REQUIRED_METRICS", "RESULTS_CSV", "RESULTS_JSON", "RESULTS_SUMS",
-    "RUN_JSON", "SYSTEM_PARAMS", "TAIL_COLUMNS", "PointRunner", "PolicySpec", "PolicyTableError", "ResultStore",
+    "RUN_JSON", "SYSTEM_PARAMS", "TAIL_COLUMNS", "PointRows", "PointRunner", "candidate_info", "PolicySpec", "PolicyTableError", "ResultStore",
     "SweepConfigError", "SweepSpec", "SweepStateError", "acquire_lock", "available_datasets", "check_param",
     "define_flags", "device_info", "format_value", "git_revision", "learned_table", "learned_table_paths",
     "make_spec", "package_versions", "params_grid", "parse_cell", "parse_float_list", "policy_setup",

@@ -42,6 +42,30 @@ from prada_jax.sweep.store import (
 PointRunner = Callable[[SweepSpec, str, str], list[dict[str, Any]]]
 
 
+class PointRows(list):
+    """A point's result rows plus what run.json records about the point (`run_info`, JSON-ready); a runner may
+    return a plain list instead."""
+
+    def __init__(self, rows, run_info: dict[str, Any]):
+        super().__init__(rows)
+        self.run_info = run_info
+
+
+def candidate_info(metrics, config: SimConfig) -> dict[str, Any]:
+    """run.json's record of one point's Stage-2 candidate sets: the largest number of candidates any slot of any
+    episode saw, the slots whose candidates exceeded the cap (0 with the exact cap, the default), the cap
+    ("exact" or the fixed number) and how many episodes each compiled cap ran (the exact ladder's re-runs)."""
+    import numpy as np
+
+    caps, counts = np.unique(np.asarray(metrics.candidate_cap), return_counts=True)
+    return {
+        "largest_candidates_seen": int(np.max(np.asarray(metrics.max_candidates_seen))),
+        "candidate_overflow_slots": int(np.sum(np.asarray(metrics.candidate_overflow_slots))),
+        "candidate_cap": "exact" if config.max_candidates is None else int(config.max_candidates),
+        "episodes_by_cap": {str(int(c)): int(n) for c, n in zip(caps, counts)},
+    }
+
+
 def supported_policy_names() -> tuple[str, ...]:
     """Policies this build can run: all need prada_jax.sim.run, learned ones prada_jax.learn.tables too."""
     try:
@@ -138,7 +162,8 @@ def simulate_point(spec: SweepSpec, dataset: str, policy: str) -> list[dict[str,
     config = sim_config(spec, ps.scheduler, ps.stage1_sampling)
     metrics = sim_run.simulate_grid(packed, table, params_grid(spec), config, spec.episodes, spec.seed)
     summary = sim_metrics.summarize(metrics)
-    return rows_from_summary(spec, dataset, policy, summary, time.perf_counter() - start)
+    rows = rows_from_summary(spec, dataset, policy, summary, time.perf_counter() - start)
+    return PointRows(rows, candidate_info(metrics, config))
 
 
 class PolicyTableError(RuntimeError):
@@ -404,7 +429,9 @@ def _run_points(spec: SweepSpec, store: ResultStore, run_point, out_dir: str) ->
                      "compiling and running" if cold else "running (compiled)")
         t0 = time.perf_counter()
         rows = run_point(spec, dataset, policy)
-        store.append_point(rows)
+        if isinstance(rows, PointRows):  # before the rows: a point in results.csv always has its record
+            store.record_point(dataset, policy, rows.run_info)
+        store.append_point(list(rows))
         took = time.perf_counter() - t0
         eta.record(key, took)
         remaining = [compile_key(spec, d, p) for d, p in todo[index + 1:]]

@@ -501,6 +501,14 @@ class ResultStore:
 
     # -- writing ------------------------------------------------------------------------------------------------
 
+    def record_point(self, dataset: str, policy: str, info: dict[str, Any]) -> None:
+        """Record `info` about point (dataset, policy) under run.json's "points" (atomic rewrite; a re-run point's
+        record is replaced, those of earlier sessions are kept)."""
+        points = dict(self.run.get("points", {}))
+        points[f"{dataset}/{policy}"] = info
+        self.run = dict(self.run, points=points)
+        _atomic_write(self.run_path, json.dumps(self.run, indent=2, sort_keys=True) + "\n")
+
     def append_point(self, rows: list[dict[str, Any]]) -> None:
         """Append one point's rows in a single write + fsync, then rewrite results.json atomically."""
         if not rows:
