@@ -16,9 +16,14 @@ import numpy as np
 from flax import struct
 
 from prada_jax import constants as C
-from prada_jax.hardware import Hardware, hardware_preset
 from prada_jax.sim.draws import ARRIVAL_TAIL_TOLERANCE, arrival_tail_mass, check_arrival_rate, required_max_arrivals
 from prada_jax.sim.errors import SimParamsError  # noqa: F401 (the API's error type, also imported from here)
+from prada_jax.sim.latency_models import (
+    HARDWARE_FIELDS,
+    hardware_leaves,
+    name_problem,
+    params_hardware,  # noqa: F401 (also imported from here)
+)
 
 
 @struct.dataclass
@@ -61,30 +66,8 @@ _FLOAT_FIELDS = (
     "flops_slm",
     "flops_llm",
 )
-HARDWARE_FIELDS = ("peak_flops", "memory_bandwidth", "compute_efficiency", "bandwidth_efficiency", "overhead_s",
-                   "bytes_per_param")
 _FLOAT_FIELDS = _FLOAT_FIELDS + tuple(f"{side}_{h}" for side in ("server", "edge") for h in HARDWARE_FIELDS)
 PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(SimParams))
-
-
-def hardware_leaves(side: str, hw: Hardware | str, bytes_per_param: float = 2.0) -> dict:
-    """SimParams leaves `{side}_peak_flops`, ... of a Hardware (or a preset name) for side "server" or "edge":
-    `make_params(**hardware_leaves("server", "l4"), **hardware_leaves("edge", "phone-snapdragon-8gen3"))`."""
-    if side not in ("server", "edge"):
-        raise SimParamsError(f"hardware_leaves: side must be 'server' or 'edge', got {side!r}")
-    hw = hardware_preset(hw) if isinstance(hw, str) else hw
-    values = (hw.peak_flops, hw.memory_bandwidth, hw.compute_efficiency, hw.bandwidth_efficiency,
-              hw.overhead_seconds, bytes_per_param)
-    return {f"{side}_{name}": value for name, value in zip(HARDWARE_FIELDS, values)}
-
-
-def params_hardware(params: SimParams, side: str) -> Hardware:
-    """The traced Hardware of side "server" or "edge" (for prada_jax.latency)."""
-    def get(name):
-        return getattr(params, f"{side}_{name}")
-    return Hardware(peak_flops=get("peak_flops"), memory_bandwidth=get("memory_bandwidth"),
-                    compute_efficiency=get("compute_efficiency"), bandwidth_efficiency=get("bandwidth_efficiency"),
-                    overhead_seconds=get("overhead_s"), name=side)
 
 
 _DEFAULT_HW = {**hardware_leaves("server", C.DEFAULT_SERVER_HARDWARE), **hardware_leaves("edge", C.DEFAULT_EDGE_HARDWARE)}
@@ -128,6 +111,12 @@ def make_params(
     out["server_capacity"] = jnp.asarray(values["server_capacity"], jnp.int32)
     out["prefix_cache"] = jnp.asarray(values["prefix_cache"], bool)
     return SimParams(**out)
+
+
+def flops_params(flops_slm=C.FLOPS_SLM, flops_llm=C.FLOPS_LLM) -> SimParams:
+    """make_params() with the "flops" latency model's two rates replaced (they may be traced)."""
+    return make_params().replace(flops_slm=jnp.asarray(flops_slm, jnp.float32),
+                                 flops_llm=jnp.asarray(flops_llm, jnp.float32))
 
 
 def _shown(value, limit: int = 60) -> str:
@@ -279,8 +268,6 @@ class SimConfig:
         if (isinstance(self.slot_seconds, bool) or not isinstance(self.slot_seconds, (int, float, np.integer, np.floating))
                 or not (np.isfinite(self.slot_seconds) and self.slot_seconds > 0)):
             raise SimParamsError(f"SimConfig.slot_seconds must be a finite number > 0 (seconds), got {self.slot_seconds!r}")
-        from prada_jax.sim.latency_models import name_problem  # the registry (and profile:<csv> names)
-
         problem = name_problem(self.latency_model)
         if problem:
             raise SimParamsError(f"SimConfig.latency_model: {problem}")
