@@ -333,6 +333,13 @@ def grid_size(params: SimParams) -> int:
     return int(shape[0]) if shape else 1
 
 
+# The Stage-2 schedulers by name, what SimConfig.scheduler names (entries: prada_jax.sim.schedulers.Scheduler). Here
+# so that SimConfig checks a name without importing the schedulers, which read SimConfig; filled by
+# prada_jax.sim.schedulers.register, which the package prada_jax.sim imports, so the built-in schedulers are
+# registered before any code outside the package builds a SimConfig.
+SCHEDULERS: Registry = Registry("scheduler")
+
+
 @dataclasses.dataclass(frozen=True)
 class SimConfig:
     """Static simulator configuration (shapes, horizon, algorithm). Hashable: a `jit` static argument."""
@@ -369,8 +376,6 @@ class SimConfig:
             )
         if not isinstance(self.drain_slots, (int, np.integer)) or self.drain_slots < 0:
             raise SimParamsError(f"SimConfig.drain_slots must be an integer >= 0, got {self.drain_slots!r}")
-        from prada_jax.sim.schedulers import SCHEDULERS  # the registry (imports this module)
-
         if self.scheduler not in SCHEDULERS:
             raise SimParamsError(f"SimConfig.scheduler {self.scheduler!r} is not one of {sorted(SCHEDULERS)}")
         if not isinstance(self.price_segment_halvings, (int, np.integer)) or self.price_segment_halvings < 0:
