@@ -19,30 +19,39 @@ or from a cluster environment (SLURM, ...).
 The mesh then spans `jax.devices()` (all hosts) and the result is gathered to every process. This path is
 tested with 2 processes on localhost (2 CPU devices each, gloo collectives): tests/test_multiprocess.py,
 whose worker tests/multiprocess_worker.py can also be run by hand (see docs/performance.md).
+
+The device layer itself (meshes, padding, `spreads_over_devices`, the `shard_map` of one of sim.run's rollouts) is
+prada_jax/sim/spread.py, below prada_jax.sim.run, which dispatches to it; this module builds the entry points above
+on it and re-exports it.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from prada_jax.sim import run as sim_run
+from prada_jax.sim import spread
 from prada_jax.sim.metrics import EpisodeMetrics
 from prada_jax.sim.params import SimConfig, SimParams
 from prada_jax.sim.policies import PolicyTable
+from prada_jax.sim.spread import (  # noqa: F401  (re-exported: the device layer, below sim.run)
+    EPISODE_AXIS,
+    GRID_AXIS,
+    PAIRS_AXIS,
+    ShardingError,
+    grid_devices,
+    make_mesh,
+    mesh_shape,
+    pad_to_multiple,
+    spreads_over_devices,
+)
 
-GRID_AXIS, EPISODE_AXIS = "grid", "episodes"
 DISTRIBUTED_ENV = "PRADA_DISTRIBUTED"
-
-
-class ShardingError(ValueError):
-    """A mesh or padding request that cannot be satisfied."""
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -100,66 +109,6 @@ def use_cpu_cores(count: int = 0) -> int:
     return count
 
 
-def spreads_over_devices() -> bool:
-    """Whether `simulate_grid` runs sharded: one process that sees several local devices."""
-    return jax.process_count() == 1 and jax.local_device_count() > 1
-
-
-def grid_devices() -> int:
-    """How many devices `simulate_grid` runs on (for benchmark records)."""
-    return jax.local_device_count() if spreads_over_devices() else 1
-
-
-def pad_to_multiple(count: int, multiple: int) -> int:
-    """Smallest multiple of `multiple` that is >= count (count >= 1)."""
-    if count < 1 or multiple < 1:
-        raise ShardingError(f"pad_to_multiple needs count >= 1 and multiple >= 1, got {count}, {multiple}")
-    return -(-count // multiple) * multiple
-
-
-def mesh_shape(num_devices: int, grid_size: int, episodes: int) -> tuple[int, int]:
-    """(grid devices, episode devices) with product num_devices that wastes the least padded work;
-    ties go to more episode sharding (episodes are usually the larger axis)."""
-    if num_devices < 1:
-        raise ShardingError(f"need at least one device, got {num_devices}")
-    best = None
-    for g in range(1, num_devices + 1):
-        if num_devices % g:
-            continue
-        e = num_devices // g
-        work = pad_to_multiple(grid_size, g) * pad_to_multiple(episodes, e)
-        if best is None or work < best[0] or (work == best[0] and e > best[2]):
-            best = (work, g, e)
-    return best[1], best[2]
-
-
-def make_mesh(grid_size: int, episodes: int, devices: Sequence | None = None) -> Mesh:
-    """A 2-D ("grid", "episodes") mesh over `devices` (default: all devices, every host)."""
-    devices = list(jax.devices() if devices is None else devices)
-    g, e = mesh_shape(len(devices), grid_size, episodes)
-    return Mesh(np.asarray(devices, dtype=object).reshape(g, e), (GRID_AXIS, EPISODE_AXIS))
-
-
-def _pad_axis0(x: np.ndarray, size: int) -> np.ndarray:
-    """Pad axis 0 to `size` with copies of the last entry."""
-    if x.shape[0] == size:
-        return x
-    return np.concatenate([x, np.repeat(x[-1:], size - x.shape[0], axis=0)], axis=0)
-
-
-def _put(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
-    """Global array from a host array every process holds in full (works on one or many hosts)."""
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-
-def _to_host(x: jax.Array) -> np.ndarray:
-    if x.is_fully_addressable:
-        return np.asarray(x)
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
 def simulate_grid_sharded(packed, table: PolicyTable, params_grid: SimParams, config: SimConfig, episodes: int,
                           seed: int, mesh: Mesh | None = None) -> EpisodeMetrics:
     """`simulate_grid` with grid points and episodes spread over `mesh` (default `make_mesh`, all devices).
@@ -193,31 +142,8 @@ def prepare_sharded(packed, table: PolicyTable, params_grid: SimParams, config: 
         raise ShardingError("simulate_grid_sharded needs params with a leading grid axis [G]; use param_grid")
     config = sim_run._check(packed, table, params_grid, config)
     config = sim_run.with_cap(config, sim_run.candidate_ladder(config)[0])
-    grid_size = int(np.shape(params_grid.bandwidth_bps)[0])
-    mesh = make_mesh(grid_size, episodes) if mesh is None else mesh
-    if tuple(mesh.axis_names) != (GRID_AXIS, EPISODE_AXIS):
-        raise ShardingError(f"mesh axes must be {(GRID_AXIS, EPISODE_AXIS)}, got {mesh.axis_names}")
-    g_pad = pad_to_multiple(grid_size, mesh.shape[GRID_AXIS])
-    e_pad = pad_to_multiple(episodes, mesh.shape[EPISODE_AXIS])
-
-    replicated = NamedSharding(mesh, PartitionSpec())
-    by_grid = NamedSharding(mesh, PartitionSpec(GRID_AXIS))
-    by_episode = NamedSharding(mesh, PartitionSpec(EPISODE_AXIS))
-    out_sharding = NamedSharding(mesh, PartitionSpec(GRID_AXIS, EPISODE_AXIS))
-
-    keys = _pad_axis0(np.asarray(sim_run.episode_keys(episodes, seed)), e_pad)
-    params_host = jax.tree.map(lambda leaf: _pad_axis0(np.asarray(leaf), g_pad), params_grid)
-    args = (
-        jax.tree.map(lambda leaf: _put(np.asarray(leaf), replicated), packed),
-        jax.tree.map(lambda leaf: _put(np.asarray(leaf), replicated), table),
-        jax.tree.map(lambda leaf: _put(leaf, by_grid), params_host),
-        _put(keys, by_episode),
-    )
-
-    def trim(out):
-        return jax.tree.map(lambda leaf: _to_host(leaf)[:grid_size, :episodes], out)
-
-    return _sharded_fn(config, out_sharding, stop_on_overflow), args, trim
+    return spread.grid_program(sim_run._simulate_grid, packed, table, params_grid, config,
+                               sim_run.episode_keys(episodes, seed), mesh, stop_on_overflow)
 
 
 def prepare_grid(packed, table: PolicyTable, params_grid: SimParams, config: SimConfig, episodes: int, seed: int):
@@ -235,70 +161,11 @@ def prepare_grid(packed, table: PolicyTable, params_grid: SimParams, config: Sim
     return jax.jit(grid_rollout), (packed, table, params_grid, sim_run.episode_keys(episodes, seed)), lambda out: out
 
 
-def _shard_map(fn, mesh: Mesh, in_specs, out_specs):
-    """`jax.shard_map` without the replication / varying-axis check (the simulator has no collectives, and
-    the check rejects while loops whose carry starts from constants)."""
-    if hasattr(jax, "shard_map"):  # jax >= 0.6
-        return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
-    from jax.experimental.shard_map import shard_map
-
-    return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
-
-
-@functools.lru_cache(maxsize=32)
-def _sharded_fn(config: SimConfig, out_sharding: NamedSharding, stop_on_overflow: bool = False):
-    """jit of the simulator's grid rollout, [G, E] outputs laid out over the mesh (cached per config/layout).
-
-    `shard_map`: every device runs `_simulate_grid` on its own [G/g] grid points and [E/e] keys, with no
-    communication. (Letting GSPMD partition the plain jit instead put an all-reduce of the "any episode still
-    running" predicate into every iteration of the vmapped while loops -- the bisection and fixed-point
-    loops of every slot -- and all-gathers around top_k: identical results, but thousands of cross-device,
-    and with several processes cross-host, collectives per rollout.) The slot loop's own "any episode still
-    draining" test runs over each device's own batch (sim.run._slot_loop), not over the mesh, so each device stops
-    on its own.
-    """
-    mesh = out_sharding.mesh
-
-    def fn(packed, table, params, keys):
-        return sim_run._simulate_grid(packed, table, params, config, keys, stop_on_overflow)
-
-    local = _shard_map(fn, mesh, in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(GRID_AXIS),
-                                           PartitionSpec(EPISODE_AXIS)),
-                       out_specs=PartitionSpec(GRID_AXIS, EPISODE_AXIS))
-    return jax.jit(local, out_shardings=out_sharding)
-
-
-PAIRS_AXIS = "pairs"
-
-
 def simulate_pairs_sharded(packed, table: PolicyTable, params: SimParams, config: SimConfig, keys,
                            stop_on_overflow: bool = False) -> EpisodeMetrics:
     """`sim.run._simulate_pairs` (episode n at grid point params[n] with key keys[n], leaves [N]) spread over the local
     devices; N must be a multiple of the device count (sim.run.rerun_batch pads it). The exact cap's re-runs."""
-    devices = jax.local_devices()
-    n = int(np.shape(keys)[0])
-    if n % len(devices):
-        raise ShardingError(f"{n} episode pairs do not split over {len(devices)} devices")
-    mesh = Mesh(np.asarray(devices, dtype=object), (PAIRS_AXIS,))
-    by_pair = NamedSharding(mesh, PartitionSpec(PAIRS_AXIS))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    args = (jax.tree.map(lambda leaf: _put(np.asarray(leaf), replicated), packed),
-            jax.tree.map(lambda leaf: _put(np.asarray(leaf), replicated), table),
-            jax.tree.map(lambda leaf: _put(np.asarray(leaf), by_pair), params),
-            _put(np.asarray(keys), by_pair))
-    out = _sharded_pairs_fn(config, by_pair, stop_on_overflow)(*args)
-    return jax.tree.map(np.asarray, out)
-
-
-@functools.lru_cache(maxsize=32)
-def _sharded_pairs_fn(config: SimConfig, by_pair: NamedSharding, stop_on_overflow: bool):
-    """jit of `shard_map(_simulate_pairs)`: each device runs its own pairs, no communication (as `_sharded_fn`)."""
-    def fn(packed, table, params, keys):
-        return sim_run._batched_rollout(packed, table, params, config, keys, False, stop_on_overflow)
-
-    spec = PartitionSpec(PAIRS_AXIS)
-    local = _shard_map(fn, by_pair.mesh, in_specs=(PartitionSpec(), PartitionSpec(), spec, spec), out_specs=spec)
-    return jax.jit(local, out_shardings=by_pair)
+    return spread.run_pairs(sim_run._simulate_pairs, packed, table, params, config, keys, stop_on_overflow)
 
 
 def local_device_summary() -> dict:

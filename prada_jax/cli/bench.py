@@ -33,10 +33,14 @@ import time
 
 from absl import app, flags, logging
 
-from prada_jax import cli_support, data_paths
+from prada_jax import cli_support, data_paths, sharding
 from prada_jax.cli import bench_setup
 from prada_jax.cli.bench_setup import build_table, default_grid, make_config  # noqa: F401  (bench.* names)
-from prada_jax.sim import registry
+from prada_jax.sim import registry, summarize
+from prada_jax.sim import run as sim_run
+from prada_jax.sim.draws import episode_draws
+from prada_jax.sim.params import SimParamsError
+from prada_jax.sim.state import init_state
 
 # The source checkout (git worktrees of --reference_rev, experiments/api_timer.py); None for an installed copy.
 REPO_ROOT = data_paths.source_root()
@@ -155,16 +159,12 @@ def time_jax(packed, table, grid, config, episodes: int, seed: int, repeats: int
     import jax
     import numpy as np
 
-    from prada_jax import sharding
-
     if repeats < 1:  # before the compile, not after it
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     runs, exact = [], None
     if config.max_candidates is None:
         # The exact cap (the default): time the public call, `simulate_grid`. Its first call compiles every cap it
         # needs (trace + compile = first call - fastest timed call); the timed calls reuse them.
-        from prada_jax.sim import run as sim_run
-
         t0 = time.perf_counter()
         out = jax.block_until_ready(sim_run.simulate_grid(packed, table, grid, config, episodes, seed))
         first_s = time.perf_counter() - t0
@@ -193,7 +193,6 @@ def time_jax(packed, table, grid, config, episodes: int, seed: int, repeats: int
     run_s = min(runs)
     g = int(np.shape(grid.bandwidth_bps)[0])
     episode_slots = g * episodes * config.num_slots
-    from prada_jax.sim.state import init_state
 
     # Memory per episode: the carried state (users + totals) plus its share of XLA's temporaries for this batch.
     state_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(
@@ -222,9 +221,6 @@ def time_oracle(simulate_reference, trace, table, params, config, episodes: int,
     simulator of tests/reference_sim.py) on `episodes` episodes (keys as simulate_grid's); returns (record, metrics
     list)."""
     import jax
-
-    from prada_jax.sim import run as sim_run
-    from prada_jax.sim.draws import episode_draws
 
     keys = sim_run.episode_keys(episodes, seed)
     n, k = trace.slm_step_tokens.shape
@@ -407,9 +403,6 @@ def sweep_check(datasets, values, episodes, horizon, warmup, policy, max_users, 
     """Time a bandwidth sweep end to end: load, compile, run and summarise every dataset."""
     import jax
 
-    from prada_jax import sharding
-    from prada_jax.sim import summarize
-
     start = time.perf_counter()
     per_dataset = []
     for dataset in datasets:
@@ -418,8 +411,6 @@ def sweep_check(datasets, values, episodes, horizon, warmup, policy, max_users, 
         config = make_config(horizon, warmup, max_users, scheduler, sampling, FLAGS.max_candidates)
         grid = default_grid(bandwidth_bps=[float(v) for v in values])
         if config.max_candidates is None:  # the exact cap: the public call, its compiles included in run_s
-            from prada_jax.sim import run as sim_run
-
             t1 = t2 = time.perf_counter()
             out = jax.block_until_ready(sim_run.simulate_grid(packed, table, grid, config, episodes, seed))
         else:
@@ -539,8 +530,6 @@ def api_check(rev: str | None, rounds: int, episodes: int) -> dict:
     wall and CPU seconds (reference / this code)."""
     import subprocess
 
-    from prada_jax import sharding
-
     timer = os.path.join(REPO_ROOT, "experiments", "api_timer.py")
     trees = {"this": REPO_ROOT}
     if rev:
@@ -581,8 +570,6 @@ def api_check(rev: str | None, rounds: int, episodes: int) -> dict:
 def check_configs(users_list, scheduler: str, sampling: bool) -> None:
     """Build every SimConfig / grid the run will use (and load the --sweep_check traces) before anything is printed,
     so that a size the simulator refuses is a one-line usage error, not a traceback after the header."""
-    from prada_jax.sim.params import SimParamsError
-
     try:
         make_config(FLAGS.horizon_ms, FLAGS.warmup_ms, FLAGS.max_users, scheduler, sampling, FLAGS.max_candidates)
         for users in users_list:
@@ -618,8 +605,6 @@ def main(argv, oracle=None):
         FLAGS.oracle_episodes = 0
     import jax
     import numpy as np
-
-    from prada_jax import sharding
 
     episodes_list = cli_support.positive_ints("episodes_list", FLAGS.episodes_list)
     users_list = cli_support.positive_ints("max_users_list", FLAGS.max_users_list)
@@ -721,8 +706,6 @@ def main(argv, oracle=None):
                   f"{ratio['cpu']:.2f}x on process CPU seconds")
 
     if FLAGS.profile:
-        from prada_jax.sim import run as sim_run
-
         config_p = make_config(FLAGS.profile_horizon_ms, min(FLAGS.warmup_ms, FLAGS.profile_horizon_ms - 1),
                                FLAGS.max_users, scheduler, sampling, FLAGS.max_candidates)
         keys = sim_run.episode_keys(FLAGS.profile_episodes, FLAGS.seed)

@@ -9,8 +9,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from prada_jax import constants as C
+from prada_jax import traces
 from prada_jax.data_paths import output_folder_problem
-from prada_jax.sim import registry
+from prada_jax.sim import SimConfig, make_params, param_grid, registry, stack_params
+from prada_jax.sim.draws import required_max_arrivals
 
 
 def build_table(trace, policy: str):
@@ -22,8 +24,6 @@ def build_table(trace, policy: str):
 def setup(dataset: str, policy: str, traces_dir: str, dataset_flag: str = "dataset"):
     """(trace, packed, table, scheduler, stage1_sampling) of `<traces_dir>/<dataset>.npz` and a registered policy
     name; ValueError naming the flag (--policy, --<dataset_flag>) when either is unknown or the trace is bad."""
-    from prada_jax import traces
-
     if policy not in registry.POLICIES:
         raise ValueError(f"--policy={policy!r}: choose from {list(registry.POLICIES)}")
     path = os.path.join(traces_dir, f"{dataset}.npz")
@@ -38,10 +38,6 @@ def make_config(horizon: int, warmup: int, max_users: int, scheduler: str, sampl
                 max_candidates: int | None = None):
     """Benchmark config: Table-3 arrival cap, no drain phase (throughput of the slot step over the horizon); the
     exact candidate cap unless `max_candidates` fixes one."""
-    from prada_jax import constants as C
-    from prada_jax.sim import SimConfig
-    from prada_jax.sim.draws import required_max_arrivals
-
     return SimConfig(num_slots=horizon, warmup_slots=warmup, max_users=max_users, scheduler=scheduler,
                      stage1_sampling=sampling, drain_slots=0, max_candidates=max_candidates,
                      max_arrivals_per_slot=required_max_arrivals(C.DEFAULT_ARRIVAL_RATE))
@@ -49,8 +45,6 @@ def make_config(horizon: int, warmup: int, max_users: int, scheduler: str, sampl
 
 def default_grid(**axes):
     """Table-3 defaults, one grid point unless axes are given."""
-    from prada_jax.sim import make_params, param_grid, stack_params
-
     return param_grid(**axes) if axes else stack_params([make_params()])
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 
+from prada_jax import data_paths, traces
 from prada_jax.env.multiuser import EnvParams, EnvParamsError, EnvState, PradaMultiUser, build
+from prada_jax.learn.tables import load_table
+from prada_jax.sim.params import SimConfig, make_params
 
 ENV_IDS = ("prada-multiuser-v0",)
 # Defaults of make(): a shorter episode and fewer user slots than the paper's sweeps (C = 16 candidate rows).
@@ -20,9 +23,6 @@ DEFAULT_ENV_CONFIG = dict(num_slots=400, warmup_slots=50, drain_slots=600, max_u
 
 def load_dataset(dataset: str, traces_dir: str = "traces", ckpt_dir: str = "checkpoints"):
     """(packed traces, learned Stage-1 table) of a shipped dataset."""
-    from prada_jax import data_paths, traces
-    from prada_jax.learn.tables import load_table
-
     traces_dir = data_paths.resolve_data_dir(traces_dir, "traces")
     ckpt_dir = data_paths.resolve_data_dir(ckpt_dir, "checkpoints")
     trace = traces.load_trace(os.path.join(traces_dir, f"{dataset}.npz"))
@@ -35,8 +35,6 @@ def make(env_id: str, dataset: str = "gsm8k", *, traces_dir: str = "traces", ckp
     """`(env, env_params)` like gymnax.make. `config`: a SimConfig or a dict of SimConfig fields over
     DEFAULT_ENV_CONFIG; `sim_params`: SimParams or a dict of make_params fields; `env_params`: EnvParams fields
     (randomize=True, bandwidth_range=(lo, hi), capacity_range, arrival_rate_range, beta_range)."""
-    from prada_jax.sim.params import SimConfig, make_params
-
     if env_id not in ENV_IDS:
         raise EnvParamsError(f"unknown environment {env_id!r}; registered: {list(ENV_IDS)}")
     packed, table = load_dataset(dataset, traces_dir, ckpt_dir)

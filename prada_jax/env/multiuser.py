@@ -3,7 +3,7 @@
 An episode is one simulator episode (docs/simulator.md): `num_slots` slots with arrivals, then the drain until every
 counted task has finished or `drain_slots` have passed. Each step runs the simulator's own two halves of a slot
 (prada_jax.sim.step): `observe_slot` produced the observation of slot t (arrivals, fading, Stage 1); the action (one
-decision per candidate row) goes through the feasibility projection (prada_jax.env.table.project) and then
+decision per candidate row) goes through the feasibility projection (prada_jax.sim.candidate_table.project) and then
 `apply_slot` (accounting, progress); `observe_slot` of slot t + 1 gives the next observation. The random draws of
 slot t are `slot_draws(episode_key, t)` with the reset key as the episode key, so an episode reset with the key
 `simulate_grid` gives episode e (`sim.episode_keys`) sees the same arrivals, channels and task outcomes.
@@ -23,12 +23,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from prada_jax.env import table as T
 from prada_jax.env.gymnax_api import Box, Environment, MultiDiscrete
+from prada_jax.sim import candidate_table as T
 from prada_jax.sim import metrics as MET
 from prada_jax.sim import protocols, schedulers
-from prada_jax.sim.draws import slot_draws
-from prada_jax.sim.params import SimConfig, SimParams, SimParamsError, resolve_config, validate_params
+from prada_jax.sim.draws import ARRIVAL_TAIL_TOLERANCE, arrival_tail_mass, slot_draws
+from prada_jax.sim.params import (
+    SimConfig,
+    SimParams,
+    SimParamsError,
+    make_params,
+    resolve_config,
+    validate_params,
+)
 from prada_jax.sim.policies import PolicyTable, check_table
 from prada_jax.sim.run import _draining
 from prada_jax.sim.state import SimState, init_state
@@ -89,8 +96,6 @@ class PradaMultiUser(Environment):
 
     @property
     def default_params(self) -> EnvParams:
-        from prada_jax.sim.params import make_params
-
         return EnvParams(sim=make_params(), max_steps_in_episode=self.config.num_slots + self.config.drain_slots)
 
     @property
@@ -230,8 +235,6 @@ def validate_env_params(params: EnvParams, config: SimConfig) -> EnvParams:
     lam = rng("arrival_rate_range")
     rng("beta_range")
     if bool(params.randomize):
-        from prada_jax.sim.draws import ARRIVAL_TAIL_TOLERANCE, arrival_tail_mass
-
         if arrival_tail_mass(lam[1], config.max_arrivals_per_slot) > ARRIVAL_TAIL_TOLERANCE:
             raise EnvParamsError(f"EnvParams.arrival_rate_range high {lam[1]:g} needs a larger "
                                  f"SimConfig.max_arrivals_per_slot than {config.max_arrivals_per_slot}")

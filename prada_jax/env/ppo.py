@@ -22,8 +22,10 @@ import numpy as np
 import optax
 from flax import struct
 
-from prada_jax.env import table as T
-from prada_jax.env.policy import CandidatePolicy
+from prada_jax import env as penv
+from prada_jax.learn import checkpoints as CK
+from prada_jax.sim import candidate_table as T
+from prada_jax.sim.learned_scheduler import CandidatePolicy, save_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,10 +161,6 @@ def main(argv):
     import os
 
     from absl import flags, logging
-
-    from prada_jax import env as penv
-    from prada_jax.env.policy import save_weights
-    from prada_jax.learn import checkpoints as CK
 
     F = flags.FLAGS
     out = F.out

@@ -28,7 +28,7 @@ from flax import struct
 from prada_jax import constants as C
 from prada_jax import traces
 from prada_jax.sim import latency_models
-from prada_jax.sim.params import make_params
+from prada_jax.sim.params import flops_params, make_params
 from prada_jax.traces import PackedTraces, TraceData, pack_traces
 
 SLM, LLM = 0, 1
@@ -70,7 +70,7 @@ def reference_step_seconds(packed: PackedTraces, flops_slm=C.FLOPS_SLM, flops_ll
     C.DEFAULT_SERVER_HARDWARE for TL) or on the hardware leaves of `params` (a SimParams); flops_slm / flops_llm are
     then unused."""
     if latency_model == latency_models.FLOPS:
-        params = latency_models.flops_params(flops_slm, flops_llm)
+        params = flops_params(flops_slm, flops_llm)
     elif params is None:
         params = make_params()
     return latency_models.reference_step_seconds(packed.query_tokens, packed.slm_step_tokens,

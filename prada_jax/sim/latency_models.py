@@ -29,13 +29,17 @@ import os
 from collections.abc import Callable
 
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from prada_jax import constants as C
 from prada_jax import costs, latency
+from prada_jax.calibration import profile as prof
+from prada_jax.calibration.published import load_fit
+from prada_jax.hardware import HARDWARE_PRESETS, Hardware, hardware_preset
 from prada_jax.latency import QWEN25_MATH_1_5B, QWEN25_MATH_7B, TransformerArch
+from prada_jax.sim.errors import SimParamsError
 from prada_jax.sim.named import Registry
-from prada_jax.sim.params import make_params, params_hardware
 from prada_jax.traces import reference_context
 
 FLOPS, ROOFLINE, CALIBRATED = "flops", "roofline", "calibrated"
@@ -46,6 +50,30 @@ PROFILE_PREFIX = "profile:"
 SLM_ARCH: TransformerArch = QWEN25_MATH_1_5B
 LLM_ARCH: TransformerArch = QWEN25_MATH_7B
 PRM_ARCH: TransformerArch = QWEN25_MATH_1_5B
+
+# The roofline hardware of SimParams: leaves `{side}_{field}` for side "server" and "edge" (params.SimParams).
+HARDWARE_FIELDS = ("peak_flops", "memory_bandwidth", "compute_efficiency", "bandwidth_efficiency", "overhead_s",
+                   "bytes_per_param")
+
+
+def hardware_leaves(side: str, hw: Hardware | str, bytes_per_param: float = 2.0) -> dict:
+    """SimParams leaves `{side}_peak_flops`, ... of a Hardware (or a preset name) for side "server" or "edge":
+    `make_params(**hardware_leaves("server", "l4"), **hardware_leaves("edge", "phone-snapdragon-8gen3"))`."""
+    if side not in ("server", "edge"):
+        raise SimParamsError(f"hardware_leaves: side must be 'server' or 'edge', got {side!r}")
+    hw = hardware_preset(hw) if isinstance(hw, str) else hw
+    values = (hw.peak_flops, hw.memory_bandwidth, hw.compute_efficiency, hw.bandwidth_efficiency,
+              hw.overhead_seconds, bytes_per_param)
+    return {f"{side}_{name}": value for name, value in zip(HARDWARE_FIELDS, values)}
+
+
+def params_hardware(params, side: str) -> Hardware:
+    """The traced Hardware of side "server" or "edge" of SimParams `params` (for prada_jax.latency)."""
+    def get(name):
+        return getattr(params, f"{side}_{name}")
+    return Hardware(peak_flops=get("peak_flops"), memory_bandwidth=get("memory_bandwidth"),
+                    compute_efficiency=get("compute_efficiency"), bandwidth_efficiency=get("bandwidth_efficiency"),
+                    overhead_seconds=get("overhead_s"), name=side)
 
 
 @struct.dataclass
@@ -124,12 +152,10 @@ def storage_name(name: str) -> str:
     """A folder name for the tables trained under latency model `name`: the name itself, or for a profile
     "profile-<file stem>-<8 hex digits of its content hash>" (tables of different profiles never share a folder)."""
     if name.startswith(PROFILE_PREFIX):
-        from prada_jax.calibration.profile import profile_fingerprint
-
         path = name[len(PROFILE_PREFIX):]
         get(name)  # validates the file
         stem = os.path.splitext(os.path.basename(path))[0]
-        return f"profile-{stem}-{profile_fingerprint(path)}"
+        return f"profile-{stem}-{prof.profile_fingerprint(path)}"
     return name
 
 
@@ -197,11 +223,6 @@ _CALIBRATION = None  # (device peaks [K, 2], fitted [K, 4], fallback {side: [4]}
 def _calibration():
     global _CALIBRATION
     if _CALIBRATION is None:
-        import numpy as np
-
-        from prada_jax.calibration.published import load_fit
-        from prada_jax.hardware import HARDWARE_PRESETS
-
         fit = load_fit()
         keys = ("bandwidth_efficiency", "compute_efficiency", "decode_overhead_s", "prefill_overhead_s")
         names = [n for n in HARDWARE_PRESETS if n in fit["devices"]]
@@ -272,8 +293,6 @@ register(LatencyModel(CALIBRATED, _calibrated_local, _calibrated_server, _calibr
 # ---- "profile:<csv>": a measured latency profile, interpolated ----
 
 def _profile_model(name: str) -> LatencyModel:
-    from prada_jax.calibration import profile as prof
-
     path = name[len(PROFILE_PREFIX):]
     roles = prof.load_profile(path)  # a missing or malformed file: one line naming it (ProfileError)
     server, edge = roles["server"], roles["edge"]
@@ -296,12 +315,6 @@ def _profile_model(name: str) -> LatencyModel:
 
 
 # ---- batch-1 step times on the all-SLM reference path (the trace MDP's costs, D_psi) under a latency model ----
-
-def flops_params(flops_slm=C.FLOPS_SLM, flops_llm=C.FLOPS_LLM):
-    """make_params() with the "flops" model's two rates replaced (they may be traced)."""
-    return make_params().replace(flops_slm=jnp.asarray(flops_slm, jnp.float32),
-                                 flops_llm=jnp.asarray(flops_llm, jnp.float32))
-
 
 def reference_step_seconds(query_tokens, slm_step_tokens, llm_step_tokens, step_mask, params,
                            model: str = C.DEFAULT_LATENCY_MODEL):

@@ -8,6 +8,11 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+class RegistryError(ValueError):
+    """A name registered twice, or a registration that refers to something unknown (the policy, table kind and
+    system parameter registries; prada_jax.sim.registry)."""
+
+
 class Registry(dict, Generic[T]):
     """A dict of `kind` entries by name: `add` refuses a second registration, `lookup` names the known ones.
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,9 +18,15 @@ import numpy as np
 from flax import struct
 
 from prada_jax import constants as C
-from prada_jax.hardware import Hardware, hardware_preset
 from prada_jax.sim.draws import ARRIVAL_TAIL_TOLERANCE, arrival_tail_mass, check_arrival_rate, required_max_arrivals
 from prada_jax.sim.errors import SimParamsError  # noqa: F401 (the API's error type, also imported from here)
+from prada_jax.sim.latency_models import (
+    HARDWARE_FIELDS,
+    hardware_leaves,
+    name_problem,
+    params_hardware,  # noqa: F401 (also imported from here)
+)
+from prada_jax.sim.named import Registry, RegistryError
 
 
 @struct.dataclass
@@ -61,33 +69,121 @@ _FLOAT_FIELDS = (
     "flops_slm",
     "flops_llm",
 )
-HARDWARE_FIELDS = ("peak_flops", "memory_bandwidth", "compute_efficiency", "bandwidth_efficiency", "overhead_s",
-                   "bytes_per_param")
 _FLOAT_FIELDS = _FLOAT_FIELDS + tuple(f"{side}_{h}" for side in ("server", "edge") for h in HARDWARE_FIELDS)
 PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(SimParams))
 
 
-def hardware_leaves(side: str, hw: Hardware | str, bytes_per_param: float = 2.0) -> dict:
-    """SimParams leaves `{side}_peak_flops`, ... of a Hardware (or a preset name) for side "server" or "edge":
-    `make_params(**hardware_leaves("server", "l4"), **hardware_leaves("edge", "phone-snapdragon-8gen3"))`."""
-    if side not in ("server", "edge"):
-        raise SimParamsError(f"hardware_leaves: side must be 'server' or 'edge', got {side!r}")
-    hw = hardware_preset(hw) if isinstance(hw, str) else hw
-    values = (hw.peak_flops, hw.memory_bandwidth, hw.compute_efficiency, hw.bandwidth_efficiency,
-              hw.overhead_seconds, bytes_per_param)
-    return {f"{side}_{name}": value for name, value in zip(HARDWARE_FIELDS, values)}
-
-
-def params_hardware(params: SimParams, side: str) -> Hardware:
-    """The traced Hardware of side "server" or "edge" (for prada_jax.latency)."""
-    def get(name):
-        return getattr(params, f"{side}_{name}")
-    return Hardware(peak_flops=get("peak_flops"), memory_bandwidth=get("memory_bandwidth"),
-                    compute_efficiency=get("compute_efficiency"), bandwidth_efficiency=get("bandwidth_efficiency"),
-                    overhead_seconds=get("overhead_s"), name=side)
-
-
 _DEFAULT_HW = {**hardware_leaves("server", C.DEFAULT_SERVER_HARDWARE), **hardware_leaves("edge", C.DEFAULT_EDGE_HARDWARE)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sweepable system parameters: one rule per SimParams leaf, the one `check_leaf` (make_params, validate_params) and
+# the sweep's flag of the same name apply. prada_jax.sim.registry re-exports them with the policies.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def at_least_one(value: int) -> str | None:
+    return None if value >= 1 else "must be >= 1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """A sweepable system parameter: a traced `SimParams` leaf of the same name."""
+
+    name: str
+    kind: type  # int or float
+    default: float
+    help: str  # flag help text
+    unit: str = ""
+    check: Callable[[Any], str | None] | None = None  # value -> None, or what is wrong ("must be > 0")
+
+    def validate(self, value: Any) -> Any:
+        """The value converted to `kind`, or ValueError saying what is wrong (no flag name)."""
+        if isinstance(value, bool):
+            raise ValueError(f"{self.name} must be a number, got {value!r}")
+        if self.kind is int:
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError(f"{self.name} must be an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"must be finite, got {value!r}")
+        problem = self.check(value) if self.check is not None else None
+        if problem:
+            raise ValueError(f"{self.name} {problem}, got {value!r}")
+        return value
+
+
+PARAMS: Registry[Param] = Registry("system parameter", RegistryError)
+
+
+def register_param(name: str, kind: type, default: float, help: str, *, unit: str = "",
+                   check: Callable[[Any], str | None] | None = None) -> Param:
+    """Register a sweepable system parameter (once); `name` must be a `SimParams` field."""
+    if name in PARAMS:
+        raise RegistryError(f"system parameter {name!r} is already registered")
+    if name not in PARAM_FIELDS:
+        raise RegistryError(f"system parameter {name!r} is not a SimParams field ({list(PARAM_FIELDS)})")
+    if kind not in (int, float):
+        raise RegistryError(f"system parameter {name!r}: kind must be int or float, got {kind!r}")
+    param = Param(name, kind, kind(default), help, unit, check)
+    param.validate(param.default)  # a default that fails its own check is a registration bug
+    return PARAMS.add(name, param)
+
+
+def get_param(name: str) -> Param:
+    return PARAMS.lookup(name)
+
+
+register_param("bandwidth_bps", float, C.DEFAULT_BANDWIDTH_BPS, "Total uplink bandwidth B (bit/s).", unit="bit/s",
+               check=positive)
+register_param("server_capacity", int, C.DEFAULT_SERVER_CAPACITY, "Server parallel capacity M.",
+               unit="requests", check=at_least_one)
+register_param("arrival_rate", float, C.DEFAULT_ARRIVAL_RATE,
+               "Poisson arrivals per ms (lambda; the sweep passes lambda x --slot_ms per slot to SimParams).",
+               unit="tasks/ms", check=non_negative)
+register_param("beta", float, C.DEFAULT_BETA, "Trade-off weight beta (PRM units per second).", unit="1/s",
+               check=non_negative)
+register_param("snr_db", float, C.DEFAULT_SNR_DB, "Mean SNR (dB) at the median user distance.", unit="dB")
+register_param("snr_threshold_db", float, C.DEFAULT_SNR_THRESHOLD_DB, "gamma_th (dB): no upload below it.",
+               unit="dB")
+register_param("path_loss_exponent", float, C.DEFAULT_PATH_LOSS_EXPONENT, "Path-loss exponent.",
+               check=non_negative)
+register_param("flops_slm", float, C.FLOPS_SLM, "FLOP/s of each user's SLM.", unit="FLOP/s", check=positive)
+register_param("flops_llm", float, C.FLOPS_LLM, "FLOP/s of the server LLM.", unit="FLOP/s", check=positive)
+
+
+def fraction(value) -> str | None:
+    return None if 0.0 < float(value) <= 1.0 else "must be in (0, 1]"
+
+
+# The roofline latency model's hardware (--latency_model=roofline; unused by the default flops model): one set for
+# the server accelerator, one for each user's edge device. Defaults: C.DEFAULT_SERVER_HARDWARE / DEFAULT_EDGE_HARDWARE.
+for _side, _what in (("server", "server accelerator"), ("edge", "edge device")):
+    _hw = _DEFAULT_HW  # the presets' values (prada_jax/hardware.py)
+    register_param(f"{_side}_peak_flops", float, _hw[f"{_side}_peak_flops"],
+                   f"Roofline: dense 16-bit peak FLOP/s of the {_what}.", unit="FLOP/s", check=positive)
+    register_param(f"{_side}_memory_bandwidth", float, _hw[f"{_side}_memory_bandwidth"],
+                   f"Roofline: memory bandwidth of the {_what}.", unit="bytes/s", check=positive)
+    register_param(f"{_side}_compute_efficiency", float, _hw[f"{_side}_compute_efficiency"],
+                   f"Roofline: achieved / peak FLOP/s of the {_what}.", check=fraction)
+    register_param(f"{_side}_bandwidth_efficiency", float, _hw[f"{_side}_bandwidth_efficiency"],
+                   f"Roofline: achieved / peak memory bandwidth of the {_what}.", check=fraction)
+    register_param(f"{_side}_overhead_s", float, _hw[f"{_side}_overhead_s"],
+                   f"Roofline: fixed seconds per forward pass on the {_what}.", unit="s", check=non_negative)
+    register_param(f"{_side}_bytes_per_param", float, _hw[f"{_side}_bytes_per_param"],
+                   f"Roofline: weight bytes per parameter on the {_what} (2 = bf16).", unit="bytes",
+                   check=positive)
 
 
 def make_params(
@@ -130,6 +226,12 @@ def make_params(
     return SimParams(**out)
 
 
+def flops_params(flops_slm=C.FLOPS_SLM, flops_llm=C.FLOPS_LLM) -> SimParams:
+    """make_params() with the "flops" latency model's two rates replaced (they may be traced)."""
+    return make_params().replace(flops_slm=jnp.asarray(flops_slm, jnp.float32),
+                                 flops_llm=jnp.asarray(flops_llm, jnp.float32))
+
+
 def _shown(value, limit: int = 60) -> str:
     text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -139,12 +241,9 @@ def check_leaf(name: str, value) -> np.ndarray:
     """The value(s) of SimParams leaf `name` (a scalar or a 1-D grid [G]) as a checked NumPy array, or
     SimParamsError naming the parameter and the value.
 
-    One rule per parameter, the registry's (prada_jax.sim.registry: the check the CLI's flag of the same name
-    runs): numbers only (no strings, no bools for numbers), integers that are integers (server_capacity=2.7 is
+    One rule per parameter, its registration's (PARAMS: the check the CLI's flag of the same name runs): numbers only (no strings, no bools for numbers), integers that are integers (server_capacity=2.7 is
     refused, not truncated), finite, the registered range; and the value as the simulator holds it (float32,
     int32) must still pass (1e-50 is 0.0 in float32, 1e39 is inf)."""
-    from prada_jax.sim import registry
-
     where = f"SimParams.{name}"
     try:
         arr = np.asarray(value)
@@ -162,7 +261,7 @@ def check_leaf(name: str, value) -> np.ndarray:
         raise SimParamsError(f"{where} must be True or False, got {_shown(value)}")
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise SimParamsError(f"{where} must be a number (or a 1-D list of numbers), got {_shown(value)}")
-    param = registry.PARAMS.get(name)
+    param = PARAMS.get(name)
     if param is None:
         return arr
     if param.kind is int:
@@ -234,6 +333,13 @@ def grid_size(params: SimParams) -> int:
     return int(shape[0]) if shape else 1
 
 
+# The Stage-2 schedulers by name, what SimConfig.scheduler names (entries: prada_jax.sim.schedulers.Scheduler). Here
+# so that SimConfig checks a name without importing the schedulers, which read SimConfig; filled by
+# prada_jax.sim.schedulers.register, which the package prada_jax.sim imports, so the built-in schedulers are
+# registered before any code outside the package builds a SimConfig.
+SCHEDULERS: Registry = Registry("scheduler")
+
+
 @dataclasses.dataclass(frozen=True)
 class SimConfig:
     """Static simulator configuration (shapes, horizon, algorithm). Hashable: a `jit` static argument."""
@@ -270,8 +376,6 @@ class SimConfig:
             )
         if not isinstance(self.drain_slots, (int, np.integer)) or self.drain_slots < 0:
             raise SimParamsError(f"SimConfig.drain_slots must be an integer >= 0, got {self.drain_slots!r}")
-        from prada_jax.sim.schedulers import SCHEDULERS  # the registry (imports this module)
-
         if self.scheduler not in SCHEDULERS:
             raise SimParamsError(f"SimConfig.scheduler {self.scheduler!r} is not one of {sorted(SCHEDULERS)}")
         if not isinstance(self.price_segment_halvings, (int, np.integer)) or self.price_segment_halvings < 0:
@@ -279,8 +383,6 @@ class SimConfig:
         if (isinstance(self.slot_seconds, bool) or not isinstance(self.slot_seconds, (int, float, np.integer, np.floating))
                 or not (np.isfinite(self.slot_seconds) and self.slot_seconds > 0)):
             raise SimParamsError(f"SimConfig.slot_seconds must be a finite number > 0 (seconds), got {self.slot_seconds!r}")
-        from prada_jax.sim.latency_models import name_problem  # the registry (and profile:<csv> names)
-
         problem = name_problem(self.latency_model)
         if problem:
             raise SimParamsError(f"SimConfig.latency_model: {problem}")

@@ -18,6 +18,7 @@ from prada_jax import constants as C
 from prada_jax import costs
 from prada_jax.sim import latency_models
 from prada_jax.sim.errors import SimParamsError
+from prada_jax.sim.params import flops_params
 
 # Tables of deterministic policies store pi(1|x) as 1 - eps / eps so that eq. 33 stays finite.
 DETERMINISTIC_EPS = 0.01
@@ -54,7 +55,7 @@ def _mask(trace):
 def flops_reference_server_seconds(trace, flops_llm=C.FLOPS_LLM):
     """D_psi target of the table builders: latency_models.reference_server_seconds under the paper's "flops" model
     (TL with full prefill of the all-SLM reference context)."""
-    return latency_models.reference_server_seconds(trace, latency_models.flops_params(flops_llm=flops_llm),
+    return latency_models.reference_server_seconds(trace, flops_params(flops_llm=flops_llm),
                                                    latency_models.FLOPS)
 
 

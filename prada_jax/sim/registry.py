@@ -13,7 +13,9 @@ parameter here (or in your own module, imported before the CLI defines its flags
   (`ctx.learned()`), which the sweep trains on first use and the benchmark replaces by a PRM-gain stand-in.
 * A **system parameter** is a traced leaf of `SimParams` a sweep may set or vary:
   `register_param("bandwidth_bps", float, C.DEFAULT_BANDWIDTH_BPS, "Total uplink bandwidth B.", unit="bit/s",
-  check=positive)`; it becomes a flag of `prada-sweep` and a valid `--sweep_param` / `--grid` axis.
+  check=positive)`; it becomes a flag of `prada-sweep` and a valid `--sweep_param` / `--grid` axis. Its check is
+  the one `make_params` applies, so `PARAMS`, `register_param` and the built-in parameters live in
+  prada_jax/sim/params.py; this module re-exports them.
 
 Registering a name twice is an error (`RegistryError`).
 """
@@ -21,7 +23,6 @@ Registering a name twice is an error (`RegistryError`).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -30,13 +31,17 @@ import numpy as np
 from prada_jax import constants as C
 from prada_jax.sim import policies as P
 from prada_jax.sim import schedulers
-from prada_jax.sim.named import Registry
-from prada_jax.sim.params import _DEFAULT_HW, PARAM_FIELDS
-
-
-class RegistryError(ValueError):
-    """A name registered twice, or a registration that refers to something unknown."""
-
+from prada_jax.sim.named import Registry, RegistryError
+from prada_jax.sim.params import (  # noqa: F401  (the system parameters' registry, kept in params.py for check_leaf)
+    PARAMS,
+    Param,
+    at_least_one,
+    fraction,
+    get_param,
+    non_negative,
+    positive,
+    register_param,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Table kinds
@@ -164,115 +169,6 @@ register_policy("router", table="router", scheduler="fifo",
                 description="task-level router: top --router_llm_fraction tasks on the LLM")
 register_policy("rsd", table="prm_threshold", scheduler="rsd",
                 description="reward-guided speculative decoding, online PRM check")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Sweepable system parameters
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def positive(value: float) -> str | None:
-    return None if value > 0 else "must be > 0"
-
-
-def non_negative(value: float) -> str | None:
-    return None if value >= 0 else "must be >= 0"
-
-
-def at_least_one(value: int) -> str | None:
-    return None if value >= 1 else "must be >= 1"
-
-
-@dataclasses.dataclass(frozen=True)
-class Param:
-    """A sweepable system parameter: a traced `SimParams` leaf of the same name."""
-
-    name: str
-    kind: type  # int or float
-    default: float
-    help: str  # flag help text
-    unit: str = ""
-    check: Callable[[Any], str | None] | None = None  # value -> None, or what is wrong ("must be > 0")
-
-    def validate(self, value: Any) -> Any:
-        """The value converted to `kind`, or ValueError saying what is wrong (no flag name)."""
-        if isinstance(value, bool):
-            raise ValueError(f"{self.name} must be a number, got {value!r}")
-        if self.kind is int:
-            if isinstance(value, float):
-                if not value.is_integer():
-                    raise ValueError(f"{self.name} must be an integer, got {value!r}")
-            value = int(value)
-        else:
-            value = float(value)
-            if not math.isfinite(value):
-                raise ValueError(f"must be finite, got {value!r}")
-        problem = self.check(value) if self.check is not None else None
-        if problem:
-            raise ValueError(f"{self.name} {problem}, got {value!r}")
-        return value
-
-
-PARAMS: Registry[Param] = Registry("system parameter", RegistryError)
-
-
-def register_param(name: str, kind: type, default: float, help: str, *, unit: str = "",
-                   check: Callable[[Any], str | None] | None = None) -> Param:
-    """Register a sweepable system parameter (once); `name` must be a `SimParams` field."""
-    if name in PARAMS:
-        raise RegistryError(f"system parameter {name!r} is already registered")
-    if name not in PARAM_FIELDS:
-        raise RegistryError(f"system parameter {name!r} is not a SimParams field ({list(PARAM_FIELDS)})")
-    if kind not in (int, float):
-        raise RegistryError(f"system parameter {name!r}: kind must be int or float, got {kind!r}")
-    param = Param(name, kind, kind(default), help, unit, check)
-    param.validate(param.default)  # a default that fails its own check is a registration bug
-    return PARAMS.add(name, param)
-
-
-def get_param(name: str) -> Param:
-    return PARAMS.lookup(name)
-
-
-register_param("bandwidth_bps", float, C.DEFAULT_BANDWIDTH_BPS, "Total uplink bandwidth B (bit/s).", unit="bit/s",
-               check=positive)
-register_param("server_capacity", int, C.DEFAULT_SERVER_CAPACITY, "Server parallel capacity M.",
-               unit="requests", check=at_least_one)
-register_param("arrival_rate", float, C.DEFAULT_ARRIVAL_RATE,
-               "Poisson arrivals per ms (lambda; the sweep passes lambda x --slot_ms per slot to SimParams).",
-               unit="tasks/ms", check=non_negative)
-register_param("beta", float, C.DEFAULT_BETA, "Trade-off weight beta (PRM units per second).", unit="1/s",
-               check=non_negative)
-register_param("snr_db", float, C.DEFAULT_SNR_DB, "Mean SNR (dB) at the median user distance.", unit="dB")
-register_param("snr_threshold_db", float, C.DEFAULT_SNR_THRESHOLD_DB, "gamma_th (dB): no upload below it.",
-               unit="dB")
-register_param("path_loss_exponent", float, C.DEFAULT_PATH_LOSS_EXPONENT, "Path-loss exponent.",
-               check=non_negative)
-register_param("flops_slm", float, C.FLOPS_SLM, "FLOP/s of each user's SLM.", unit="FLOP/s", check=positive)
-register_param("flops_llm", float, C.FLOPS_LLM, "FLOP/s of the server LLM.", unit="FLOP/s", check=positive)
-
-
-def fraction(value) -> str | None:
-    return None if 0.0 < float(value) <= 1.0 else "must be in (0, 1]"
-
-
-# The roofline latency model's hardware (--latency_model=roofline; unused by the default flops model): one set for
-# the server accelerator, one for each user's edge device. Defaults: C.DEFAULT_SERVER_HARDWARE / DEFAULT_EDGE_HARDWARE.
-for _side, _what in (("server", "server accelerator"), ("edge", "edge device")):
-    _hw = _DEFAULT_HW  # the presets' values (prada_jax/hardware.py)
-    register_param(f"{_side}_peak_flops", float, _hw[f"{_side}_peak_flops"],
-                   f"Roofline: dense 16-bit peak FLOP/s of the {_what}.", unit="FLOP/s", check=positive)
-    register_param(f"{_side}_memory_bandwidth", float, _hw[f"{_side}_memory_bandwidth"],
-                   f"Roofline: memory bandwidth of the {_what}.", unit="bytes/s", check=positive)
-    register_param(f"{_side}_compute_efficiency", float, _hw[f"{_side}_compute_efficiency"],
-                   f"Roofline: achieved / peak FLOP/s of the {_what}.", check=fraction)
-    register_param(f"{_side}_bandwidth_efficiency", float, _hw[f"{_side}_bandwidth_efficiency"],
-                   f"Roofline: achieved / peak memory bandwidth of the {_what}.", check=fraction)
-    register_param(f"{_side}_overhead_s", float, _hw[f"{_side}_overhead_s"],
-                   f"Roofline: fixed seconds per forward pass on the {_what}.", unit="s", check=non_negative)
-    register_param(f"{_side}_bytes_per_param", float, _hw[f"{_side}_bytes_per_param"],
-                   f"Roofline: weight bytes per parameter on the {_what} (2 = bf16).", unit="bytes",
-                   check=positive)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from prada_jax.sim import latency_models
+from prada_jax.sim.state import init_state
 
 TEMP_FACTOR = 4.0  # XLA temporaries per episode / carried state bytes (bench: 17 KB / 5.3 KB = 3.2, rounded up)
 ARRIVAL_BYTES = 32  # per A_max entry and episode: problem, distance, task seed, CDF entry and comparisons
@@ -21,10 +26,6 @@ FIXED_BYTES = 256 * 2**20  # compiled program, trace arrays, tables, runtime: no
 
 def state_bytes(max_users: int, max_steps: int) -> int:
     """Bytes of one episode's carried state (users + totals) at U user slots and K steps per problem."""
-    import jax
-
-    from prada_jax.sim.state import init_state
-
     shapes = jax.eval_shape(lambda: init_state(int(max_users), int(max_steps)))
     return int(sum(np.prod(x.shape, dtype=np.int64) * x.dtype.itemsize for x in jax.tree.leaves(shapes)))
 
@@ -46,8 +47,6 @@ def available_bytes() -> int | None:
     if override:
         return int(float(override))
     try:
-        import jax
-
         stats = jax.devices()[0].memory_stats()
         if stats and stats.get("bytes_limit"):
             return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
@@ -96,11 +95,6 @@ def step_time_problem(packed, params, config) -> str | None:
     with both, so every step of the trace takes at most this long. Its total over max_users users and every slot
     must stay finite, or totals such as server_work_s turn into inf or NaN (a utilisation of NaN while the
     occupancy reads 0.99999)."""
-    import jax
-    import jax.numpy as jnp
-
-    from prada_jax.sim import latency_models
-
     slm = np.asarray(packed.slm_step_tokens, np.float64)
     llm = np.asarray(packed.llm_step_tokens, np.float64)
     context = float(np.max(np.asarray(packed.query_tokens, np.float64) + np.maximum(slm, llm).sum(axis=1)))

@@ -12,10 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from prada_jax import constants as C
+from prada_jax.sim import spread
 from prada_jax.sim.draws import slot_draws
 from prada_jax.sim.metrics import EpisodeMetrics, finalize
 from prada_jax.sim.params import SimConfig, SimParams, SimParamsError, resolve_config, validate_params
 from prada_jax.sim.policies import PolicyTable, check_table
+from prada_jax.sim.resources import memory_problem, step_time_problem
 from prada_jax.sim.schedulers import get as get_scheduler
 from prada_jax.sim.state import FREE, LOCAL, QUEUED, SERVE, UPLOAD, SimState, Totals, init_state
 from prada_jax.sim.step import apply_slot, observe_slot, schedule, step_slot
@@ -267,8 +270,6 @@ def _check(packed, table, params, config) -> SimConfig:
     validate_params(params, config)  # before resolve_config: an absurd arrival rate is named, not sent to scipy
     config = resolve_config(params, config)
     check_table(table, packed.slm_step_tokens.shape[0], packed.slm_step_tokens.shape[1], packed.step_mask)
-    from prada_jax.sim.resources import step_time_problem
-
     problem = step_time_problem(packed, params, config)
     if problem:
         raise SimParamsError(problem)
@@ -307,16 +308,14 @@ def rerun_batch(count: int, devices: int = 1) -> int:
 
 def _pairs_at(packed, table, params_grid, config: SimConfig, keys, g_idx, e_idx, stop_on_overflow: bool = False):
     """Metrics (NumPy leaves [N]) of the episodes (g_idx[n], e_idx[n]) at the fixed cap of `config`."""
-    from prada_jax import sharding  # sharding builds on this module
-
     n = len(g_idx)
-    devices = sharding.grid_devices()
+    devices = spread.grid_devices()
     size = rerun_batch(n, devices)
     pad = np.concatenate([np.arange(n), np.full(size - n, n - 1)])  # copies of the last pair
     params = jax.tree.map(lambda leaf: np.asarray(leaf)[np.asarray(g_idx)[pad]], params_grid)
     pair_keys = np.asarray(keys)[np.asarray(e_idx)[pad]]
     if devices > 1:
-        out = sharding.simulate_pairs_sharded(packed, table, params, config, pair_keys, stop_on_overflow)
+        out = spread.run_pairs(_simulate_pairs, packed, table, params, config, pair_keys, stop_on_overflow)
     else:
         out = _simulate_pairs(packed, table, params, config, pair_keys, stop_on_overflow)
     return jax.tree.map(lambda leaf: np.asarray(leaf)[:n], out)
@@ -346,8 +345,6 @@ def exact_cap(run_first, run_pairs, config: SimConfig):
 def check_episodes_and_seed(episodes, seed) -> tuple[int, int]:
     """(episodes, seed) as ints, or SimParamsError naming the argument: episodes an integer >= 1, seed an integer
     in [0, 2**32) (jax.random.PRNGKey keeps 32 bits: 2**32 would give the episodes of seed 0); never truncated."""
-    from prada_jax import constants as C
-
     def as_int(name, value):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise SimParamsError(f"{name} must be an integer, got {value!r}")
@@ -413,21 +410,18 @@ def simulate_grid(packed, table: PolicyTable, params_grid: SimParams, config: Si
     if not isinstance(params_grid, SimParams) or jnp.ndim(params_grid.bandwidth_bps) != 1:
         raise SimParamsError("simulate_grid needs params with a leading grid axis [G]; use param_grid/stack_params")
     config = _check(packed, table, params_grid, config)
-    from prada_jax.sim.resources import memory_problem
-
     problem = memory_problem(config.max_users, packed.slm_step_tokens.shape[1], config.max_arrivals_per_slot,
                              params_grid.bandwidth_bps.shape[0], episodes)
     if problem:
         raise SimParamsError(f"simulate_grid: episodes={episodes} {problem}; use fewer episodes or grid points")
-    from prada_jax import sharding  # sharding builds on this module
-
     keys = episode_keys(episodes, seed)
-
-    if sharding.spreads_over_devices():
-        return jax.tree.map(jnp.asarray, sharding.simulate_grid_sharded(packed, table, params_grid, config, episodes,
-                                                                        seed))
+    spreads = spread.spreads_over_devices()
 
     def first(cfg, stop):
+        if spreads:  # over the local devices, as prada_jax.sharding.simulate_grid_sharded
+            fn, args, trim = spread.grid_program(_simulate_grid, packed, table, params_grid, cfg, keys,
+                                                 stop_on_overflow=stop)
+            return trim(fn(*args))
         return _simulate_grid(packed, table, params_grid, cfg, keys, stop)
 
     def pairs(cfg, over, stop):

@@ -17,15 +17,17 @@ from absl import logging
 from prada_jax import constants as C
 from prada_jax import data_paths, traces
 from prada_jax.learn import tables as learn_tables
-from prada_jax.sim import latency_models, registry
+from prada_jax.sim import latency_models, registry, resources
 from prada_jax.sim import metrics as sim_metrics
 from prada_jax.sim import params as sim_params
 from prada_jax.sim import run as sim_run
+from prada_jax.sim.draws import required_max_arrivals
 from prada_jax.sim.params import SimConfig, params_from_mapping, stack_params
 from prada_jax.sweep.spec import (
     GRID,
     NO_SWEEP,
     RANDOM_POLICY_PROB,
+    SweepConfigError,
     SweepSpec,
     learned_table_paths,
     table_ckpt_dir,
@@ -67,17 +69,8 @@ def candidate_info(metrics, config: SimConfig) -> dict[str, Any]:
 
 
 def supported_policy_names() -> tuple[str, ...]:
-    """Policies this build can run: all need prada_jax.sim.run, learned ones prada_jax.learn.tables too."""
-    try:
-        import prada_jax.sim.run  # noqa: F401
-    except ImportError as err:
-        logging.warning("prada_jax.sim.run is not importable (%s): no policy can run", err)
-        return ()
-    try:
-        import prada_jax.learn.tables  # noqa: F401
-    except ImportError as err:
-        logging.warning("prada_jax.learn.tables is not importable (%s): learned policies unavailable", err)
-        return tuple(p for p, entry in registry.POLICIES.items() if not entry.learned)
+    """Policies this build can run: every registered one (this module imports the simulator, prada_jax.sim.run,
+    and the trainer of the learned tables, prada_jax.learn.tables, so a sweep that loads it can run them all)."""
     return tuple(registry.POLICIES)
 
 
@@ -322,11 +315,7 @@ def _flag_of(spec: SweepSpec, name: str) -> str:
 def check_step_times(spec: SweepSpec, trace) -> None:
     """SweepConfigError naming the flag (--flops_llm, ...) when a step of `trace` would take longer than float32
     can add up over an episode (prada_jax.sim.resources.step_time_problem); run before anything is written."""
-    from prada_jax import traces
-    from prada_jax.sim.resources import step_time_problem
-    from prada_jax.sweep.spec import SweepConfigError
-
-    problem = step_time_problem(traces.pack_traces(trace), params_grid(spec), sim_config(spec, "prada"))
+    problem = resources.step_time_problem(traces.pack_traces(trace), params_grid(spec), sim_config(spec, "prada"))
     if problem:
         names = [n for n in registry.PARAMS if f"SimParams.{n}=" in problem]
         flag = _flag_of(spec, names[0]) if names else "latency_model"
@@ -337,10 +326,6 @@ def check_point_memory(spec: SweepSpec, max_steps: int) -> None:
     """SweepConfigError naming --episodes (or the arrival-rate flag, when the Poisson cap dominates) when one point
     of the sweep (all grid points x --episodes in one simulate_grid call) cannot fit into the available memory
     (prada_jax.sim.resources); run before anything is written."""
-    from prada_jax.sim import resources
-    from prada_jax.sim.draws import required_max_arrivals
-    from prada_jax.sweep.spec import SweepConfigError
-
     rates = [spec.arrival_rate_per_slot(g["arrival_rate"]) for g in spec.grid()]
     a_max = required_max_arrivals(max(rates))
     problem = resources.memory_problem(spec.max_users, max_steps, a_max, spec.grid_size, spec.episodes)

@@ -17,7 +17,8 @@ from typing import Any
 from prada_jax import constants as C
 from prada_jax.data_paths import resolve_data_dir
 from prada_jax.sim import registry
-from prada_jax.sim.latency_models import name_problem
+from prada_jax.sim.draws import arrival_rate_problem
+from prada_jax.sim.latency_models import name_problem, storage_name
 from prada_jax.traces import file_sha256
 
 # The vocabulary lives in ONE registry, prada_jax.sim.registry (policies, table kinds, sweepable parameters);
@@ -158,9 +159,7 @@ def table_ckpt_dir(ckpt_dir: str, latency_model: str = C.DEFAULT_LATENCY_MODEL) 
     <ckpt_dir>/<latency_model> otherwise (tables of different latency models never share a file)."""
     if latency_model == C.DEFAULT_LATENCY_MODEL:
         return ckpt_dir
-    from prada_jax.sim.latency_models import storage_name  # "profile:<csv>" -> profile-<stem>-<content hash>
-
-    return os.path.join(ckpt_dir, storage_name(latency_model))
+    return os.path.join(ckpt_dir, storage_name(latency_model))  # "profile:<csv>" -> profile-<stem>-<content hash>
 
 
 def learned_table_paths(ckpt_dir: str, dataset: str,
@@ -421,8 +420,6 @@ def make_spec(
     if full["arrival_rate"] is None:
         rate_flag = "grid" if grid_axes else value_flag
         rates = list(dict(grid_axes)["arrival_rate"]) if grid_axes else list(values)
-    from prada_jax.sim.draws import arrival_rate_problem
-
     problem = arrival_rate_problem(max(rates) * slot_ms, max_users if max_users >= 1 else None)
     if problem:
         raise SweepConfigError(rate_flag, f"arrival_rate={max(rates):g} per ms = {problem}")
