@@ -1,14 +1,14 @@
 """Bad input to the training / figure / benchmark commands: one-line errors naming the file or flag, raised before
 any work and before anything is written (audit items F3-F8). Validation functions are called directly where they
-are flag-free; make_figures (whose absl flags clash with bench's) is run as a subprocess."""
+are flag-free; make_figures runs as its command (in this process, tests/cli_inprocess.py, which keeps its absl
+flags apart from bench's)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
+import cli_inprocess
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
@@ -127,7 +127,7 @@ def test_bench_flag_defaults_and_limits_pass(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# F5: make_figures (a subprocess: its absl flags clash with bench's in one process)
+# F5: make_figures
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -165,8 +165,7 @@ def test_make_figures_bad_input_is_one_line_and_writes_nothing(tmp_path, case):
     else:  # a TraceError was a traceback
         args += [f"--traces_dir={_nan_trace_dir(tmp_path)}", "--episodes=2", "--horizon_ms=50", "--warmup_ms=10"]
         needle = "gsm8k.npz: field 'slm_step_success': contains NaN"
-    proc = subprocess.run([sys.executable, "experiments/make_figures.py", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = cli_inprocess.run("experiments/make_figures.py", *args)
     assert proc.returncode != 0 and needle in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     if case == "provenance":

@@ -1,10 +1,12 @@
-"""prada_jax.learn.headroom and studies/stage1_headroom.py: hand values, an exact recovery, the CLI end to end."""
+"""prada_jax.learn.headroom and studies/stage1_headroom.py: hand values, an exact recovery, the CLI end to end
+(the first run through a real `python -m studies` process, the others in this process: tests/cli_inprocess.py)."""
 
 import json
 import os
 import subprocess
 import sys
 
+import cli_inprocess
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -96,9 +98,11 @@ def test_summary_interval_and_paired_difference_match_scipy():
     assert s["offload_fraction"] == pytest.approx(a[problems][mask[problems]].mean())
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", "studies", "stage1_headroom", "--cpu_devices=1", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+def _run(*args, process=False):
+    if process:
+        return subprocess.run([sys.executable, "-m", "studies", "stage1_headroom", "--cpu_devices=1", *args],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    return cli_inprocess.run("studies", "stage1_headroom", "--cpu_devices=1", *args)
 
 
 def _fatal(proc) -> str:
@@ -113,7 +117,7 @@ def test_cli_without_tables_and_bad_flags(tmp_path):
     save_trace(traces_dir / "tiny.npz", make_tiny_trace(num_problems=40, max_steps=4))
     out = tmp_path / "headroom.json"
     args = ["--datasets=tiny", f"--traces_dir={traces_dir}", f"--ckpt_dir={tmp_path / 'none'}"]
-    proc = _run(*args, "--betas=0,10", f"--out={out}")
+    proc = _run(*args, "--betas=0,10", f"--out={out}", process=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())["results"]["tiny"]
     assert set(result) == {"0", "10"}  # no table: no pi_theta row, only the requested betas

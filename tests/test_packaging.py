@@ -122,8 +122,11 @@ def test_installed_scripts_show_their_flags(installed):
 
 
 def test_sweep_module_helpshort_lists_the_sweep_flags():
-    proc = subprocess.run([sys.executable, "-m", "prada_jax.cli.sweep", "--helpshort"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    """`python -m prada_jax.cli.sweep --helpshort`, in this process (tests/cli_inprocess.py; the installed scripts'
+    --helpshort runs in real processes above)."""
+    import cli_inprocess
+
+    proc = cli_inprocess.run("prada_jax.cli.sweep", "--helpshort")
     assert "Traceback" not in proc.stderr, proc.stderr  # (absl exits 1 after printing the help)
     assert "Run a resumable parameter sweep" in proc.stdout
     for flag in ("--sweep_param", "--sweep_values", "--policies", "--traces_dir", "--ckpt_dir", "--out_dir"):

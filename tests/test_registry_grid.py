@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import cli_inprocess
 import jax
 import numpy as np
 import pytest
@@ -262,7 +263,8 @@ def test_values_alike_under_g_get_distinct_labels_and_figures(traces_dir, tmp_pa
 
 def test_cli_grid_end_to_end_prints_the_table_quietly(tmp_path):
     """Real simulator through the CLI: a 2 x 2 grid, then a restart that computes nothing; no TPU probe or
-    orbax INFO in the output; --grid with --sweep_param is one FATAL line."""
+    orbax INFO in the output; --grid with --sweep_param is one FATAL line. The first run is a real process (JAX
+    starts there); the restart and the refusal run in this process (tests/cli_inprocess.py)."""
     out = tmp_path / "grid"
     args = [sys.executable, "-m", "prada_jax.cli.sweep", "--flagfile=smoke.cfg", f"--out_dir={out}", "--policies=all_slm",
             "--sweep_param=none", "--sweep_values=", "--grid=server_capacity=1,3", "--grid=bandwidth_bps=1e6,4e7",
@@ -277,10 +279,9 @@ def test_cli_grid_end_to_end_prints_the_table_quietly(tmp_path):
     assert "Unable to initialize backend" not in both and "orbax" not in both
     assert "compiling and running" in proc.stderr
     before = (out / "results.csv").read_bytes()
-    proc = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    proc = cli_inprocess.run(*args[2:])
     assert proc.returncode == 0 and "Nothing to do" in proc.stderr and (out / "results.csv").read_bytes() == before
-    proc = subprocess.run(args[:-4] + ["--sweep_param=beta", "--sweep_values=1,2", "--grid=snr_db=1,2"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    proc = cli_inprocess.run(*args[2:-4], "--sweep_param=beta", "--sweep_values=1,2", "--grid=snr_db=1,2")
     assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1].startswith("FATAL Flags error: --grid")
     assert len(proc.stderr.strip().splitlines()) == 1
 

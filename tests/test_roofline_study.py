@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import cli_inprocess
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -90,9 +91,8 @@ def test_small_sweep_at_20ms_slots_accounts_for_every_task(traces_dir):
 
 def test_cli_rejects_a_horizon_off_the_slot_grid_before_work(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "prada_jax.cli.sweep", "--flagfile=smoke.cfg", f"--out_dir={out}",
-                           "--slot_ms=20", "--horizon_ms=2010"], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=300)
+    proc = cli_inprocess.run("prada_jax.cli.sweep", "--flagfile=smoke.cfg", f"--out_dir={out}", "--slot_ms=20",
+                             "--horizon_ms=2010")
     assert proc.returncode != 0 and "--horizon_ms: 2010 ms is not a whole number of --slot_ms=20" in proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
 
@@ -136,14 +136,15 @@ def test_flops_default_costs_are_unchanged():
 
 
 def test_train_cli_roofline_records_its_latency_model(tmp_path, traces_dir):
+    """Through a real `python -m prada_jax.cli.train` process (the other training-command tests run it in
+    process)."""
     ckpt = tmp_path / "ckpt"
-    args = [sys.executable, "-m", "prada_jax.cli.train", "--datasets=gsm8k", f"--trace_dir={traces_dir}",
-            f"--ckpt_dir={ckpt}", "--epochs=1", "--update_epochs=1", "--batch_steps=32", "--num_minibatches=1",
-            "--aux_steps=50", "--frontier_betas=", "--beta=0.2", "--chunk=1"]
-    bad = subprocess.run(args + ["--latency_model=warp"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    args = ["--datasets=gsm8k", f"--trace_dir={traces_dir}", f"--ckpt_dir={ckpt}", "--epochs=1", "--update_epochs=1",
+            "--batch_steps=32", "--num_minibatches=1", "--aux_steps=50", "--frontier_betas=", "--beta=0.2", "--chunk=1"]
+    bad = cli_inprocess.run("prada_jax.cli.train", *args, "--latency_model=warp")
     assert bad.returncode != 0 and "--latency_model" in bad.stderr and "Traceback" not in bad.stderr
-    proc = subprocess.run(args + ["--latency_model=roofline"], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "prada_jax.cli.train", *args, "--latency_model=roofline"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((ckpt / "gsm8k" / "eval.json").read_text())
     assert record["latency_model"] == "roofline" and record["beta"] == 0.2

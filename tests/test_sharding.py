@@ -192,14 +192,14 @@ def test_maybe_initialize_distributed_is_off_by_default(monkeypatch):
 
 
 def test_stage2_cost_probes_run_and_offload_nothing(tmp_path):
-    """`python -m studies stage2_cost` end to end at tiny sizes: four variants in order, the probes offload no step
-    (they bound the cost of the slot without Stage 2), prada does, and the bound is prada's time over the first."""
+    """`python -m studies stage2_cost` end to end at tiny sizes (in this process, tests/cli_inprocess.py): four
+    variants in order, the probes offload no step (they bound the cost of the slot without Stage 2), prada does,
+    and the bound is prada's time over the first."""
+    import cli_inprocess
+
     out = tmp_path / "cost.json"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = TEST_XLA_FLAGS  # the tests' flags without a device count
-    proc = subprocess.run([sys.executable, "-m", "studies", "stage2_cost", "--episodes=3", "--horizon_ms=60",
-                           "--max_users=16", "--repeats=1", f"--out={out}"], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = cli_inprocess.run("studies", "stage2_cost", "--episodes=3", "--horizon_ms=60", "--max_users=16",
+                             "--repeats=1", f"--out={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     rows = result["rows"]

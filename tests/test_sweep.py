@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 
+import cli_inprocess
 import numpy as np
 import pytest
 from absl import flags
@@ -351,10 +352,10 @@ def test_sweep_figures_from_rows(traces_dir, tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _cli(*args, cwd=REPO_ROOT):
-    return subprocess.run(
-        [sys.executable, "experiments/sweep.py", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+def _cli(*args):
+    """`python experiments/sweep.py <args>` in this process (tests/cli_inprocess.py); the sweep command runs as a
+    real process in tests/test_registry_grid.py, tests/test_fault_injection.py and tests/test_packaging.py."""
+    return cli_inprocess.run("experiments/sweep.py", *args)
 
 
 def test_cli_rejects_bad_flags_before_work(tmp_path):
@@ -385,7 +386,8 @@ def test_cli_smoke_end_to_end_and_resume(tmp_path):
 
 
 def test_make_figures_plot_only_from_results(tmp_path):
-    """make_figures draws Table 2 and Figs. 4-8 from result directories (filled here by the fake runner)."""
+    """make_figures draws Table 2 and Figs. 4-8 from result directories (filled here by the fake runner), through a
+    real process; the refusal after it runs in this process."""
     results, figs, ckpt = tmp_path / "results", tmp_path / "figs", tmp_path / "ckpt"
     for name in ("table2", "capacity", "bandwidth"):
         fv = flags.FlagValues()
@@ -426,11 +428,8 @@ def test_make_figures_plot_only_from_results(tmp_path):
     with pytest.raises(RuntimeError, match="injected"):
         sweep.run_sweep(sweep.spec_from_flags(fv, supported_policies=sweep.POLICIES), str(results / "capacity"),
                         run_point=FakeRunner(fail_after=1))
-    proc = subprocess.run(
-        [sys.executable, "experiments/make_figures.py", "--plot_only", "--only=capacity",
-         f"--results_dir={results}", f"--figures_dir={figs}", f"--ckpt_dir={ckpt}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-    )
+    proc = cli_inprocess.run("experiments/make_figures.py", "--plot_only", "--only=capacity",
+                             f"--results_dir={results}", f"--figures_dir={figs}", f"--ckpt_dir={ckpt}")
     assert proc.returncode != 0 and "is incomplete" in proc.stderr
 
 

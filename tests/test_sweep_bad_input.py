@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import cli_inprocess
 import pytest
 
 from prada_jax import cli_support, sweep
@@ -159,18 +160,17 @@ _TINY_CLI = textwrap.dedent('''
 
 
 def test_run_main_errors_are_one_fatal_line(tmp_path):
+    """The script runs in this process (tests/cli_inprocess.py), but for --cpu_devices beyond the cores: a real
+    process, whose JAX devices that flag sets."""
     script = tmp_path / "tiny_cli.py"
     script.write_text(_TINY_CLI)
     binary = tmp_path / "binary.cfg"
     binary.write_bytes(b"--episodes=2\n\xff\xfe\n")
     twice = tmp_path / "twice.cfg"
     twice.write_text("--cpu_devices=1\n# a comment\n--cpu_devices=2\n")
-    env = dict(os.environ, XLA_FLAGS=TEST_XLA_FLAGS)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
 
     def run(*args):
-        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env,
-                              cwd=tmp_path, timeout=120)
+        return cli_inprocess.run(str(script), *args, cwd=tmp_path)
 
     expected = {
         ("fail",): "FATAL --thing: must be > 0, got -1",
@@ -193,7 +193,10 @@ def test_run_main_errors_are_one_fatal_line(tmp_path):
         f"Interrupted: what was written so far is kept; {cli_support.INTERRUPTED_HINT}"], proc.stderr[-2000:]
     # More devices than cores: runs, with one warning line that names the flag.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    proc = run(f"--cpu_devices={cores + 1}")
+    env = dict(os.environ, XLA_FLAGS=TEST_XLA_FLAGS)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, str(script), f"--cpu_devices={cores + 1}"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0 and "ran main" in proc.stdout
     warnings = [line for line in proc.stderr.splitlines() if "--cpu_devices" in line]
     assert len(warnings) == 1 and f"exceeds the {cores} cores" in warnings[0]
@@ -224,8 +227,7 @@ def test_sweep_flagfile_line_without_dashes_is_one_line_and_writes_nothing(tmp_p
     flagfile = tmp_path / "nodash.cfg"
     flagfile.write_text("--episodes=2\ndatasets=gsm8k\n")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "experiments/sweep.py", f"--flagfile={flagfile}", f"--out_dir={out}"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    proc = cli_inprocess.run("experiments/sweep.py", f"--flagfile={flagfile}", f"--out_dir={out}")
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith("FATAL unexpected positional arguments ['datasets=gsm8k']") and "--" in lines[0]

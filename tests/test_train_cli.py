@@ -1,4 +1,8 @@
-"""prada-train (prada_jax.cli.train) rejects bad flags before any work starts, naming the flag."""
+"""prada-train (prada_jax.cli.train) rejects bad flags before any work starts, naming the flag.
+
+The command runs in this process (tests/cli_inprocess.py: as `python -m prada_jax.cli.train` would, without a
+process's 2 s of imports); the lock test's waiter is a real process, since it must wait while this one holds the
+lock, and tests/test_roofline_study.py trains through a real process."""
 
 from __future__ import annotations
 
@@ -6,8 +10,13 @@ import os
 import subprocess
 import sys
 
+import cli_inprocess
 import pytest
 from conftest import REPO_ROOT
+
+
+def _train(*args):
+    return cli_inprocess.run("prada_jax.cli.train", *args)
 
 
 @pytest.mark.parametrize(
@@ -17,16 +26,14 @@ from conftest import REPO_ROOT
      ("--seed=4294967296", "--seed")],
 )
 def test_bad_flags_fail_fast(tmp_path, flag, needle):
-    proc = subprocess.run([sys.executable, "-m", "prada_jax.cli.train", flag, f"--ckpt_dir={tmp_path}"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = _train(flag, f"--ckpt_dir={tmp_path}")
     assert proc.returncode != 0 and needle in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # one line, no usage text
     assert not any(tmp_path.iterdir())
 
 
 def test_shipped_checkpoints_are_not_overwritten_by_default():
-    proc = subprocess.run([sys.executable, "-m", "prada_jax.cli.train", "--datasets=gsm8k", "--ckpt_dir=checkpoints"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    proc = _train("--datasets=gsm8k", "--ckpt_dir=checkpoints")
     assert proc.returncode != 0 and "--ckpt_dir=checkpoints already holds a trained table" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -44,8 +51,7 @@ def test_unusable_ckpt_dir_fails_before_any_work(tmp_path, case):
         ckpt = tmp_path / "file"
         ckpt.write_text("x")
         needle = f"{ckpt} is not a folder"
-    proc = subprocess.run([sys.executable, "-m", "prada_jax.cli.train", "--datasets=gsm8k", f"--ckpt_dir={ckpt}"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    proc = _train("--datasets=gsm8k", f"--ckpt_dir={ckpt}")
     assert proc.returncode != 0 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert sorted(os.listdir(tmp_path)) == [ckpt.name]
     if case == "garbled_summary":
@@ -65,15 +71,15 @@ def test_second_writer_on_a_dataset_fails_or_waits_with_if_missing(tmp_path):
     holder = filelock.FileLock(str(dataset_dir / ".train.lock"))
     holder.acquire()
     try:
-        cmd = [sys.executable, "-m", "prada_jax.cli.train", "--datasets=gsm8k", f"--ckpt_dir={tmp_path / 'ck'}"]
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        args = ["--datasets=gsm8k", f"--ckpt_dir={tmp_path / 'ck'}"]
+        proc = _train(*args)  # this process holds the lock in another open file: flock refuses it as another's
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
         assert f"{dataset_dir} is being written by another training run (lock {dataset_dir / '.train.lock'}" \
             in proc.stderr
         assert sorted(os.listdir(tmp_path / "ck")) == ["gsm8k"] and os.listdir(dataset_dir) == [".train.lock"]
 
-        waiter = subprocess.Popen(cmd + ["--if_missing", "--resume"], cwd=REPO_ROOT, stderr=subprocess.PIPE,
-                                  stdout=subprocess.DEVNULL, text=True)
+        waiter = subprocess.Popen([sys.executable, "-m", "prada_jax.cli.train", *args, "--if_missing", "--resume"],
+                                  cwd=REPO_ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         seen, deadline = "", time.time() + 120
         while "waiting for it" not in seen and waiter.poll() is None and time.time() < deadline:
             if select.select([waiter.stderr], [], [], 1.0)[0]:
@@ -89,42 +95,34 @@ def test_second_writer_on_a_dataset_fails_or_waits_with_if_missing(tmp_path):
     assert not (tmp_path / "ck" / "summary.json").exists()
 
 
-# Runs prada-train with prada_jax.traces.load_trace wrapped in a counter; writes {file name: loads} at exit.
-_COUNTING_TRAIN = """
-import atexit, collections, json, os
-import prada_jax.traces as T
-from prada_jax.cli import train
-calls, load = collections.Counter(), T.load_trace
-def counted(path):
-    calls[os.path.basename(str(path))] += 1
-    return load(path)
-T.load_trace = train.load_trace = counted
-atexit.register(lambda: open(os.environ["LOAD_COUNTS"], "w").write(json.dumps(calls)))
-train.run()
-"""
-
-
-def test_each_trace_is_loaded_once_per_run_and_resume_is_checked_first(tmp_path):
+def test_each_trace_is_loaded_once_per_run_and_resume_is_checked_first(tmp_path, monkeypatch):
     """One load (and validation) of each dataset's trace per run: a fresh run, and a --resume with other flags
     (refused at the first dataset's checkpoints, before any work)."""
-    import json
+    import collections
 
     from conftest import make_tiny_trace
 
+    import prada_jax.traces as T
     from prada_jax.traces import save_trace
 
     traces, ckpt = tmp_path / "traces", tmp_path / "ck"
     for i, name in enumerate(("gsm8k", "mmlu_stem")):
         save_trace(traces / f"{name}.npz", make_tiny_trace(seed=i))
-    args = [sys.executable, "-c", _COUNTING_TRAIN, "--datasets=gsm8k,mmlu_stem", f"--trace_dir={traces}",
-            f"--ckpt_dir={ckpt}", "--epochs=1", "--update_epochs=1", "--batch_steps=8", "--num_minibatches=1",
-            "--aux_steps=50", "--frontier_betas=3", "--chunk=1"]
-    counts = tmp_path / "counts.json"
-    env = dict(os.environ, LOAD_COUNTS=str(counts))
+    args = ["--datasets=gsm8k,mmlu_stem", f"--trace_dir={traces}", f"--ckpt_dir={ckpt}", "--epochs=1",
+            "--update_epochs=1", "--batch_steps=8", "--num_minibatches=1", "--aux_steps=50", "--frontier_betas=3",
+            "--chunk=1"]
+    calls, load = collections.Counter(), T.load_trace
+
+    def counted(path):
+        calls[os.path.basename(str(path))] += 1
+        return load(path)
+
+    monkeypatch.setattr(T, "load_trace", counted)  # what the command's fresh `from prada_jax.traces import` binds
 
     def train(*extra, loads=("gsm8k.npz", "mmlu_stem.npz")):
-        proc = subprocess.run(args + list(extra), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-        assert json.loads(counts.read_text()) == dict.fromkeys(loads, 1), proc.stderr[-3000:]
+        calls.clear()
+        proc = _train(*args, *extra)
+        assert calls == dict.fromkeys(loads, 1), proc.stderr[-3000:]
         return proc
 
     assert train().returncode == 0
@@ -139,8 +137,7 @@ def test_lock_file_that_cannot_be_made_is_one_line(tmp_path):
     traceback before), nothing written."""
     lock_dir = tmp_path / "ck" / "gsm8k" / ".train.lock"
     lock_dir.mkdir(parents=True)
-    proc = subprocess.run([sys.executable, "-m", "prada_jax.cli.train", "--datasets=gsm8k", f"--ckpt_dir={tmp_path / 'ck'}"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    proc = _train("--datasets=gsm8k", f"--ckpt_dir={tmp_path / 'ck'}")
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert last.startswith("FATAL --ckpt_dir=") and "cannot create the lock file" in last and ".train.lock" in last
