@@ -36,8 +36,8 @@ SCRIPT = textwrap.dedent(
 
     trace = tiny(seed=0)
     packed, table = pack_traces(trace), mixed_table(trace, 0)
-    config = SimConfig(num_slots=150, warmup_slots=20, max_users=12, max_servers=4, drain_slots=100,
-                       max_candidates=8)
+    config = SimConfig(num_slots=150, warmup_slots=20, max_users=8, max_servers=4, drain_slots=100,
+                       max_candidates=6)
     grid = param_grid(bandwidth_bps=[1e5, 1e6, 4e7], arrival_rate=[0.5], server_capacity=[2])
     episodes, seed = 7, 3  # neither 3 nor 7 divides 4 devices: both axes get padded and trimmed
     # The single-device jit, called directly: simulate_grid itself spreads over the 4 devices.
@@ -60,7 +60,7 @@ SCRIPT = textwrap.dedent(
     out = compiled(*args)
     hlo = compiled.as_text()
 
-    # The exact cap (ladder 4, 8, 12): the re-runs of overflowed episodes are spread over the devices too.
+    # The exact cap (ladder 4, 8): the re-runs of overflowed episodes are spread over the devices too.
     import dataclasses
     exact_config = dataclasses.replace(config, max_candidates=None, candidate_cap_start=4)
     keys = run.episode_keys(episodes, seed)
