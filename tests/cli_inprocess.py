@@ -41,6 +41,9 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 COMMAND_PACKAGES = ("prada_jax.cli.", "experiments.", "studies.")
 # Flags defined once per process by a module that stays imported (shared by every command).
 SHARED_FLAG_MODULES = ("prada_jax.cli_support",)
+# The flags the first app.run of a process defines (--help, --helpshort, ...): defined once, here, so that a run
+# leaves the flags as it found them.
+app.define_help_flags()
 _FLAG_STATE = ("__flags", "__hiddenflags", "__flags_by_module", "__flags_by_module_id", "__key_flags_by_module")
 
 
@@ -66,8 +69,7 @@ def _flag_state(fv: flags.FlagValues) -> dict:
 
 
 def _restore_command_flags(fv: flags.FlagValues, saved: dict) -> None:
-    """The commands' flags as in `saved`; other flags defined meanwhile (absl's help flags at the first app.run in
-    a process, a library the command imported) stay."""
+    """The commands' flags as in `saved`; other flags defined meanwhile (by a library the command imported) stay."""
     now = _flag_state(fv)
     command_flags = {id(flag) for module, entries in now["__flags_by_module"].items() if _command_module(module)
                      for flag in entries}
@@ -83,26 +85,43 @@ def _restore_command_flags(fv: flags.FlagValues, saved: dict) -> None:
             fv.__dict__[key] = saved[key]
 
 
+def _unbind(name: str) -> None:
+    """Module `name` out of sys.modules and out of its package's attributes (where `from package import name` looks
+    first)."""
+    module = sys.modules.pop(name)
+    parent, _, child = name.rpartition(".")
+    if getattr(sys.modules.get(parent), child, None) is module:
+        delattr(sys.modules[parent], child)
+
+
 @contextlib.contextmanager
 def _fresh_command_modules():
     """The command modules (COMMAND_PACKAGES) out of sys.modules while a command runs, so that it imports them
-    afresh; afterwards the modules (and their parents' attributes) are those of before."""
+    afresh; afterwards the modules (and their packages' attributes) are those of before."""
     before = {name: module for name, module in sys.modules.items() if name.startswith(COMMAND_PACKAGES)}
     for name in before:
-        del sys.modules[name]
+        _unbind(name)
     try:
         yield
     finally:
         for name in [n for n in sys.modules if n.startswith(COMMAND_PACKAGES)]:
-            module = sys.modules.pop(name)
-            parent, _, child = name.rpartition(".")
-            if name not in before and getattr(sys.modules.get(parent), child, None) is module:
-                delattr(sys.modules[parent], child)
+            _unbind(name)
         sys.modules.update(before)
         for name, module in before.items():
             parent, _, child = name.rpartition(".")
             if parent in sys.modules:
                 setattr(sys.modules[parent], child, module)
+
+
+def _unparse(fv: flags.FlagValues) -> None:
+    """fv.unparse_flags() without the effect of its logging.info line on a root logger with no handler
+    (logging.basicConfig: a handler on the real stderr for the rest of the process)."""
+    root, null = logging.getLogger(), logging.NullHandler()
+    root.addHandler(null)
+    try:
+        fv.unparse_flags()
+    finally:
+        root.removeHandler(null)
 
 
 def _device_count_flags(xla_flags: str) -> str:
@@ -129,7 +148,7 @@ def run(command: str, *args: str, cwd=None, env: dict | None = None) -> subproce
     try:
         for name in [n for n in list(fv) if _command_flag(fv, n)]:
             delattr(fv, name)
-        fv.unparse_flags()
+        _unparse(fv)
         app._run_init.done = app._register_and_parse_flags_with_usage.done = False
         os.environ.update(env or {})
         os.environ["XLA_FLAGS"] = _device_count_flags(os.environ.get("XLA_FLAGS", ""))
@@ -154,7 +173,7 @@ def run(command: str, *args: str, cwd=None, env: dict | None = None) -> subproce
                 traceback.print_exc()
                 status = 1
     finally:
-        sys.argv[:] = saved_argv
+        sys.argv = saved_argv
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
@@ -163,7 +182,7 @@ def run(command: str, *args: str, cwd=None, env: dict | None = None) -> subproce
         absl_logger.setLevel(saved_logging[2])
         handler.python_handler.stream = saved_logging[3]
         app._run_init.done, app._register_and_parse_flags_with_usage.done = saved_app_init
-        fv.unparse_flags()
+        _unparse(fv)
         _restore_command_flags(fv, saved_flags)
         if was_parsed:
             fv.mark_as_parsed()

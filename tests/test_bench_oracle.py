@@ -49,7 +49,11 @@ def _bench(module: str, out: pathlib.Path) -> subprocess.CompletedProcess:
 
 
 def test_oracle_rows_with_the_repository_entry_point_and_one_line_without(tmp_path):
-    with_oracle = _bench("experiments.bench", tmp_path / "with.json")
+    """The repository entry point runs in this process (tests/cli_inprocess.py), the console script's module in a
+    real one."""
+    import cli_inprocess
+
+    with_oracle = cli_inprocess.run("experiments.bench", *TINY, f"--out={tmp_path / 'with.json'}")
     assert with_oracle.returncode == 0, with_oracle.stderr[-3000:]
     result = json.loads((tmp_path / "with.json").read_text())
     assert result["oracle"]["episodes"] == 1 and result["oracle_check"]["agrees"] is True

@@ -20,7 +20,7 @@ def run_check(tmp_path, *args, out="out"):
 
 def test_sizes_tests_and_files(tmp_path):
     proc, out = run_check(tmp_path, "--episodes_list=1,2", "--horizon_ms=20", "--warmup_ms=2", "--repeats=1",
-                          "--test_files=tests/test_costs.py")
+                          "--max_users=16", "--test_files=tests/test_costs.py")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(os.listdir(out)) == ["bench.log", "summary.json", "summary.md", "tests.log"]  # <= 8 files back
     summary = json.loads((out / "summary.json").read_text())
