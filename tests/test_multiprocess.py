@@ -4,8 +4,10 @@ Both processes call `sharding.initialize_distributed()` (jax.distributed with a 
 port; CPU collectives over gloo, jax's default on CPU), run `simulate_grid_sharded` with the episodes split
 over the 4 devices of both processes, gather the result with `process_allgather`, and write it to an .npz
 (tests/multiprocess_worker.py). This test compares each process's result, metric by metric, with the
-single-process `prada_jax.sim.simulate_grid` on the same problem and seed: they must be identical, as in
-the single-process sharded test (tests/test_sharding.py).
+single-process run on the same problem and seed (`sharding.prepare_grid`'s one-device program, which
+tests/test_sharding.py shows to be `prada_jax.sim.simulate_grid`'s): they must be identical, as in the
+single-process sharded test (tests/test_sharding.py). The workers and the reference compile with XLA:CPU's
+default fusion emitters (conftest.DEFAULT_EMITTER_XLA_FLAGS).
 
 The children get a deadline and are killed (with their process groups) on timeout or failure, so a hung
 coordinator or collective cannot hang the test run.
@@ -22,7 +24,7 @@ import sys
 import time
 
 import numpy as np
-from conftest import TEST_XLA_FLAGS
+from conftest import DEFAULT_EMITTER_OPTIONS, DEFAULT_EMITTER_XLA_FLAGS
 
 TESTS_DIR = pathlib.Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -61,7 +63,7 @@ def _launch(tmp_path: pathlib.Path):
     base["JAX_NUM_PROCESSES"] = str(NUM_PROCESSES)
     for var in ("JAX_LOCAL_DEVICE_IDS", "PRADA_DISTRIBUTED"):
         base.pop(var, None)
-    base["XLA_FLAGS"] = TEST_XLA_FLAGS  # the worker adds its own device count
+    base["XLA_FLAGS"] = DEFAULT_EMITTER_XLA_FLAGS  # the worker adds its own device count
     procs, outs, logs = [], [], []
     try:
         for pid in range(NUM_PROCESSES):
@@ -101,14 +103,15 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 def test_two_processes_match_single_process(tmp_path):
     from multiprocess_worker import problem
 
-    from prada_jax.sim import simulate_grid
+    from prada_jax import sharding
 
     start = time.monotonic()
     procs, outs, logs = _launch(tmp_path)
     try:
-        # The single-process reference, computed here while the workers start up.
+        # The single-process reference, computed here (one device) while the workers start up.
         packed, table, grid, config, episodes, seed = problem()
-        want = simulate_grid(packed, table, grid, config, episodes, seed)
+        fn, args, trim = sharding.prepare_grid(packed, table, grid, config, episodes, seed)
+        want = trim(fn.lower(*args).compile(DEFAULT_EMITTER_OPTIONS)(*args))
         want = {k: np.asarray(getattr(want, k)) for k in want.__dataclass_fields__}
     except BaseException:
         _kill(procs)

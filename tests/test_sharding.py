@@ -15,7 +15,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import TEST_XLA_FLAGS
+from conftest import DEFAULT_EMITTER_XLA_FLAGS, TEST_XLA_FLAGS
 
 from prada_jax import sharding
 
@@ -129,7 +129,7 @@ def test_rejects_bad_arguments(tiny_trace):
 def test_four_host_devices_match_single_device():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), str(REPO_ROOT), env.get("PYTHONPATH", "")])
-    env["XLA_FLAGS"] = TEST_XLA_FLAGS  # the tests' flags without a device count
+    env["XLA_FLAGS"] = DEFAULT_EMITTER_XLA_FLAGS  # the tests' flags without a device count; bit-for-bit checks
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
