@@ -111,7 +111,8 @@ def make_tiny_trace(num_problems: int = 6, max_steps: int = 4, feature_dim: int 
 # ---------------------------------------------------------------------------------------------------------------
 # Test tiers. `python -m pytest -m "not slow"` is the edit-test loop (under 90 s on 2 cores); the full suite, with no
 # -m, is what CI runs. A test is slow when it compiles a full simulation, trains, or starts Python processes (a
-# CLI end to end, a wheel, several JAX processes); the list is the one place that says which, by file and function
+# CLI end to end, a wheel, several JAX processes; a command that tests/cli_inprocess.py runs in the test process and
+# that stops at its flags or files is fast); the list is the one place that says which, by file and function
 # (all parametrisations), so that no test file needs editing to move a test between tiers. A test file may also mark
 # its own tests with @pytest.mark.slow. Regenerate from `python -m pytest -q -n 2 --durations=0` (about 1 s or more
 # on an idle machine is slow).
@@ -127,7 +128,6 @@ SLOW_TESTS: dict[str, set[str]] = {
     },
     "test_bench_oracle.py": {"test_oracle_rows_with_the_repository_entry_point_and_one_line_without"},
     "test_calibration.py": {"test_refit_reproduces_committed_stats"},
-    "test_cli_bad_input.py": {"test_make_figures_bad_input_is_one_line_and_writes_nothing"},
     "test_collect.py": {"test_tiny_models_end_to_end_on_real_problems"},
     "test_device_check.py": {
         "test_bad_flags_name_the_flag", "test_sizes_tests_and_files",
@@ -159,9 +159,7 @@ SLOW_TESTS: dict[str, set[str]] = {
         "test_accuracy_bounds_and_random_expectation", "test_oracle_beats_random_at_same_rate",
         "test_path_flops_match_numpy", "test_policy_table_and_npz_round_trip"
     },
-    "test_learn_headroom.py": {
-        "test_cli_scores_pi_theta_on_its_own_split_and_beta", "test_cli_without_tables_and_bad_flags"
-    },
+    "test_learn_headroom.py": {"test_cli_without_tables_and_bad_flags"},
     "test_learn_mdp.py": {"test_reward_eq21_and_returns_telescope", "test_rollout_batch_targets_match_numpy"},
     "test_learn_nets.py": {
         "test_aux_regressor_film_matches_numpy", "test_delay_net_has_no_film_and_batchnorm_trains",
@@ -178,14 +176,14 @@ SLOW_TESTS: dict[str, set[str]] = {
     "test_multiprocess.py": {"test_two_processes_match_single_process"},
     "test_packaging.py": {
         "test_installed_copy_has_scripts_configs_and_data", "test_installed_prada_sweep_runs_outside_the_repo",
-        "test_installed_scripts_show_their_flags", "test_sweep_module_helpshort_lists_the_sweep_flags",
+        "test_installed_scripts_show_their_flags",
     },
     "test_registry_grid.py": {
         "test_cli_grid_end_to_end_prints_the_table_quietly", "test_grid_sweep_rows_and_resume_after_a_kill",
         "test_one_registration_makes_a_policy_available_everywhere", "test_summarize_grid_labels_each_point"
     },
     "test_roofline_study.py": {
-        "test_cli_rejects_a_horizon_off_the_slot_grid_before_work", "test_default_slot_is_the_old_one_ms_sweep",
+        "test_default_slot_is_the_old_one_ms_sweep",
         "test_roofline_mdp_costs_are_the_latency_models_batch1_times",
         "test_small_sweep_at_20ms_slots_accounts_for_every_task", "test_train_cli_roofline_records_its_latency_model"
     },
@@ -227,19 +225,14 @@ SLOW_TESTS: dict[str, set[str]] = {
     },
     "test_stage2_price.py": {"test_price_is_feasible_and_not_above_the_old_bisection"},
     "test_sweep.py": {
-        "test_cli_rejects_bad_flags_before_work", "test_cli_smoke_end_to_end_and_resume",
+        "test_cli_smoke_end_to_end_and_resume",
         "test_make_figures_plot_only_from_results", "test_sweep_figures_from_rows"
     },
-    "test_sweep_bad_input.py": {
-        "test_run_main_errors_are_one_fatal_line",
-        "test_sweep_flagfile_line_without_dashes_is_one_line_and_writes_nothing"
-    },
+    "test_sweep_bad_input.py": {"test_run_main_errors_are_one_fatal_line"},
     "test_synth.py": {"test_shipped_traces_match_regeneration"},
     "test_train_cli.py": {
-        "test_bad_flags_fail_fast", "test_each_trace_is_loaded_once_per_run_and_resume_is_checked_first",
-        "test_lock_file_that_cannot_be_made_is_one_line",
+        "test_each_trace_is_loaded_once_per_run_and_resume_is_checked_first",
         "test_second_writer_on_a_dataset_fails_or_waits_with_if_missing",
-        "test_shipped_checkpoints_are_not_overwritten_by_default", "test_unusable_ckpt_dir_fails_before_any_work"
     },
 }
 
