@@ -19,6 +19,9 @@ What a fresh process has and this one provides for the command's run, then puts 
   traceback on stderr and status 1 (as the interpreter does at exit).
 - absl's logging handler (installed by the first app.run in a process) writes to the captured stderr.
 - the working directory (the repository root unless `cwd` is given) and the environment (`env` entries added).
+
+absl has no public way to set flags aside or to rerun app.run's first-run set-up: this reaches into FlagValues'
+registries and app.run's once-per-process markers (absl-py 2.x); tests/test_cli_inprocess.py fails if they change.
 """
 
 from __future__ import annotations
