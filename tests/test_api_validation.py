@@ -72,6 +72,8 @@ def test_table_ranges_and_padding_are_checked_as_the_table_loader_does():
     (dict(flops_llm=float("inf")), r"SimParams\.flops_llm must be finite"),
     (dict(flops_llm=1e39), r"flops_llm=1e\+39 overflows float32"),
     (dict(bandwidth_bps=1e-50), r"bandwidth_bps must be > 0.*in float32"),
+    (dict(beta=-1.5e-52), r"SimParams\.beta must be >= 0, got -1\.5e-52"),  # -0.0 in float32: refused as given
+    (dict(beta=[2.0, -1e-60]), r"SimParams\.beta must be >= 0"),
     (dict(server_compute_efficiency=1.5), r"server_compute_efficiency must be in \(0, 1\]"),
     (dict(prefix_cache=2), "prefix_cache must be True or False"),
 ])

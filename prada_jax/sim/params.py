@@ -279,7 +279,8 @@ def check_leaf(name: str, value) -> np.ndarray:
         for raw, small in zip(np.reshape(arr, -1), np.reshape(held, -1)):
             if np.isfinite(raw) and not np.isfinite(small):
                 raise SimParamsError(f"{where}={raw.item()!r} overflows float32, the simulator's dtype")
-    for v in np.unique(held.reshape(-1)):
+    # The values as given and as the simulator holds them: -1e-52 is -0.0 in float32, which a ">= 0" rule accepts.
+    for v in [*np.unique(arr.reshape(-1)), *np.unique(held.reshape(-1))]:
         try:
             param.validate(v.item())
         except (TypeError, ValueError) as err:
