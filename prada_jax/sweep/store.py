@@ -463,6 +463,10 @@ class ResultStore:
         self._rewrite_sums()  # the checksums of the (verified) lines kept; before run.json says there are some
         run = state.existing or {"config": state.config, "sessions": []}
         self.run = dict(run, sessions=[*run["sessions"], session_metadata(argv)], checksums=RESULTS_SUMS)
+        self._write_run()
+
+    def _write_run(self) -> None:
+        """Rewrite run.json atomically from `self.run`."""
         _atomic_write(self.run_path, json.dumps(self.run, indent=2, sort_keys=True) + "\n")
 
     def _rewrite_sums(self) -> None:
@@ -507,7 +511,7 @@ class ResultStore:
         points = dict(self.run.get("points", {}))
         points[f"{dataset}/{policy}"] = info
         self.run = dict(self.run, points=points)
-        _atomic_write(self.run_path, json.dumps(self.run, indent=2, sort_keys=True) + "\n")
+        self._write_run()
 
     def append_point(self, rows: list[dict[str, Any]]) -> None:
         """Append one point's rows in a single write + fsync, then rewrite results.json atomically."""
